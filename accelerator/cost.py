@@ -1,0 +1,272 @@
+"""The one cost model: cycles, bytes and energy of every operation of a decode step.
+
+Two layers:
+
+* micro-architecture primitives (``gemv_cycles``, ``tas_cycles``, ``drs_assign_cycles``,
+  ``replay_transfer_cycles``): the cycle count of one synthesizable block for one job. Each has an RTL
+  twin under ``accelerator/rtl`` that must take exactly these cycles for the same stimulus.
+* per-phase demands (:class:`CostModel`): for one layer of one decode step, how many cycles each core
+  computes and how many bytes each memory group moves, given how many batch entries the core runs.
+
+The analytic model evaluates the demands in closed form; the event model schedules the same demands over
+contended cores, memory groups and units. Nothing else in the project knows how long an operation takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accelerator.spec import HardwareSpec
+from models.dims import ModelDims
+
+# ---------------------------------------------------------------------------------------------------
+# Micro-architecture primitives. Changing one of these is a change of hardware timing: the RTL twin's
+# cross-check fails until the RTL and this file agree again.
+# ---------------------------------------------------------------------------------------------------
+
+#: Stages after the TAS lane MACs: lane product register, head accumulate, mean (shift) and compare.
+TAS_TAIL_STAGES = 3
+#: Cycles for the DRS scheduler to commit the mapping registers after scanning the index register.
+DRS_COMMIT_CYCLES = 1
+#: Replay-cache controller: address generation and read-data register.
+REPLAY_LATENCY_CYCLES = 2
+
+
+def ceil_div(a, b):
+    """Integer ceiling division that also works elementwise on numpy arrays."""
+    return -(-np.asarray(a) // b) if isinstance(a, np.ndarray) else -(-a // b)
+
+
+def adder_tree_depth(lanes: int) -> int:
+    """Pipeline stages of a binary adder tree over ``lanes`` products."""
+    return max(0, int(lanes - 1).bit_length())
+
+
+def gemv_cycles(rows, cols, lanes: int, pipeline_cycles: int):
+    """y = W x on an output-stationary PE tile: each lane owns one output row and takes one input
+    element per cycle, so a tile of ``lanes`` rows needs ``cols`` cycles; tiles issue back to back and
+    the pipeline fills once per instruction."""
+    return ceil_div(rows, lanes) * cols + pipeline_cycles
+
+
+def tas_cycles(heads: int, head_dim: int, lanes: int) -> int:
+    """TAS unit: per head, ``lanes`` products of q and the aligned key per cycle, reduced by an adder
+    tree; heads stream back to back; the mean over heads and the compare with tau end the pipeline."""
+    return heads * ceil_div(head_dim, lanes) + adder_tree_depth(lanes) + TAS_TAIL_STAGES
+
+
+def drs_assign_cycles(batch: int) -> int:
+    """DRS: scan the index register one bit per cycle, assigning each computing entry the next core
+    round-robin, then commit the mapping registers."""
+    return batch + DRS_COMMIT_CYCLES
+
+
+def replay_transfer_cycles(words: int, word_bits: int, port_bits: int) -> int:
+    """Replay-cache controller: move one cached MLP output of ``words`` elements through its port."""
+    return ceil_div(words * word_bits, port_bits) + REPLAY_LATENCY_CYCLES
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-phase demands
+# ---------------------------------------------------------------------------------------------------
+
+PHASES = ("qkv", "attention", "tas", "drs", "mlp", "replay", "extra")
+"""Kinds of work, in the order a decode step runs them. ``breakdown_s`` in summary.json uses these."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Work one core (or unit) does in one phase: compute cycles and bytes per memory group."""
+
+    cycles: float
+    bytes: dict[str, float]
+    macs: float = 0.0
+
+
+class CostModel:
+    """Cycles and bytes of each phase of one layer of one decode step.
+
+    ``ctx`` (context length including the current token) may be an int or a numpy array of them.
+    """
+
+    def __init__(
+        self,
+        hw: HardwareSpec,
+        dims: ModelDims,
+        *,
+        sparse_sink_tokens: int = 0,
+        sparse_window: int | None = None,
+        drs_overhead_cycles: int = 0,
+    ) -> None:
+        self.hw = hw
+        self.dims = dims
+        self.sink = sparse_sink_tokens
+        self.window = sparse_window
+        self.drs_overhead_cycles = drs_overhead_cycles
+        p = hw.precision
+        self.w_bytes = p.weights_bits / 8
+        self.kv_bytes = p.kv_bits / 8
+        self.rc_bytes = p.replay_cache_bits / 8
+        lanes, pipe = hw.lanes_per_core, hw.pe_pipeline_cycles
+        d = dims
+        # Per entry per layer, independent of context.
+        self.qkv_cycles = gemv_cycles(d.q_dim + 2 * d.kv_dim, d.hidden, lanes, pipe)
+        self.o_cycles = gemv_cycles(d.hidden, d.q_dim, lanes, pipe)
+        if d.mlp_kind == "swiglu":
+            self.mlp_cycles = gemv_cycles(2 * d.mlp_hidden, d.hidden, lanes, pipe) + gemv_cycles(
+                d.hidden, d.mlp_hidden, lanes, pipe
+            )
+        else:
+            self.mlp_cycles = gemv_cycles(d.mlp_hidden, d.hidden, lanes, pipe) + gemv_cycles(
+                d.hidden, d.mlp_hidden, lanes, pipe
+            )
+        self.qkv_macs = d.hidden * (d.q_dim + 2 * d.kv_dim)
+        self.o_macs = d.hidden * d.q_dim
+        self.mlp_macs = d.mlp_params
+        self.qkv_weight_bytes = self.qkv_macs * self.w_bytes
+        self.o_weight_bytes = self.o_macs * self.w_bytes
+        self.mlp_weight_bytes = self.mlp_macs * self.w_bytes
+        self.tas_unit_cycles = tas_cycles(d.heads, d.head_dim, hw.tas_lanes)
+        self.tas_macs = d.heads * d.head_dim
+        self.replay_unit_cycles = replay_transfer_cycles(
+            d.hidden, hw.precision.replay_cache_bits, hw.replay_port_bits
+        )
+        self.replay_bytes = d.hidden * self.rc_bytes
+        self.extra_cycles = ceil_div(d.extra_macs_per_token, lanes) if d.extra_macs_per_token else 0
+
+    # -- context -------------------------------------------------------------------------------------
+    def attended(self, ctx):
+        """Tokens attended to: all of the context, or sink + local window under sparse attention."""
+        if self.window is None:
+            return ctx
+        return np.minimum(ctx, self.sink + self.window)
+
+    # -- phases per entry ------------------------------------------------------------------------------
+    def attention_cycles(self, ctx):
+        """Scores then the weighted sum of values, plus O. Lanes own outputs across all heads (one score per
+        head and key, then one output element per head and dim), so small heads still fill the PE tile."""
+        d, lanes, pipe = self.dims, self.hw.lanes_per_core, self.hw.pe_pipeline_cycles
+        n = self.attended(ctx)
+        scores = gemv_cycles(d.heads * n, d.head_dim, lanes, pipe)
+        values = gemv_cycles(d.q_dim, n, lanes, pipe)
+        return scores + values + self.o_cycles
+
+    def attention_macs(self, ctx):
+        return 2 * self.dims.heads * self.dims.head_dim * self.attended(ctx) + self.o_macs
+
+    def kv_bytes_per_entry(self, ctx):
+        """Read the attended keys and values, append this token's key and value."""
+        return 2 * self.dims.kv_dim * self.kv_bytes * (self.attended(ctx) + 1)
+
+    def weight_bytes(self, per_entry_bytes: float, entries):
+        """Weights streamed by a core that runs ``entries`` batch entries of one phase."""
+        entries = np.asarray(entries)
+        if self.hw.weights_shared_across_batch:
+            return np.where(entries > 0, per_entry_bytes, 0.0)
+        return per_entry_bytes * entries
+
+    # -- phase demands for a core running `n` entries --------------------------------------------------
+    def qkv(self, n) -> Demand:
+        pl = self.hw.placement
+        return Demand(
+            cycles=n * self.qkv_cycles,
+            bytes={pl.weights: self.weight_bytes(self.qkv_weight_bytes, n)},
+            macs=n * self.qkv_macs,
+        )
+
+    def attention(self, n, ctx) -> Demand:
+        pl = self.hw.placement
+        by = _add_bytes(
+            {pl.kv_cache: n * self.kv_bytes_per_entry(ctx)},
+            {pl.weights: self.weight_bytes(self.o_weight_bytes, n)},
+        )
+        return Demand(cycles=n * self.attention_cycles(ctx), bytes=by, macs=n * self.attention_macs(ctx))
+
+    def tas(self, n) -> Demand:
+        """TAS unit for ``n`` entries: reads each entry's aligned key from the KV cache."""
+        return Demand(
+            cycles=n * self.tas_unit_cycles,
+            bytes={self.hw.placement.kv_cache: n * self.dims.kv_dim * self.kv_bytes},
+            macs=n * self.tas_macs,
+        )
+
+    def drs(self, batch: int) -> Demand:
+        return Demand(cycles=drs_assign_cycles(batch) + self.drs_overhead_cycles, bytes={})
+
+    def mlp(self, n) -> Demand:
+        return Demand(
+            cycles=n * self.mlp_cycles,
+            bytes={self.hw.placement.weights: self.weight_bytes(self.mlp_weight_bytes, n)},
+            macs=n * self.mlp_macs,
+        )
+
+    def replay(self, reads, writes) -> Demand:
+        """Replay-cache controller: ``reads`` replayed outputs fetched, ``writes`` fresh outputs stored."""
+        moves = np.asarray(reads) + np.asarray(writes)
+        return Demand(
+            cycles=moves * self.replay_unit_cycles,
+            bytes={self.hw.placement.replay_cache: moves * self.replay_bytes},
+        )
+
+    def extra(self, n) -> Demand:
+        return Demand(cycles=n * self.extra_cycles, bytes={}, macs=n * self.dims.extra_macs_per_token)
+
+    # -- time -------------------------------------------------------------------------------------------
+    def seconds(self, cycles):
+        return np.asarray(cycles) / self.hw.clock_Hz
+
+    def transfer_seconds(self, group: str, nbytes):
+        return np.asarray(nbytes) / self.hw.memory[group].sustained_Bps
+
+    def roofline_seconds(self, demand: Demand):
+        """A phase on one core with its transfers overlapped: the slower of compute and each memory group."""
+        t = self.seconds(demand.cycles)
+        for group, nbytes in demand.bytes.items():
+            t = np.maximum(t, self.transfer_seconds(group, nbytes))
+        return t
+
+    # -- energy -----------------------------------------------------------------------------------------
+    def dynamic_energy_j(self, pe_macs: float, tas_macs: float, bytes_by_group: dict[str, float]) -> float:
+        pw = self.hw.power
+        e = pe_macs * pw.mac_energy_pJ + tas_macs * pw.tas_energy_pJ
+        for group, nbytes in bytes_by_group.items():
+            e += nbytes * self.hw.memory[group].energy_pJ_per_byte
+        return e * 1e-12
+
+
+def _add_bytes(*parts: dict) -> dict:
+    out: dict = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out[k] + v if k in out else v
+    return out
+
+
+def static_core_counts(active: np.ndarray, cores: int) -> np.ndarray:
+    """Entries each core runs under the static batch-to-core mapping (entry e on core e mod cores).
+
+    ``active`` is (batch, ...) bool; the result is (cores, ...) int.
+    """
+    batch = active.shape[0]
+    pad = (-batch) % cores
+    if pad:
+        active = np.concatenate([active, np.zeros((pad,) + active.shape[1:], dtype=active.dtype)])
+    return active.reshape((-1, cores) + active.shape[1:]).sum(axis=0)
+
+
+def drs_core_counts(active: np.ndarray, cores: int) -> np.ndarray:
+    """Entries each core runs after DRS assigns the computing entries round-robin."""
+    k = active.sum(axis=0)
+    c = np.arange(cores).reshape((cores,) + (1,) * k.ndim)
+    return k // cores + (c < k % cores)
+
+
+def drs_mapping(index_bits: np.ndarray, cores: int) -> np.ndarray:
+    """The mapping registers DRS writes: computing entry number k goes to core k mod cores; replayed
+    entries keep -1 (their instructions are dropped)."""
+    mapping = np.full(index_bits.shape, -1, dtype=np.int64)
+    computing = np.flatnonzero(index_bits)
+    mapping[computing] = np.arange(len(computing)) % cores
+    return mapping

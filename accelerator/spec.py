@@ -1,0 +1,118 @@
+"""Hardware description of a multi-core decode accelerator: the inputs of the one cost model.
+
+Units are in the key names. Every field has a default so that a board preset only states what it knows;
+the defaults describe a modest design, not any particular board.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MemoryGroup(_Strict):
+    """A set of memory channels that transfers are striped across (e.g. HBM pseudo-channels)."""
+
+    channels: int = Field(1, gt=0, description="number of channels in the group")
+    bandwidth_GBps: float = Field(gt=0, description="peak bandwidth of the whole group, GB/s (1e9 B/s)")
+    efficiency: float = Field(
+        0.8, gt=0, le=1, description="sustained fraction of peak for long sequential bursts"
+    )
+    capacity_GiB: float = Field(8.0, gt=0, description="capacity, GiB")
+    energy_pJ_per_byte: float = Field(60.0, ge=0, description="dynamic access energy, pJ per byte")
+
+    @property
+    def sustained_Bps(self) -> float:
+        return self.bandwidth_GBps * 1e9 * self.efficiency
+
+
+class Placement(_Strict):
+    """Which memory group holds each kind of data."""
+
+    weights: str = Field("main", description="memory group holding the layer weights")
+    kv_cache: str = Field("main", description="memory group holding the KV cache")
+    replay_cache: str = Field("main", description="memory group holding the replay (MLP output) cache")
+
+
+class Precision(_Strict):
+    weights_bits: int = Field(8, description="weight precision, bits (4, 8 or 16)")
+    activations_bits: int = Field(16, description="activation precision, bits")
+    kv_bits: int = Field(16, description="KV-cache precision, bits")
+    replay_cache_bits: int = Field(16, description="replay-cache (MLP output) precision, bits")
+
+    @model_validator(mode="after")
+    def _check(self) -> Precision:
+        for name in ("weights_bits", "activations_bits", "kv_bits", "replay_cache_bits"):
+            if getattr(self, name) not in (4, 8, 16, 32):
+                raise ValueError(f"{name} must be one of 4, 8, 16, 32")
+        return self
+
+
+class Power(_Strict):
+    """Energy = static_W x latency + dynamic energy per MAC and per byte moved.
+
+    Setting every dynamic term to zero gives constant average power (energy proportional to latency).
+    """
+
+    static_W: float = Field(10.0, ge=0, description="board static + idle power, W")
+    mac_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per MAC on a PE lane, pJ")
+    tas_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per TAS-unit MAC, pJ")
+
+
+class Resources(_Strict):
+    """Board capacity, for fit checks against the RTL resource estimates."""
+
+    luts: int = Field(0, ge=0, description="LUTs on the device (0 = unknown)")
+    ffs: int = Field(0, ge=0, description="flip-flops on the device")
+    dsps: int = Field(0, ge=0, description="DSP slices on the device")
+    brams: int = Field(0, ge=0, description="36 Kb block RAMs on the device")
+
+
+class HardwareSpec(_Strict):
+    name: str = Field("custom", description="board/design name, for reports")
+    source: str = Field("", description="where the board numbers come from")
+    clock_MHz: float = Field(200.0, gt=0, le=1000, description="accelerator clock, MHz")
+    cores: int = Field(2, gt=0, le=32, description="compute cores (DRS maps batch entries onto these)")
+    lanes_per_core: int = Field(256, gt=0, description="MAC lanes per core (MACs per cycle per core)")
+    pe_pipeline_cycles: int = Field(
+        3, ge=0, description="fill/drain latency of the PE lane pipeline, paid once per instruction"
+    )
+    tas_lanes: int = Field(16, gt=0, description="parallel MAC lanes of the TAS unit")
+    replay_port_bits: int = Field(
+        512, gt=0, description="data width of the replay-cache controller port, bits per cycle"
+    )
+    weights_shared_across_batch: bool = Field(
+        True,
+        description="true: a core streams a layer's weights once per step for all entries it runs; "
+        "false: once per entry",
+    )
+    memory: dict[str, MemoryGroup] = Field(
+        default_factory=lambda: {"main": MemoryGroup(bandwidth_GBps=19.2, channels=1)},
+        description="memory groups by name",
+    )
+    placement: Placement = Field(default_factory=Placement)
+    precision: Precision = Field(default_factory=Precision)
+    power: Power = Field(default_factory=Power)
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> HardwareSpec:
+        for what in ("weights", "kv_cache", "replay_cache"):
+            group = getattr(self.placement, what)
+            if group not in self.memory:
+                raise ValueError(
+                    f"placement.{what} names memory group {group!r}, which is not one of "
+                    f"{', '.join(sorted(self.memory))}"
+                )
+        return self
+
+    @property
+    def clock_Hz(self) -> float:
+        return self.clock_MHz * 1e6
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        return self.cores * self.lanes_per_core * self.clock_Hz

@@ -1,0 +1,107 @@
+"""The event model: SimPy schedules the cost model's demands over contended cores, memory and units.
+
+Per layer of a decode step the pre-compiled instruction stream runs: each core projects Q/K/V and attends
+for the entries statically mapped to it; the TAS unit scores a core's entries as soon as that core's QKV
+is done (overlapping attention); once every decision of the layer is known DRS rebalances the computing
+entries (or the static mapping stands); the cores run the MLPs while the replay-cache controller reads the
+replayed outputs and stores fresh ones; the next layer starts when all of that is done. Memory groups are
+FIFO bandwidth servers shared by all cores and units, so transfers contend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+from tqdm import tqdm
+
+from accelerator.core import Core
+from accelerator.cost import PHASES, static_core_counts
+from accelerator.drs import DrsScheduler
+from accelerator.memory import MemoryServer
+from accelerator.replay_cache import ReplayCacheController
+from accelerator.tas_unit import TasUnit
+from accelerator.timeline import Timeline
+from cosim.job import DecodeJob, SimResult, unique_demands
+
+
+def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+    cost, hw = job.cost, job.cost.hw
+    env = simpy.Environment()
+    timeline = Timeline()
+    memory = {name: MemoryServer(env, name, group, timeline) for name, group in hw.memory.items()}
+    cores = [Core(env, c, cost, memory, timeline) for c in range(hw.cores)]
+    tas_unit = TasUnit(env, cost, memory, timeline)
+    cache = ReplayCacheController(env, cost, memory, timeline)
+    drs = DrsScheduler(cost, job.batch, hw.cores)
+
+    layers, steps, n_tok = job.layers, job.steps, job.tokens_per_frame
+    phase_s = np.zeros((layers + 1, len(PHASES)))
+    layer_bytes = np.zeros(layers)
+    static_n = static_core_counts(np.ones(job.batch, dtype=bool), hw.cores).tolist()
+    qkv = unique_demands(cost.qkv, static_n)
+    mlp = unique_demands(cost.mlp, range(job.batch + 1))
+    extra = unique_demands(cost.extra, static_n)
+    ctx = job.context()
+
+    def moved() -> float:
+        return sum(m.bytes_moved for m in memory.values())
+
+    def decode():
+        for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
+            timeline.enabled = s < timeline_steps
+            attention = unique_demands(lambda n, c=ctx[s]: cost.attention(n, c), static_n)
+            scored = job.uses_tas and s >= n_tok
+            for layer in range(layers):
+                t0, b0 = env.now, moved()
+                qkv_end = [cores[c].execute("qkv", qkv[n], n) for c, n in enumerate(static_n)]
+                attn_end = [cores[c].execute("attention", attention[n], n) for c, n in enumerate(static_n)]
+                t_qkv, t_attn = max(qkv_end), max(attn_end)
+                t_tas = t_attn
+                if scored:
+                    t_tas = max(t_attn, *(tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(static_n)))
+                compute = job.compute[:, layer, s]
+                if job.schedules(s):
+                    per_core = drs.schedule(compute)
+                    t_drs = t_tas + drs.seconds
+                    timeline.span("units", "drs", "drs", t_tas, t_drs, computing=int(compute.sum()))
+                else:
+                    per_core = static_core_counts(compute, hw.cores)
+                    t_drs = t_tas
+                yield env.timeout(t_drs - env.now)
+                t_mlp = max(cores[c].execute("mlp", mlp[int(n)], int(n)) for c, n in enumerate(per_core))
+                t_end = t_mlp
+                if job.uses_cache:
+                    k = int(compute.sum())
+                    t_end = max(t_mlp, cache.submit(job.batch - k, k, t_drs))
+                yield env.timeout(t_end - env.now)
+                phase_s[layer] += (
+                    t_qkv - t0,
+                    t_attn - t_qkv,
+                    t_tas - t_attn,
+                    t_drs - t_tas,
+                    t_mlp - t_drs,
+                    t_end - t_mlp,
+                    0,
+                )
+                layer_bytes[layer] += moved() - b0
+            if cost.extra_cycles:
+                t0 = env.now
+                t_extra = max(cores[c].execute("extra", extra[n], n) for c, n in enumerate(static_n))
+                yield env.timeout(t_extra - env.now)
+                phase_s[layers, PHASES.index("extra")] += t_extra - t0
+
+    env.process(decode())
+    env.run()
+    return SimResult(
+        latency_s=env.now,
+        layer_phase_s=phase_s,
+        layer_bytes=layer_bytes,
+        core_busy_s=np.array([c.busy_s for c in cores]),
+        bytes_by_group={name: m.bytes_moved for name, m in memory.items()},
+        pe_macs=sum(c.macs for c in cores),
+        tas_macs=tas_unit.macs,
+        drs_events=drs.events,
+        replay_reads=cache.reads,
+        replay_writes=cache.writes,
+        timeline=timeline.to_json() if timeline_steps else None,
+    )

@@ -1,0 +1,73 @@
+"""What both executions of the cost model take in (a DecodeJob) and give back (a SimResult)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accelerator.cost import PHASES, CostModel
+
+
+@dataclass
+class DecodeJob:
+    """The decode of one batch: who computes the MLP where, on which hardware, under which scheduler."""
+
+    cost: CostModel
+    compute: np.ndarray  # (batch, layers, steps) bool: True = compute the MLP, False = replay
+    tokens_per_frame: int
+    prompt_tokens: int
+    drs: bool  # Dynamic Resource Scheduling on (else the static batch-to-core mapping)
+    uses_tas: bool  # the TAS unit scores every entry from frame 1 on
+    uses_cache: bool  # the replay cache is read on replay and refreshed after compute
+
+    @property
+    def batch(self) -> int:
+        return self.compute.shape[0]
+
+    @property
+    def layers(self) -> int:
+        return self.compute.shape[1]
+
+    @property
+    def steps(self) -> int:
+        return self.compute.shape[2]
+
+    @property
+    def cores(self) -> int:
+        return self.cost.hw.cores
+
+    def context(self) -> np.ndarray:
+        """Context length at each decode step: the prompt, the tokens decoded so far, and this one."""
+        return self.prompt_tokens + np.arange(self.steps) + 1
+
+    def schedules(self, step: int) -> bool:
+        """DRS runs a scheduling event once a layer's replay decisions exist (none in frame 0)."""
+        return self.drs and self.uses_cache and step >= self.tokens_per_frame
+
+
+@dataclass
+class SimResult:
+    latency_s: float
+    layer_phase_s: np.ndarray  # (layers + 1, len(PHASES)): critical-path time; last row = per-step extra work
+    layer_bytes: np.ndarray  # (layers,) bytes moved by each layer over the whole decode
+    core_busy_s: np.ndarray  # (cores,) compute-busy time
+    bytes_by_group: dict[str, float]
+    pe_macs: float
+    tas_macs: float
+    drs_events: int
+    replay_reads: int
+    replay_writes: int
+    timeline: dict | None = field(default=None, repr=False)
+
+    @property
+    def breakdown_s(self) -> dict[str, float]:
+        return {p: float(v) for p, v in zip(PHASES, self.layer_phase_s.sum(axis=0), strict=True)}
+
+
+def unique_demands(fn, counts) -> dict:
+    """Evaluate a per-count demand once per distinct count (the event model's hot path)."""
+    return {int(n): fn(int(n)) for n in set(np.asarray(counts).ravel().tolist())}
+
+
+__all__ = ["DecodeJob", "SimResult", "CostModel", "unique_demands"]

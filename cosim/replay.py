@@ -1,0 +1,108 @@
+"""Replay decisions from TAS values: choosing tau for a budget and the trace-level policies.
+
+These act on a (batch, layers, steps) TAS cube, so they serve synthetic, transferred and captured traces
+alike. The replay ratio is counted as the reference code counts it: replayed MLPs over
+layers x decode steps x batch, first frame included in the denominator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cosim.config import PolicySection
+
+
+def threshold_for_ratio(tas: np.ndarray, target_ratio: float) -> float:
+    """The tau at which ``tas >= tau`` replays ``target_ratio`` of all entries (NaN = cannot replay).
+
+    Ties at tau can push the realised ratio slightly above the target; on continuous TAS they do not.
+    """
+    flat = np.asarray(tas, dtype=np.float64).ravel()
+    eligible = np.sort(flat[~np.isnan(flat)])[::-1]
+    k = int(round(target_ratio * flat.size))
+    if k > eligible.size:
+        raise ValueError(
+            f"target replay ratio {target_ratio} needs {k} replays but only {eligible.size} of "
+            f"{flat.size} decisions can replay"
+        )
+    if k == 0:
+        return float(np.inf)
+    return float(eligible[k - 1])
+
+
+def cap_staleness(replay: np.ndarray, tokens_per_frame: int, cap: int | None) -> np.ndarray:
+    """At most ``cap`` consecutive frames replay at one (sequence, layer, position)."""
+    if cap is None:
+        return replay
+    b, layers, steps = replay.shape
+    frames = steps // tokens_per_frame
+    grid = replay.reshape(b, layers, frames, tokens_per_frame).copy()
+    run = np.zeros((b, layers, tokens_per_frame), dtype=np.int64)
+    for t in range(frames):
+        run = np.where(grid[:, :, t], run + 1, 0)
+        over = run > cap
+        grid[:, :, t] &= ~over
+        run[over] = 0
+    return grid.reshape(b, layers, steps)
+
+
+def apply_policy(
+    tas: np.ndarray,
+    policy: PolicySection,
+    tokens_per_frame: int,
+    seed: int,
+    cfg: bool,
+) -> tuple[np.ndarray, float | None]:
+    """Replay cube and the tau used (None for policies without one) for a trace-level policy."""
+    b, layers, steps = tas.shape
+    first = np.zeros(steps, dtype=bool)
+    first[:tokens_per_frame] = True
+    eligible = ~np.isnan(tas) & ~first
+    score = np.where(eligible, tas, np.nan)
+    if policy.cfg_coherent and cfg:
+        pair = score.reshape(b // 2, 2, layers, steps).mean(axis=1)
+        score = np.repeat(pair, 2, axis=0)
+    tau: float | None = None
+    target = policy.target_replay_ratio
+    kind = policy.kind
+    if kind == "dense":
+        replay = np.zeros_like(eligible)
+    elif kind == "tas":
+        tau = policy.threshold if target is None else threshold_for_ratio(score, target)
+        if tau is None:
+            raise ValueError("policy: kind tas needs threshold or target_replay_ratio")
+        replay = (score > tau) if policy.strict else (score >= tau)
+    elif kind == "topk":
+        ratio = _budget(policy)
+        replay = _per_frame_topk(score, tokens_per_frame, ratio * steps / (steps - tokens_per_frame))
+    elif kind == "random":
+        ratio = _budget(policy)
+        rng = np.random.default_rng(seed)
+        u = np.where(eligible, rng.random(tas.shape), np.nan)
+        replay = u >= threshold_for_ratio(u, ratio)
+    elif kind == "fixed_interval":
+        frame = np.arange(steps) // tokens_per_frame
+        replay = np.broadcast_to((frame % policy.interval) != 0, tas.shape).copy()
+    else:
+        raise ValueError(f"policy.kind: {kind} runs only inside a live capture")
+    replay &= eligible
+    cap = 1 if policy.no_twice_in_row else policy.staleness_cap
+    return cap_staleness(replay, tokens_per_frame, cap), tau
+
+
+def _budget(policy: PolicySection) -> float:
+    if policy.target_replay_ratio is None:
+        raise ValueError(f"policy: kind {policy.kind} needs target_replay_ratio (its budget)")
+    return policy.target_replay_ratio
+
+
+def _per_frame_topk(score: np.ndarray, tokens_per_frame: int, share: float) -> np.ndarray:
+    """In every later frame, replay the ``share`` of positions with the highest TAS."""
+    b, layers, steps = score.shape
+    frames = steps // tokens_per_frame
+    grid = score.reshape(b, layers, frames, tokens_per_frame)
+    k = int(round(min(share, 1.0) * tokens_per_frame))
+    order = np.argsort(np.nan_to_num(-grid, nan=np.inf), axis=-1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(tokens_per_frame), axis=-1)
+    return ((rank < k) & ~np.isnan(grid)).reshape(b, layers, steps)

@@ -1,0 +1,132 @@
+"""The simulation driver: a resolved workload and its trace in, the run's results out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from accelerator.cost import PHASES, CostModel
+from cosim.analytic import run_analytic
+from cosim.config import Workload
+from cosim.event_model import run_event
+from cosim.job import DecodeJob, SimResult
+from cosim.sources import TraceBundle
+
+
+def cost_model(w: Workload) -> CostModel:
+    sa = w.sparse_attention
+    return CostModel(
+        w.hardware,
+        w.model,
+        sparse_sink_tokens=sa.sink_tokens,
+        sparse_window=sa.window,
+        drs_overhead_cycles=w.scheduler.overhead_cycles,
+    )
+
+
+def make_job(w: Workload, replay: np.ndarray | None) -> DecodeJob:
+    """``replay`` None = the dense baseline of the same workload (no TAS, no replay cache, no DRS)."""
+    v, dense = w.video, replay is None or not w.policy.uses_replay
+    shape = (v.batch, w.model.layers, v.steps)
+    compute = np.ones(shape, dtype=bool) if dense else ~replay
+    return DecodeJob(
+        cost=cost_model(w),
+        compute=compute,
+        tokens_per_frame=v.tokens_per_frame,
+        prompt_tokens=v.prompt_tokens,
+        drs=w.scheduler.drs,
+        uses_tas=not dense and w.policy.kind not in ("fixed_interval", "random"),
+        uses_cache=not dense,
+    )
+
+
+def execute(job: DecodeJob, mode: str, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+    if mode == "analytic":
+        return run_analytic(job)
+    return run_event(job, timeline_steps=timeline_steps, progress=progress)
+
+
+@dataclass
+class RunResult:
+    workload: Workload
+    bundle: TraceBundle
+    result: SimResult
+    dense: SimResult
+    summary: dict
+    layers: pd.DataFrame
+
+
+def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunResult:
+    replay = bundle.trace.replay_cube()
+    mode = w.simulation.mode
+    result = execute(make_job(w, replay), mode, w.outputs.timeline_steps, progress)
+    dense = execute(make_job(w, None), mode, 0, progress)
+    return RunResult(
+        w, bundle, result, dense, summarize(w, bundle, result, dense), layer_table(w, replay, result)
+    )
+
+
+def energy_j(w: Workload, r: SimResult) -> float:
+    cost = cost_model(w)
+    return w.hardware.power.static_W * r.latency_s + cost.dynamic_energy_j(
+        r.pe_macs, r.tas_macs, r.bytes_by_group
+    )
+
+
+def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) -> dict:
+    """Top-line metrics; every key is defined in docs/metrics.md."""
+    hw, v = w.hardware, w.video
+    tokens = v.batch * v.steps
+    energy, dense_energy = energy_j(w, r), energy_j(w, dense)
+    util = {g: r.bytes_by_group[g] / (r.latency_s * hw.memory[g].bandwidth_GBps * 1e9) for g in hw.memory}
+    trace = bundle.trace
+    out = {
+        "workload": w.name,
+        "mode": w.simulation.mode,
+        "seed": w.simulation.seed,
+        "model": w.model.name,
+        "hardware": hw.name,
+        "policy": w.policy.kind,
+        "drs": w.scheduler.drs,
+        "batch": v.batch,
+        "frames": v.frames,
+        "tokens_per_frame": v.tokens_per_frame,
+        "decode_steps": v.steps,
+        "latency_s": r.latency_s,
+        "dense_latency_s": dense.latency_s,
+        "speedup_vs_dense": dense.latency_s / r.latency_s,
+        "replay_ratio": trace.replay_ratio(),
+        "tau": bundle.tau,
+        "energy_j": energy,
+        "dense_energy_j": dense_energy,
+        "avg_power_w": energy / r.latency_s,
+        "tokens_per_s": tokens / r.latency_s,
+        "tokens_per_j": tokens / energy if energy > 0 else None,
+        "core_utilization": float(r.core_busy_s.sum() / (hw.cores * r.latency_s)),
+        "memory_bandwidth_utilization": max(util.values()),
+        "memory_bandwidth_utilization_by_group": util,
+        "bytes_by_group": r.bytes_by_group,
+        "breakdown_s": r.breakdown_s,
+        "dense_breakdown_s": dense.breakdown_s,
+        "drs_events": r.drs_events,
+        "trace_source": trace.meta.source,
+        "trace_label": trace.meta.label(),
+        "trace_is_real": trace.meta.is_real,
+    }
+    if bundle.quality:
+        out["quality"] = bundle.quality
+    return out
+
+
+def layer_table(w: Workload, replay: np.ndarray, r: SimResult) -> pd.DataFrame:
+    layers = w.model.layers
+    frame = pd.DataFrame({"layer": np.arange(layers)})
+    for i, phase in enumerate(PHASES):
+        if phase != "extra":
+            frame[f"{phase}_s"] = r.layer_phase_s[:layers, i]
+    frame["total_s"] = r.layer_phase_s[:layers].sum(axis=1)
+    frame["replay_ratio"] = replay.mean(axis=(0, 2)) if w.policy.uses_replay else 0.0
+    frame["bytes_moved"] = r.layer_bytes
+    return frame
