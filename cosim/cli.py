@@ -1,0 +1,229 @@
+"""``python -m cosim``: exit 0 ok, 2 bad input (one line naming what is wrong), 1 internal failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import get_args, get_origin
+
+from pydantic import BaseModel
+
+from cosim.config import (
+    Workload,
+    WorkloadError,
+    dump_resolved,
+    load_preset,
+    load_workload,
+    preset_names,
+)
+from cosim.trace import TraceError
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    overrides = list(args.set or [])
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"simulation.seed={args.seed}")
+    return load_workload(args.workload, overrides)
+
+
+def _out_dir(args: argparse.Namespace, w: Workload, sub: str = "runs") -> Path:
+    out = Path(args.out) if args.out else Path(sub) / w.name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cosim.rundir import write_run
+    from cosim.simulate import simulate
+    from cosim.sources import load_trace
+
+    w = _workload(args)
+    out = _out_dir(args, w)
+    progress = not args.quiet and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    bundle = load_trace(w, progress=progress)
+    run = simulate(w, bundle, progress=progress)
+    write_run(run, out)
+    s = run.summary
+    print(
+        f"{w.name}: latency {s['latency_s']:.4g} s (dense {s['dense_latency_s']:.4g} s, "
+        f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {s['energy_j']:.4g} J, "
+        f"{s['avg_power_w']:.3g} W, {s['mode']} model, trace {s['trace_source']} -> {out} "
+        f"[{time.perf_counter() - t0:.1f} s]"
+    )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    print(dump_resolved(_workload(args)), end="")
+    return 0
+
+
+def _type_name(annotation) -> str:
+    origin = get_origin(annotation)
+    if origin is None:
+        return getattr(annotation, "__name__", str(annotation))
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if origin in (list, tuple):
+        return f"list[{', '.join(_type_name(a) for a in args)}]"
+    if origin is dict:
+        return f"mapping[{', '.join(_type_name(a) for a in args)}]"
+    if str(origin).endswith("Literal"):
+        return " | ".join(repr(a) for a in get_args(annotation))
+    name = " | ".join(_type_name(a) for a in args)
+    return f"{name} | null" if type(None) in get_args(annotation) else name
+
+
+def _walk(model: type[BaseModel], indent: int, lines: list[str]) -> None:
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        sub = next(
+            (a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        pad = "  " * indent
+        desc = field.description or ""
+        if sub is not None and get_origin(ann) is None:
+            lines.append(f"{pad}{name}:  # {desc}".rstrip(" #:") if desc else f"{pad}{name}:")
+            _walk(sub, indent + 1, lines)
+            continue
+        if field.is_required():
+            default = "required"
+        elif field.default_factory is not None:
+            default = "default: see preset" if name == "memory" else "default: {}"
+        else:
+            default = f"default: {field.default!r}"
+        lines.append(f"{pad}{name}: {_type_name(ann)}  ({default})  {desc}".rstrip())
+        if name == "memory":
+            lines.append(f"{pad}  <group name>:")
+            from accelerator.spec import MemoryGroup
+
+            _walk(MemoryGroup, indent + 2, lines)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    lines = ["# workload YAML: key (type) (default) description; units are in the key names"]
+    _walk(Workload, 0, lines)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    print("model presets (model.preset):")
+    for name in preset_names("model"):
+        data = load_preset("model", name)
+        m, v = data["model"], data.get("video", {})
+        print(
+            f"  {name:18s} {m.get('name', ''):24s} layers {m['layers']:>3}, hidden {m['hidden']:>5}, "
+            f"heads {m['heads']}/{m.get('kv_heads', m['heads'])}, mlp {m['mlp_hidden']:>5}, "
+            f"{v.get('tokens_per_frame', '?')} tokens/frame"
+        )
+    print("hardware presets (hardware.preset):")
+    for name in preset_names("board"):
+        h = load_preset("board", name)["hardware"]
+        mem = ", ".join(f"{g} {m['bandwidth_GBps']} GB/s" for g, m in h.get("memory", {}).items())
+        print(
+            f"  {name:18s} {h.get('name', ''):14s} {h.get('cores', '?')} cores x {h.get('lanes_per_core', '?')} "
+            f"lanes at {h.get('clock_MHz', '?')} MHz; {mem}"
+        )
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from cosim.capture_source import write_capture
+
+    w = _workload(args)
+    if w.trace.source != "capture":
+        raise WorkloadError(
+            f"{args.workload}: trace.source is {w.trace.source}; capture needs trace.source: capture"
+        )
+    out = _out_dir(args, w, "captures")
+    write_capture(w, out, progress=not args.quiet and sys.stderr.isatty())
+    print(f"{w.name}: trace.parquet and quality.json -> {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.run_report import write_run_report
+
+    d = Path(args.dir)
+    if not (d / "summary.json").is_file():
+        raise UsageError(f"{d}: not a run directory (no summary.json)")
+    print(write_run_report(d))
+    return 0
+
+
+def cmd_rtl(args: argparse.Namespace) -> int:
+    from cosim import rtl_cli
+
+    if args.rtl_command == "check":
+        return rtl_cli.rtl_check(verbose=args.verbose)
+    return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cosim", description="FastCar co-design simulator")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def workload_cmd(name: str, help_: str, out: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("workload", help="workload YAML file")
+        sp.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. hardware.cores=8"
+        )
+        if out:
+            sp.add_argument("--out", help="output directory")
+            sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        return sp
+
+    run = workload_cmd("run", "simulate one workload and write a run directory")
+    run.add_argument("--seed", type=int, help="simulation seed (simulation.seed)")
+    run.set_defaults(func=cmd_run)
+    workload_cmd("validate", "check a workload and print it fully resolved", out=False).set_defaults(
+        func=cmd_validate
+    )
+    sub.add_parser("schema", help="the workload key tree with types, units and defaults").set_defaults(
+        func=cmd_schema
+    )
+    sub.add_parser("presets", help="the model and hardware presets shipped").set_defaults(func=cmd_presets)
+    cap = workload_cmd("capture", "capture a replay trace from the PyTorch model only")
+    cap.add_argument("--seed", type=int, help="seed (simulation.seed)")
+    cap.set_defaults(func=cmd_capture)
+    rep = sub.add_parser("report", help="(re)build report.html from a run directory")
+    rep.add_argument("dir")
+    rep.set_defaults(func=cmd_report)
+    rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")
+    rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export")
+    chk = rtl_sub.add_parser("check", help="cross-check RTL against the cost model")
+    chk.add_argument("--verbose", action="store_true")
+    exp = rtl_sub.add_parser("export", help="write Verilog/VHDL, resource table, optional VCD")
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--vcd", action="store_true", help="also write VCD waveforms of a short stimulus")
+    rtl.set_defaults(func=cmd_rtl)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (WorkloadError, TraceError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal failure: say so, keep the traceback for the bug report
+        traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

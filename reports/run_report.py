@@ -1,0 +1,214 @@
+"""The report of one run, built from its run directory alone (so it can be rebuilt years later).
+
+One self-contained HTML page: plotly.js is embedded once, so the page opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import yaml
+
+from accelerator.cost import PHASES
+from cosim.trace import read_trace
+
+PHASE_COLORS = dict(
+    zip(PHASES, ["#4c78a8", "#72b7b2", "#f58518", "#e45756", "#54a24b", "#b279a2", "#9d755d"], strict=True)
+)
+
+METRIC_ROWS = [
+    ("latency_s", "Decode latency", "{:.4g} s", "whole decode of the batch (all frames)"),
+    ("dense_latency_s", "Dense latency", "{:.4g} s", "same workload, no replay, no TAS, no DRS"),
+    ("speedup_vs_dense", "Speedup vs dense", "{:.3f}x", "dense latency / latency"),
+    ("replay_ratio", "Replay ratio", "{:.1%}", "replayed MLPs / (layers x decode steps x batch)"),
+    ("tau", "Threshold tau", "{:.4g}", "replay when TAS >= tau (raw logit)"),
+    ("energy_j", "Energy", "{:.4g} J", "static power x latency + dynamic MAC and memory energy"),
+    ("avg_power_w", "Average power", "{:.3g} W", "energy / latency"),
+    ("tokens_per_s", "Throughput", "{:.4g} tok/s", "batch rows x decode steps / latency"),
+    ("tokens_per_j", "Efficiency", "{:.4g} tok/J", "batch rows x decode steps / energy"),
+    ("core_utilization", "Core utilization", "{:.1%}", "compute-busy time / (cores x latency)"),
+    (
+        "memory_bandwidth_utilization",
+        "Memory bandwidth utilization",
+        "{:.1%}",
+        "busiest group: bytes / (latency x peak)",
+    ),
+    ("drs_events", "DRS scheduling events", "{:d}", "one per layer per step from frame 1 on"),
+]
+
+
+def _fmt(fmt: str, value) -> str:
+    if value is None:
+        return "n/a"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return html.escape(str(value))
+
+
+def breakdown_figure(summary: dict) -> go.Figure:
+    fig = go.Figure()
+    runs = [("dense", summary["dense_breakdown_s"]), (summary["policy"], summary["breakdown_s"])]
+    for phase in PHASES:
+        fig.add_bar(
+            name=phase,
+            y=[name for name, _ in runs],
+            x=[b.get(phase, 0.0) for _, b in runs],
+            orientation="h",
+            marker_color=PHASE_COLORS[phase],
+            hovertemplate="%{y}: " + phase + " %{x:.4g} s<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="stack",
+        title="Where the decode time goes (critical path, s)",
+        height=280,
+        xaxis_title="seconds",
+        legend_orientation="h",
+        margin=dict(l=80, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def layers_figure(layers: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for phase in PHASES:
+        col = f"{phase}_s"
+        if col in layers and layers[col].any():
+            fig.add_bar(name=phase, x=layers["layer"], y=layers[col], marker_color=PHASE_COLORS[phase])
+    fig.add_scatter(
+        name="replay ratio",
+        x=layers["layer"],
+        y=layers["replay_ratio"],
+        yaxis="y2",
+        mode="lines+markers",
+        line_color="black",
+    )
+    fig.update_layout(
+        barmode="stack",
+        title="Per layer: time by kind of work and replay ratio",
+        height=380,
+        xaxis_title="layer",
+        yaxis_title="seconds",
+        yaxis2=dict(title="replay ratio", overlaying="y", side="right", range=[0, 1]),
+        legend_orientation="h",
+        margin=dict(l=60, r=60, t=50, b=40),
+    )
+    return fig
+
+
+def tas_figure(tas: np.ndarray, replay: np.ndarray, tau: float | None) -> go.Figure:
+    rng = np.random.default_rng(0)
+    tas, replay = tas.ravel(), replay.ravel()
+    ok = ~np.isnan(tas)
+    idx = np.flatnonzero(ok)
+    if idx.size > 200_000:  # a histogram does not need every point; keep the page small
+        idx = np.sort(rng.choice(idx, 200_000, replace=False))
+    fig = go.Figure()
+    fig.add_histogram(
+        x=tas[idx][replay[idx]], name="replayed", marker_color="#54a24b", opacity=0.75, nbinsx=80
+    )
+    fig.add_histogram(
+        x=tas[idx][~replay[idx]], name="computed", marker_color="#4c78a8", opacity=0.75, nbinsx=80
+    )
+    if tau is not None and np.isfinite(tau):
+        fig.add_vline(x=tau, line_dash="dash", annotation_text=f"tau = {tau:.3g}")
+    fig.update_layout(
+        barmode="overlay",
+        title="TAS distribution (frames 1 and later)",
+        xaxis_title="TAS (logit)",
+        yaxis_title="decisions",
+        height=320,
+        margin=dict(l=60, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
+    b, layers, steps = replay.shape
+    frames = steps // tokens_per_frame
+    grid = replay.reshape(b, layers, frames, tokens_per_frame).mean(axis=(0, 3))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=list(range(frames)),
+            y=list(range(layers)),
+            colorscale="Greens",
+            zmin=0,
+            zmax=1,
+            colorbar_title="replay",
+        )
+    )
+    fig.update_layout(
+        title="Replay ratio by layer and frame",
+        xaxis_title="frame",
+        yaxis_title="layer",
+        height=360,
+        margin=dict(l=60, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def write_run_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    layers = pd.read_csv(run_dir / "layers.csv")
+    config = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
+    trace = read_trace(run_dir / "trace.parquet")
+    tas, replay = trace.tas_cube(), trace.replay_cube()
+
+    figures = [breakdown_figure(summary), layers_figure(layers)]
+    if summary["policy"] != "dense":
+        figures += [
+            tas_figure(tas, replay, summary.get("tau")),
+            replay_map_figure(replay, trace.meta.tokens_per_frame),
+        ]
+    parts = [
+        f.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+        for i, f in enumerate(figures)
+    ]
+
+    rows = "".join(
+        f"<tr><td>{label}</td><td class=v>{_fmt(fmt, summary.get(key))}</td><td class=d>{doc}</td></tr>"
+        for key, label, fmt, doc in METRIC_ROWS
+        if key in summary
+    )
+    quality = summary.get("quality") or {}
+    qrows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td class=v>{_fmt('{:.4g}', v)}</td><td></td></tr>"
+        for k, v in quality.items()
+    )
+    banner_class = "real" if summary.get("trace_is_real") else "warn"
+    banner = f"<div class='{banner_class}'>Replay decisions: {html.escape(summary['trace_label'])}</div>"
+    hw = config["hardware"]
+    title = html.escape(f"{summary['workload']}: {summary['model']} on {summary['hardware']}")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin: 8px 0 20px; }} td {{ padding: 3px 12px; border-bottom: 1px solid #eee; }}
+td.v {{ font-weight: 600; text-align: right; }} td.d {{ color: #666; font-size: 0.9em; }}
+.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; }}
+.real {{ background: #e8f5e9; border: 1px solid #7cb87f; padding: 8px 12px; margin: 8px 0; }}
+.meta {{ color: #555; }}
+</style></head><body>
+<h1>{title}</h1>
+{banner}
+<p class=meta>policy <b>{html.escape(str(summary["policy"]))}</b>, DRS <b>{"on" if summary["drs"] else "off"}</b>,
+mode <b>{html.escape(summary["mode"])}</b>, batch {summary["batch"]} x {summary["frames"]} frames x
+{summary["tokens_per_frame"]} tokens, {hw["cores"]} cores x {hw["lanes_per_core"]} lanes at {hw["clock_MHz"]} MHz,
+seed {summary["seed"]}. Metric definitions: docs/metrics.md.</p>
+<h2>Headline</h2><table>{rows}</table>
+{"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
+{"".join(parts)}
+<p class=meta>Built from {html.escape(run_dir.name)}/ (summary.json, layers.csv, trace.parquet,
+config.resolved.yaml). timeline.json opens in ui.perfetto.dev or chrome://tracing.</p>
+</body></html>
+"""
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
