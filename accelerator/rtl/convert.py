@@ -1,0 +1,88 @@
+"""Convert a bench's module to Verilog and VHDL, and run the tool checks on the result.
+
+* Verilog: ``iverilog`` compiles it and ``verilator --lint-only -Wall -Wno-WIDTH`` lints it. MyHDL sizes
+  expressions the Python way, so width warnings are expected noise and off; everything else counts.
+* VHDL: ``ghdl -a`` analyses it together with MyHDL's support package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from myhdl import Signal
+
+from accelerator.rtl.harness import Bench
+from accelerator.rtl.tools import cache_dir, missing, run
+
+#: Verilator warnings that are artefacts of MyHDL's code generation, not design problems.
+VERILATOR_WAIVED = (
+    "-Wno-WIDTH",
+    "-Wno-DECLFILENAME",  # MyHDL puts every file's module at file scope with its own name
+    "-Wno-UNUSEDSIGNAL",  # shadow slices of a bus leave unused bits
+    "-Wno-UNUSEDPARAM",
+)
+
+
+def convert(bench: Bench, hdl: str, out_dir: Path) -> list[Path]:
+    """Write ``<name>.v`` or ``<name>.vhd`` (plus MyHDL's VHDL package) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ports = {**bench.ports(), "clk": Signal(bool(0))}
+    inst = bench.dut(ports)
+    extra = {"testbench": False} if hdl.lower() == "verilog" else {}
+    inst.convert(hdl=hdl, path=str(out_dir), name=bench.name, **extra)
+    if hdl.lower() == "verilog":
+        return [out_dir / f"{bench.name}.v"]
+    return sorted(out_dir.glob("pck_myhdl_*.vhd")) + [out_dir / f"{bench.name}.vhd"]
+
+
+@dataclass
+class LintResult:
+    tool: str
+    ok: bool
+    skipped: str = ""
+    log: str = ""
+
+
+def iverilog_compile(vfile: Path) -> LintResult:
+    if missing("iverilog"):
+        return LintResult("iverilog", False, skipped="iverilog not installed")
+    try:
+        out = cache_dir("lint") / f"{vfile.stem}.vvp"
+        run(["iverilog", "-Wall", "-o", str(out), str(vfile)])
+        return LintResult("iverilog", True)
+    except RuntimeError as exc:
+        return LintResult("iverilog", False, log=str(exc))
+
+
+def verilator_lint(vfile: Path, top: str) -> LintResult:
+    if missing("verilator"):
+        return LintResult("verilator", False, skipped="verilator not installed")
+    try:
+        run(["verilator", "--lint-only", "-Wall", *VERILATOR_WAIVED, "--top-module", top, str(vfile)])
+        return LintResult("verilator", True)
+    except RuntimeError as exc:
+        return LintResult("verilator", False, log=str(exc))
+
+
+def ghdl_analyse(files: list[Path]) -> LintResult:
+    if missing("ghdl"):
+        return LintResult("ghdl", False, skipped="ghdl not installed")
+    work = cache_dir("ghdl", files[-1].parent.name)
+    try:
+        run(["ghdl", "-a", "--std=08", f"--workdir={work}", *map(str, files)])
+        return LintResult("ghdl", True)
+    except RuntimeError as exc:
+        return LintResult("ghdl", False, log=str(exc))
+
+
+def tool_checks(bench: Bench, out_dir: Path | None = None) -> dict[str, LintResult]:
+    """Convert to both languages and run every available checker: iverilog, verilator, ghdl."""
+    out_dir = out_dir or cache_dir("convert", f"{bench.name}_{bench.key()}")
+    vfile = convert(bench, "Verilog", out_dir)[0]
+    vhdl = convert(bench, "VHDL", out_dir)
+    return {
+        "iverilog": iverilog_compile(vfile),
+        "verilator": verilator_lint(vfile, bench.name),
+        "ghdl": ghdl_analyse(vhdl),
+    }
