@@ -49,6 +49,10 @@ class Bench:
         """Cycles of set-up before a job (e.g. filling a buffer); not part of the job's latency."""
         return iter(())
 
+    def finish(self, ports: dict[str, Signal]):
+        """Cycles after the last job (e.g. draining a stream); not counted."""
+        return iter(())
+
     def load(self, ports: dict[str, Signal], job: Any) -> None:
         """Drive a job's inputs for the edge that samples ``start`` (and its beat 0)."""
 
@@ -138,6 +142,8 @@ def simulate(bench: Bench, backend: str = "myhdl", vcd: Path | None = None) -> S
                 j += 1
                 yield clk.negedge
             latencies.append(edge[0] - k0)
+        for _ in bench.finish(ports):
+            yield clk.negedge
         raise StopSimulation
 
     parts = [clock, count, driver, *bench.environment(clk, ports)]
