@@ -205,7 +205,7 @@ seed {summary["seed"]}. Metric definitions: docs/metrics.md.</p>
 <h2>Headline</h2><table>{rows}</table>
 {"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
 {"".join(parts)}
-<p class=meta>Built from {html.escape(run_dir.name)}/ (summary.json, layers.csv, trace.parquet,
+<p class=meta>Built from this run directory alone (summary.json, layers.csv, trace.parquet,
 config.resolved.yaml). timeline.json opens in ui.perfetto.dev or chrome://tracing.</p>
 </body></html>
 """

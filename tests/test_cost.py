@@ -1,0 +1,93 @@
+"""Cost model against hand computation on the tiny preset (hidden 64, 4 heads / 2 KV heads of 16, MLP 176)
+on the KV260 preset (64 lanes per core, pipeline 3, TAS lanes 16, 4-bit weights, 16-bit KV and cache)."""
+
+import numpy as np
+import pytest
+
+from accelerator.cost import (
+    CostModel,
+    drs_assign_cycles,
+    drs_core_counts,
+    drs_mapping,
+    gemv_cycles,
+    replay_transfer_cycles,
+    static_core_counts,
+    tas_cycles,
+)
+from cosim.config import resolve
+
+
+@pytest.fixture
+def cost(tiny_raw):
+    w = resolve(tiny_raw)
+    return CostModel(w.hardware, w.model)
+
+
+def test_primitives_by_hand():
+    assert gemv_cycles(1024, 512, 256, 3) == 4 * 512 + 3
+    assert gemv_cycles(100, 7, 64, 0) == 2 * 7  # a partial tile costs a whole tile
+    assert tas_cycles(32, 128, 16) == 32 * 8 + 4 + 3  # 8 beats per head, 4-stage adder tree, 3 tail stages
+    assert tas_cycles(4, 16, 1) == 4 * 16 + 0 + 3
+    assert drs_assign_cycles(10) == 11
+    assert replay_transfer_cycles(4096, 16, 512) == 128 + 2
+
+
+def test_phase_cycles_by_hand(cost):
+    assert cost.qkv_cycles == 2 * 64 + 3  # rows 64 + 2*32 = 128 -> 2 tiles of 64 cols
+    assert cost.o_cycles == 64 + 3
+    assert cost.mlp_cycles == (6 * 64 + 3) + (176 + 3)  # gate+up: 352 rows; down: 64 rows x 176 cols
+    assert cost.attention_cycles(10) == (16 + 3) + (10 + 3) + 67  # 40 scores x 16; 64 outputs x 10 keys; O
+    assert cost.tas_unit_cycles == 4 + 4 + 3
+    assert cost.replay_unit_cycles == 2 + 2
+
+
+def test_bytes_by_hand(cost):
+    assert cost.qkv(1).bytes == {"ddr4": 64 * 128 * 0.5}
+    assert cost.mlp(3).bytes["ddr4"] == 3 * 64 * 176 * 0.5  # shared across the batch: once per core
+    cost.hw.weights_shared_across_batch = False
+    assert cost.mlp(3).bytes["ddr4"] == 3 * 3 * 64 * 176 * 0.5
+    assert cost.kv_bytes_per_entry(10) == 2 * 32 * 2 * 11  # K and V of 10 keys read, this token's written
+    assert cost.replay(2, 1).bytes["ddr4"] == 3 * 64 * 2
+
+
+def test_sparse_attention_caps_attended_tokens(tiny_raw):
+    w = resolve(tiny_raw)
+    sparse = CostModel(w.hardware, w.model, sparse_sink_tokens=2, sparse_window=4)
+    assert sparse.attended(3) == 3 and sparse.attended(100) == 6
+    assert sparse.kv_bytes_per_entry(100) == 2 * 32 * 2 * 7
+    assert sparse.attention_macs(100) < CostModel(w.hardware, w.model).attention_macs(100)
+
+
+def test_precision_changes_bytes(tiny_raw):
+    lo = resolve(tiny_raw, ["hardware.precision.weights_bits=4"])
+    hi = resolve(tiny_raw, ["hardware.precision.weights_bits=16"])
+    assert (
+        CostModel(hi.hardware, hi.model).mlp_weight_bytes
+        == 4 * CostModel(lo.hardware, lo.model).mlp_weight_bytes
+    )
+
+
+def test_roofline_picks_the_slower_side(cost):
+    d = cost.mlp(1)
+    compute = d.cycles / cost.hw.clock_Hz
+    memory = d.bytes["ddr4"] / (19.2e9 * 0.85)
+    assert cost.roofline_seconds(d) == pytest.approx(max(compute, memory))
+
+
+def test_core_mappings():
+    active = np.array([1, 0, 1, 0, 1, 1, 0], dtype=bool)
+    assert static_core_counts(active, 2).tolist() == [3, 1]  # entries 0,2,4,6 / 1,3,5
+    assert drs_core_counts(active, 2).tolist() == [2, 2]
+    assert drs_mapping(active, 3).tolist() == [0, -1, 1, -1, 2, 0, -1]
+
+
+def test_energy_is_static_power_times_time_without_dynamic_terms(tiny_raw):
+    w = resolve(
+        tiny_raw,
+        [
+            "hardware.power.mac_energy_pJ=0",
+            "hardware.power.tas_energy_pJ=0",
+            "hardware.memory.ddr4.energy_pJ_per_byte=0",
+        ],
+    )
+    assert CostModel(w.hardware, w.model).dynamic_energy_j(1e12, 1e9, {"ddr4": 1e12}) == 0.0
