@@ -1,0 +1,313 @@
+"""Trace capture: generate videos with a replay policy, record every decision, measure quality vs dense.
+
+``capture(settings)`` runs the plain dense generation and the policy's generation with the same seed and
+the same random stream (Gumbel-max sampling with noise drawn independently of the logits), so every
+difference in the output comes from replay. Quality: PSNR and SSIM (scikit-image) of the decoded frames vs
+dense, token agreement, and the relative MLP-output error of the replayed entries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from cosim.trace import Trace, TraceMeta
+from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from models.fastcar import DecodeOptions, DecodeResult, SamplingOptions, decode
+from models.policies import POLICY_NAMES, DensePolicy, make_policy
+from models.tokenizer import PatchVQ
+from models.transformer import ARVideoTransformer
+
+#: PSNR reported for identical videos (JSON has no infinity).
+PSNR_IDENTICAL_DB = 100.0
+
+
+@dataclass
+class CaptureSettings:
+    """What to capture. Policies: dense, tas, fixed_interval, random, input_similarity, topk, oracle.
+
+    ``threshold``: tau for ``tas`` (a float, or one per layer), the interval in frames for
+    ``fixed_interval``, delta for ``input_similarity``. ``target_replay_ratio`` (over all layers x steps x
+    batch, first frame included): the budget of ``random``/``topk``/``oracle``/``fixed_interval``/
+    ``input_similarity``; for ``tas`` without a threshold, tau is calibrated so that the dense run's TAS
+    distribution would replay exactly that ratio.
+    """
+
+    checkpoint: str | None = None
+    frames: int | None = None
+    prompts: list[int] | int = 2
+    cfg: bool = True
+    cfg_scale: float = 3.0
+    policy: str = "tas"
+    threshold: float | list[float] | None = None
+    target_replay_ratio: float | None = None
+    query_pre_rope: bool = False  # TAS variant of the reference code: query before RoPE
+    strict: bool = False  # TAS variant of the reference code: TAS > tau
+    staleness_cap: int | None = None
+    no_twice_in_row: bool = False
+    cfg_coherent: bool = False
+    sparse_sink_tokens: int = 0
+    sparse_window: int | None = None
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    measure_mlp_error: bool = True  # compute the true MLP of replayed rows too (costs the saving)
+    threads: int | None = None  # torch threads (None = leave torch's setting)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+
+@dataclass
+class CaptureResult:
+    trace: Trace
+    quality: dict[str, Any]
+    videos: dict[str, np.ndarray] | None = None  # "dense" / "replay": (P, T, H, W, 3) float in [0, 1]
+    tokens: dict[str, np.ndarray] = field(default_factory=dict)  # "dense" / "replay": (P, T*N)
+
+
+_CACHE: dict[str, tuple[ARVideoTransformer, PatchVQ, dict[str, Any]]] = {}
+
+
+def load_model(checkpoint: str | None) -> tuple[ARVideoTransformer, PatchVQ, dict[str, Any], str]:
+    """Load (and memoise) a checkpoint; returns model, tokenizer, training info and its display name."""
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    key = str(path.resolve())
+    if key not in _CACHE:
+        _CACHE[key] = load_checkpoint(path)
+    name = path.name if checkpoint is None else str(checkpoint)
+    return (*_CACHE[key], name)
+
+
+def prompt_labels(prompts: list[int] | int, num_classes: int) -> list[int]:
+    if isinstance(prompts, int):
+        if prompts < 1:
+            raise ValueError("prompts must be >= 1")
+        return [i % num_classes for i in range(prompts)]
+    bad = [p for p in prompts if not 0 <= int(p) < num_classes]
+    if bad or not prompts:
+        raise ValueError(f"prompt class ids must be in [0, {num_classes}); got {list(prompts)}")
+    return [int(p) for p in prompts]
+
+
+def _options(s: CaptureSettings, sparse: bool = True) -> DecodeOptions:
+    return DecodeOptions(
+        query_pre_rope=s.query_pre_rope,
+        strict=s.strict,
+        staleness_cap=s.staleness_cap,
+        no_twice_in_row=s.no_twice_in_row,
+        cfg_coherent=s.cfg_coherent,
+        sparse_sink_tokens=s.sparse_sink_tokens if sparse else 0,
+        sparse_window=s.sparse_window if sparse else None,
+        measure_mlp_error=s.measure_mlp_error,
+    )
+
+
+def _sampling(s: CaptureSettings) -> SamplingOptions:
+    return SamplingOptions(
+        cfg=s.cfg, cfg_scale=s.cfg_scale, temperature=s.temperature, top_k=s.top_k, seed=s.seed
+    )
+
+
+def _threshold_for_ratio(tas: np.ndarray, target: float) -> float:
+    try:  # the simulator's helper, when present, so both sides count the same way
+        from cosim.replay import threshold_for_ratio
+    except ImportError:
+        from models.policies import threshold_for_ratio
+    return float(threshold_for_ratio(tas, target))
+
+
+def _video_quality(
+    vq: PatchVQ, ref: torch.Tensor, test: torch.Tensor, frames: int
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    a = vq.decode(ref.reshape(ref.shape[0], frames, -1)).numpy()
+    b = vq.decode(test.reshape(test.shape[0], frames, -1)).numpy()
+    if np.array_equal(a, b):
+        return PSNR_IDENTICAL_DB, 1.0, a, b
+    psnr = float(peak_signal_noise_ratio(a, b, data_range=1.0))
+    ssim = float(
+        np.mean(
+            [
+                structural_similarity(a[i, t], b[i, t], channel_axis=-1, data_range=1.0)
+                for i in range(a.shape[0])
+                for t in range(frames)
+            ]
+        )
+    )
+    return min(psnr, PSNR_IDENTICAL_DB), ssim, a, b
+
+
+class _Session:
+    """One model + prompts + seed; holds the dense reference so sweeps decode it once."""
+
+    def __init__(self, s: CaptureSettings) -> None:
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self.model, self.vq, self.info, self.name = load_model(s.checkpoint)
+        cfg = self.model.config
+        self.frames = s.frames or cfg.frames
+        self.labels = prompt_labels(s.prompts, cfg.num_classes)
+        ref_settings = CaptureSettings(
+            **{**asdict(s), "policy": "dense", "sparse_sink_tokens": 0, "sparse_window": None}
+        )
+        self.dense = decode(
+            self.model, self.labels, self.frames, DensePolicy(), _options(ref_settings), _sampling(s)
+        )
+        self._calib: dict[tuple, DecodeResult] = {}
+
+    def calibration(self, s: CaptureSettings) -> DecodeResult:
+        """The TAS distribution tau is chosen from: dense decisions under the run's attention setting."""
+        if not s.sparse_sink_tokens and s.sparse_window is None and not s.query_pre_rope:
+            return self.dense
+        key = (s.sparse_sink_tokens, s.sparse_window, s.query_pre_rope)
+        if key not in self._calib:
+            opts = _options(s)
+            opts.measure_mlp_error = False
+            self._calib[key] = decode(self.model, self.labels, self.frames, DensePolicy(), opts, _sampling(s))
+        return self._calib[key]
+
+    def run(self, s: CaptureSettings, keep_videos: bool = True) -> CaptureResult:
+        threshold, tau_source = s.threshold, "given"
+        if s.policy == "tas" and threshold is None:
+            if s.target_replay_ratio is None:
+                raise ValueError("policy 'tas' needs threshold or target_replay_ratio")
+            threshold = _threshold_for_ratio(self.calibration(s).tas, s.target_replay_ratio)
+            tau_source = "calibrated"
+        policy = make_policy(
+            s.policy,
+            threshold=threshold,
+            target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
+            strict=s.strict,
+        )
+        sparse = bool(s.sparse_sink_tokens) or s.sparse_window is not None
+        if s.policy == "dense" and not sparse:
+            res = self.dense
+        else:
+            res = decode(self.model, self.labels, self.frames, policy, _options(s), _sampling(s))
+        psnr, ssim, va, vb = _video_quality(self.vq, self.dense.tokens, res.tokens, self.frames)
+        replayed = res.replay
+        err = res.mlp_rel_error
+        mean_err = float(np.nanmean(err[replayed])) if err is not None and replayed.any() else None
+        if err is not None and not replayed.any():
+            mean_err = 0.0
+        cfg = self.model.config
+        quality = {
+            "psnr_db": psnr,
+            "ssim": ssim,
+            "token_agreement": float((res.tokens == self.dense.tokens).float().mean()),
+            "mlp_rel_error": mean_err,
+            "replay_ratio": float(replayed.mean()),
+            "tau": None if isinstance(threshold, list) or threshold is None else float(threshold),
+            "tau_source": tau_source if s.policy == "tas" else None,
+            "policy": s.policy,
+            "decode_seconds": res.seconds,
+            "dense_decode_seconds": self.dense.seconds,
+            "mlp_rows": res.mlp_rows,
+            "mlp_rows_dense": self.dense.mlp_rows,
+            "decode_tokens_per_s": res.tokens.numel() / res.seconds,
+            "reference": "dense generation, full attention, same seed and sampling noise",
+            "checkpoint": self.name,
+        }
+        meta = TraceMeta(
+            layers=cfg.dims.layers,
+            frames=self.frames,
+            tokens_per_frame=cfg.tokens_per_frame,
+            batch=len(res.batch_labels),
+            source="captured",
+            source_detail=self.name,
+            policy=s.policy,
+            threshold=quality["tau"]
+            if s.policy == "tas"
+            else (None if threshold is None or isinstance(threshold, list) else float(threshold)),
+            model=cfg.dims.model_dump(),
+            extra={
+                "cfg": s.cfg,
+                "cfg_scale": s.cfg_scale,
+                "cfg_layout": "rows [0, P) conditional, rows [P, 2P) unconditional copies of the same prompts",
+                "batch_labels": res.batch_labels,
+                "prompts": self.labels,
+                "seed": s.seed,
+                "per_layer_threshold": threshold if isinstance(threshold, list) else None,
+                "target_replay_ratio": s.target_replay_ratio,
+                "options": asdict(_options(s)),
+                "quality": {k: v for k, v in quality.items() if not isinstance(v, str)},
+            },
+        )
+        trace = Trace.from_arrays(res.tas, res.replay, meta, mlp_rel_error=err)
+        videos = {"dense": va, "replay": vb} if keep_videos else None
+        return CaptureResult(
+            trace=trace,
+            quality=quality,
+            videos=videos,
+            tokens={"dense": self.dense.tokens.numpy(), "replay": res.tokens.numpy()},
+        )
+
+
+def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
+    """Capture a Trace (source="captured") from the checkpoint with the settings' policy, plus quality.
+
+    ``progress`` prints one line per phase to stderr (the decode itself is a tight loop, timed instead).
+    """
+    import sys
+
+    t0 = time.perf_counter()
+    session = _Session(settings)
+    if progress:
+        print(f"capture: dense reference decoded in {session.dense.seconds:.2f}s", file=sys.stderr)
+    result = session.run(settings)
+    if progress:
+        q = result.quality
+        print(
+            f"capture: policy={settings.policy} replay={q['replay_ratio']:.3f} PSNR={q['psnr_db']:.2f}dB "
+            f"SSIM={q['ssim']:.3f} ({time.perf_counter() - t0:.1f}s total)",
+            file=sys.stderr,
+        )
+    return result
+
+
+def tau_sweep(settings: CaptureSettings, taus: list[float] | np.ndarray) -> pd.DataFrame:
+    """tau -> replay ratio -> quality, one row per tau (policy forced to ``tas``; one dense reference)."""
+    base = CaptureSettings(**{**asdict(settings), "policy": "tas", "target_replay_ratio": None})
+    session = _Session(base)
+    rows = []
+    for tau in taus:
+        s = CaptureSettings(**{**asdict(base), "threshold": float(tau)})
+        q = session.run(s, keep_videos=False).quality
+        rows.append(
+            {
+                "tau": float(tau),
+                **{k: q[k] for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def policy_comparison(settings: CaptureSettings, policies: list[str], target_ratio: float) -> pd.DataFrame:
+    """Every policy at the same budget (tas calibrated to it), one shared dense reference."""
+    session = _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"}))
+    rows = []
+    for name in policies:
+        s = CaptureSettings(
+            **{
+                **asdict(settings),
+                "policy": name,
+                "threshold": None,
+                "target_replay_ratio": None if name == "dense" else target_ratio,
+            }
+        )
+        q = session.run(s, keep_videos=False).quality
+        rows.append(
+            {
+                "policy": name,
+                **{k: q[k] for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")},
+            }
+        )
+    return pd.DataFrame(rows)

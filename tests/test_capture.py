@@ -1,0 +1,60 @@
+"""Capture: a real generation with a policy becomes a schema-valid Trace plus quality vs dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosim.trace import read_trace, write_trace
+from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, tau_sweep
+from models.testing import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return str(tiny_checkpoint(tmp_path_factory.mktemp("ckpt")))
+
+
+def test_capture_trace_round_trips_with_metadata(ckpt, tmp_path):
+    res = capture(
+        CaptureSettings(checkpoint=ckpt, prompts=[0, 2], policy="tas", target_replay_ratio=0.4),
+        progress=False,
+    )
+    t = res.trace
+    m = t.meta
+    assert (m.batch, m.layers, m.frames, m.tokens_per_frame) == (4, 2, 4, 16)
+    assert m.source == "captured" and m.source_detail == ckpt
+    assert m.extra["batch_labels"] == [0, 2, -1, -1]
+    assert res.quality["tau_source"] == "calibrated"
+    assert res.quality["replay_ratio"] == pytest.approx(0.4, abs=0.12)
+    assert not t.replay_cube()[:, :, :16].any()
+    assert "mlp_rel_error" in t.table.columns
+    path = tmp_path / "trace.parquet"
+    write_trace(t, path)
+    back = read_trace(path)
+    assert back.meta == m
+    np.testing.assert_array_equal(back.replay_cube(), t.replay_cube())
+    np.testing.assert_array_equal(back.tas_cube(), t.tas_cube())
+    assert res.videos["dense"].shape == (2, 4, 16, 16, 3)
+
+
+def test_dense_capture_is_identical_to_reference(ckpt):
+    q = capture(CaptureSettings(checkpoint=ckpt, prompts=2, policy="dense"), progress=False).quality
+    assert q["replay_ratio"] == 0 and q["psnr_db"] == PSNR_IDENTICAL_DB and q["token_agreement"] == 1.0
+
+
+def test_tau_sweep_replay_rises_as_tau_falls(ckpt):
+    df = tau_sweep(CaptureSettings(checkpoint=ckpt, prompts=2), [50.0, 0.0, -50.0])
+    assert list(df.columns[:2]) == ["tau", "replay_ratio"]
+    assert df.replay_ratio.is_monotonic_increasing
+    assert df.replay_ratio.iloc[0] == 0 and df.replay_ratio.iloc[-1] == pytest.approx(0.75)
+    assert df.psnr_db.iloc[0] == PSNR_IDENTICAL_DB and df.psnr_db.iloc[-1] < PSNR_IDENTICAL_DB
+
+
+def test_bad_settings_are_rejected(ckpt):
+    with pytest.raises(ValueError, match="unknown policy"):
+        CaptureSettings(policy="nope")
+    with pytest.raises(ValueError, match="class ids"):
+        capture(CaptureSettings(checkpoint=ckpt, prompts=[7]), progress=False)
+    with pytest.raises(ValueError, match="threshold or target"):
+        capture(CaptureSettings(checkpoint=ckpt, policy="tas"), progress=False)
