@@ -50,9 +50,18 @@ class DrsScheduler:
         self.cores = cores
         self.events = 0
         self.seconds = float(cost.seconds(cost.drs(batch).cycles))
+        self._counts: dict[int, np.ndarray] = {}
 
-    def schedule(self, compute: np.ndarray) -> np.ndarray:
-        """Entries per core after rebalancing (the mapping registers, counted per core)."""
+    def schedule(self, compute: np.ndarray | int) -> np.ndarray:
+        """Entries per core after the round-robin assignment, given the compute bits (through the mapping
+        registers) or just how many entries compute (the event loop's fast path: k computing entries give
+        every core k // cores and the first k % cores cores one more, which is what the registers hold)."""
         self.events += 1
-        mapping = drs_mapping(compute, self.cores)
-        return np.bincount(mapping[mapping >= 0], minlength=self.cores)
+        if not isinstance(compute, int | np.integer):
+            mapping = drs_mapping(np.asarray(compute, dtype=bool), self.cores)
+            return np.bincount(mapping[mapping >= 0], minlength=self.cores)
+        counts = self._counts.get(int(compute))
+        if counts is None:
+            base, rest = divmod(int(compute), self.cores)
+            counts = self._counts[int(compute)] = np.array([base + (c < rest) for c in range(self.cores)])
+        return counts

@@ -22,15 +22,17 @@ class MemoryServer:
         self.free_at = 0.0
         self.bytes_moved = 0.0
         self.busy_s = 0.0
+        self._Bps = group.sustained_Bps
 
     def reserve(self, nbytes: float, ready_s: float | None = None, label: str = "") -> float:
         """Queue a transfer that may start at ``ready_s`` (default now); return when it completes."""
         if nbytes <= 0:
             return self.env.now if ready_s is None else ready_s
         start = max(self.env.now if ready_s is None else ready_s, self.free_at)
-        duration = nbytes / self.group.sustained_Bps
+        duration = nbytes / self._Bps
         self.free_at = start + duration
         self.bytes_moved += nbytes
         self.busy_s += duration
-        self.timeline.span("memory", self.name, label or "transfer", start, self.free_at, bytes=nbytes)
+        if self.timeline.enabled:
+            self.timeline.span("memory", self.name, label or "transfer", start, self.free_at, bytes=nbytes)
         return self.free_at

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from accelerator.core import Task, plan
 from accelerator.cost import CostModel
 from accelerator.memory import MemoryServer
 from accelerator.timeline import Timeline
@@ -50,17 +51,23 @@ class ReplayCacheController:
         self.free_at = 0.0
         self.reads = 0
         self.writes = 0
+        self._tasks: dict[tuple[int, int], Task] = {}
 
     def submit(self, reads: int, writes: int, ready_s: float) -> float:
         if reads + writes <= 0:
             return ready_s
-        demand = self.cost.replay(reads, writes)
+        task = self._tasks.get((reads, writes))
+        if task is None:
+            task = self._tasks[(reads, writes)] = plan(
+                self.cost, self.memory, self.cost.replay(reads, writes)
+            )
         start = max(ready_s, self.free_at)
-        end = start + float(self.cost.seconds(demand.cycles))
-        for group, nbytes in demand.bytes.items():
-            end = max(end, self.memory[group].reserve(float(nbytes), start, "replay_cache"))
+        end = start + task.compute_s
+        for server, nbytes in task.transfers:
+            end = max(end, server.reserve(nbytes, start, "replay_cache"))
         self.reads += reads
         self.writes += writes
         self.free_at = end
-        self.timeline.span("units", "replay_cache", "replay", start, end, reads=reads, writes=writes)
+        if self.timeline.enabled:
+            self.timeline.span("units", "replay_cache", "replay", start, end, reads=reads, writes=writes)
         return end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from accelerator.core import Task, plan
 from accelerator.cost import CostModel
 from accelerator.memory import MemoryServer
 from accelerator.timeline import Timeline
@@ -37,18 +38,22 @@ class TasUnit:
         self.free_at = 0.0
         self.busy_s = 0.0
         self.macs = 0.0
+        self._tasks: dict[int, Task] = {}
 
     def submit(self, entries: int, ready_s: float) -> float:
         """Score ``entries`` entries whose queries are ready at ``ready_s``; return when all bits are out."""
         if entries <= 0:
             return ready_s
-        demand = self.cost.tas(entries)
+        task = self._tasks.get(entries)
+        if task is None:
+            task = self._tasks[entries] = plan(self.cost, self.memory, self.cost.tas(entries))
         start = max(ready_s, self.free_at)
-        end = start + float(self.cost.seconds(demand.cycles))
-        for group, nbytes in demand.bytes.items():
-            end = max(end, self.memory[group].reserve(float(nbytes), start, "tas"))
+        end = start + task.compute_s
+        for server, nbytes in task.transfers:
+            end = max(end, server.reserve(nbytes, start, "tas"))
         self.busy_s += end - start
-        self.macs += float(demand.macs)
+        self.macs += task.macs
         self.free_at = end
-        self.timeline.span("units", "tas", "tas", start, end, entries=entries)
+        if self.timeline.enabled:
+            self.timeline.span("units", "tas", "tas", start, end, entries=entries)
         return end

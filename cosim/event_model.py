@@ -14,7 +14,7 @@ import numpy as np
 import simpy
 from tqdm import tqdm
 
-from accelerator.core import Core
+from accelerator.core import Core, plan
 from accelerator.cost import PHASES, static_core_counts
 from accelerator.drs import DrsScheduler
 from accelerator.memory import MemoryServer
@@ -34,14 +34,18 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     cache = ReplayCacheController(env, cost, memory, timeline)
     drs = DrsScheduler(cost, job.batch, hw.cores)
 
-    layers, steps, n_tok = job.layers, job.steps, job.tokens_per_frame
+    layers, steps, n_tok, batch = job.layers, job.steps, job.tokens_per_frame, job.batch
     phase_s = np.zeros((layers + 1, len(PHASES)))
     layer_bytes = np.zeros(layers)
-    static_n = static_core_counts(np.ones(job.batch, dtype=bool), hw.cores).tolist()
-    qkv = unique_demands(cost.qkv, static_n)
-    mlp = unique_demands(cost.mlp, range(job.batch + 1))
-    extra = unique_demands(cost.extra, static_n)
+    static_n = static_core_counts(np.ones(batch, dtype=bool), hw.cores).tolist()
+    # Tasks per distinct entry count, planned once: the loop below only schedules.
+    qkv = unique_demands(lambda n: plan(cost, memory, cost.qkv(n)), static_n)
+    mlp = unique_demands(lambda n: plan(cost, memory, cost.mlp(n)), range(batch + 1))
+    extra = unique_demands(lambda n: plan(cost, memory, cost.extra(n)), static_n)
+    computing = job.compute.sum(axis=0).tolist()  # [layer][step]: entries that compute the MLP
+    static_mlp = static_core_counts(job.compute, hw.cores).transpose(1, 2, 0).tolist()  # [layer][step][core]
     ctx = job.context()
+    per_core = list(enumerate(static_n))
 
     def moved() -> float:
         return sum(m.bytes_moved for m in memory.values())
@@ -49,30 +53,31 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     def decode():
         for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
             timeline.enabled = s < timeline_steps
-            attention = unique_demands(lambda n, c=ctx[s]: cost.attention(n, c), static_n)
+            attention = unique_demands(lambda n, c=ctx[s]: plan(cost, memory, cost.attention(n, c)), static_n)
             scored = job.uses_tas and s >= n_tok
+            schedules = job.schedules(s)
             for layer in range(layers):
                 t0, b0 = env.now, moved()
-                qkv_end = [cores[c].execute("qkv", qkv[n], n) for c, n in enumerate(static_n)]
-                attn_end = [cores[c].execute("attention", attention[n], n) for c, n in enumerate(static_n)]
-                t_qkv, t_attn = max(qkv_end), max(attn_end)
+                qkv_end = [cores[c].execute("qkv", qkv[n], n) for c, n in per_core]
+                t_qkv = max(qkv_end)
+                t_attn = max(cores[c].execute("attention", attention[n], n) for c, n in per_core)
                 t_tas = t_attn
                 if scored:
-                    t_tas = max(t_attn, *(tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(static_n)))
-                compute = job.compute[:, layer, s]
-                if job.schedules(s):
-                    per_core = drs.schedule(compute)
+                    t_tas = max(t_attn, *(tas_unit.submit(n, qkv_end[c]) for c, n in per_core))
+                k = computing[layer][s]
+                if schedules:
+                    mlp_n = drs.schedule(k).tolist()
                     t_drs = t_tas + drs.seconds
-                    timeline.span("units", "drs", "drs", t_tas, t_drs, computing=int(compute.sum()))
+                    if timeline.enabled:
+                        timeline.span("units", "drs", "drs", t_tas, t_drs, computing=k)
                 else:
-                    per_core = static_core_counts(compute, hw.cores)
+                    mlp_n = static_mlp[layer][s]
                     t_drs = t_tas
                 yield env.timeout(t_drs - env.now)
-                t_mlp = max(cores[c].execute("mlp", mlp[int(n)], int(n)) for c, n in enumerate(per_core))
+                t_mlp = max(cores[c].execute("mlp", mlp[n], n) for c, n in enumerate(mlp_n))
                 t_end = t_mlp
                 if job.uses_cache:
-                    k = int(compute.sum())
-                    t_end = max(t_mlp, cache.submit(job.batch - k, k, t_drs))
+                    t_end = max(t_mlp, cache.submit(batch - k, k, t_drs))
                 yield env.timeout(t_end - env.now)
                 phase_s[layer] += (
                     t_qkv - t0,
@@ -86,7 +91,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
                 layer_bytes[layer] += moved() - b0
             if cost.extra_cycles:
                 t0 = env.now
-                t_extra = max(cores[c].execute("extra", extra[n], n) for c, n in enumerate(static_n))
+                t_extra = max(cores[c].execute("extra", extra[n], n) for c, n in per_core)
                 yield env.timeout(t_extra - env.now)
                 phase_s[layers, PHASES.index("extra")] += t_extra - t0
 
