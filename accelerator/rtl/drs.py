@@ -236,8 +236,8 @@ class DrsBench(Bench):
             "dispatch": unsigned_sig(p.cores),
         }
 
-    def dut(self, ports: dict):
-        return drs_scheduler(**ports, **self.params.kwargs())
+    def module(self):
+        return drs_scheduler
 
     def _stream(self, ports: dict, job: DrsJob):
         """Feed the committed layer's instructions through the filter and record what leaves it."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from myhdl import Cosimulation, Signal, Simulation, StopSimulation, always, delay, instance, traceSignals
+from myhdl import Cosimulation, Signal, StopSimulation, always, block, delay, instance, traceSignals
 
 from accelerator.rtl.tools import cache_dir, run
 
@@ -37,13 +37,24 @@ class Bench:
     def ports(self) -> dict[str, Signal]:
         raise NotImplementedError
 
-    def dut(self, ports: dict[str, Signal]):
-        """The MyHDL instance of the module (ports by name, parameters as keywords)."""
+    def module(self):
+        """The module's ``@block`` function (its ports are :meth:`ports`, its parameters
+        ``params.kwargs()``)."""
         raise NotImplementedError
 
-    def environment(self, clk: Signal, ports: dict[str, Signal]) -> list:
-        """Processes around the DUT (memories, stream sources); none by default."""
-        return []
+    def dut(self, ports: dict[str, Signal]):
+        """The MyHDL instance of the module, for conversion."""
+        return self.module()(**ports, **self.params.kwargs())
+
+    @block
+    def environment(self, clk: Signal, ports: dict[str, Signal]):
+        """Processes around the DUT (memories, stream sources); a ``@block`` so MyHDL accepts them."""
+
+        @always(clk.posedge)
+        def idle():
+            pass
+
+        return idle
 
     def preload(self, ports: dict[str, Signal], job: Any):
         """Cycles of set-up before a job (e.g. filling a buffer); not part of the job's latency."""
@@ -96,74 +107,73 @@ class SimResult:
 def simulate(bench: Bench, backend: str = "myhdl", vcd: Path | None = None) -> SimResult:
     """Run ``bench``'s jobs back to back on the MyHDL model or on its converted Verilog (Icarus)."""
     bench = bench.fresh()
+    if backend not in ("myhdl", "icarus"):
+        raise ValueError(f"unknown backend {backend!r}")
     clk = Signal(bool(0))
     ports = bench.ports()
     ports["clk"] = clk
-    if backend == "myhdl":
-        dut = bench.dut(ports)
-    elif backend == "icarus":
-        dut = _icarus_dut(bench, ports)
-    else:
-        raise ValueError(f"unknown backend {backend!r}")
     edge = [0]
     latencies: list[int] = []
 
-    @always(delay(HALF_PERIOD))
-    def clock():
-        clk.next = not clk
+    @block
+    def testbench():
+        if backend == "myhdl":
+            module = bench.module()
+            dut = module(**ports, **bench.params.kwargs())
+        else:
+            dut = _icarus_dut(bench, ports)
 
-    @always(clk.posedge)
-    def count():
-        edge[0] += 1
+        @always(delay(HALF_PERIOD))
+        def clock():
+            clk.next = not clk
 
-    @instance
-    def driver():
-        ports["rst"].next = 1
-        yield clk.negedge
-        yield clk.negedge
-        ports["rst"].next = 0
-        yield clk.negedge
-        for index, job in enumerate(bench.jobs):
-            for _ in bench.preload(ports, job):
-                yield clk.negedge
-            bench.load(ports, job)
-            ports["start"].next = 1
-            k0 = edge[0]
+        @always(clk.posedge)
+        def count():
+            edge[0] += 1
+
+        @instance
+        def driver():
+            ports["rst"].next = 1
             yield clk.negedge
-            ports["start"].next = 0
-            j = 1
-            while True:
-                bench.observe(ports, index)
-                if ports["done"]:
-                    break
-                if edge[0] - k0 > MAX_JOB_CYCLES:
-                    raise RuntimeError(f"{bench.name}: job {index} never finished")
-                bench.beat(ports, job, j)
-                j += 1
-                yield clk.negedge
-            latencies.append(edge[0] - k0)
-        for _ in bench.finish(ports):
             yield clk.negedge
-        raise StopSimulation
+            ports["rst"].next = 0
+            yield clk.negedge
+            for index, job in enumerate(bench.jobs):
+                for _ in bench.preload(ports, job):
+                    yield clk.negedge
+                bench.load(ports, job)
+                ports["start"].next = 1
+                k0 = edge[0]
+                yield clk.negedge
+                ports["start"].next = 0
+                j = 1
+                while True:
+                    bench.observe(ports, index)
+                    if ports["done"]:
+                        break
+                    if edge[0] - k0 > MAX_JOB_CYCLES:
+                        raise RuntimeError(f"{bench.name}: job {index} never finished")
+                    bench.beat(ports, job, j)
+                    j += 1
+                    yield clk.negedge
+                latencies.append(edge[0] - k0)
+            for _ in bench.finish(ports):
+                yield clk.negedge
+            raise StopSimulation
 
-    parts = [clock, count, driver, *bench.environment(clk, ports)]
-    if vcd is not None and backend == "myhdl":
-        vcd.parent.mkdir(parents=True, exist_ok=True)
-        traceSignals.directory = str(vcd.parent)
-        traceSignals.filename = vcd.stem
-        dut = _traced(bench, ports)
-    sim = Simulation(dut, *parts)
-    sim.run(quiet=True)
+        return dut, clock, count, driver, bench.environment(clk, ports)
+
+    tb = testbench()
     if vcd is not None:
-        traceSignals.directory = None
-        traceSignals.filename = None
+        vcd.parent.mkdir(parents=True, exist_ok=True)
+        tb.config_sim(trace=True, directory=str(vcd.parent), filename=vcd.stem, tracebackup=False)
+    try:
+        tb.run_sim(quiet=1)
+    finally:
+        if vcd is not None:
+            traceSignals.directory = None
+            traceSignals.filename = None
     return SimResult(latencies, bench.outputs(), sum(latencies))
-
-
-def _traced(bench: Bench, ports: dict[str, Signal]):
-    inst = bench.dut(ports)
-    inst.config_sim(trace=True)
-    return inst
 
 
 def _icarus_dut(bench: Bench, ports: dict[str, Signal]):

@@ -264,9 +264,10 @@ class GemvBench(Bench):
             "y": unsigned_sig(p.lanes * p.acc_bits),
         }
 
-    def dut(self, ports: dict):
-        return gemv_tile(**ports, **self.params.kwargs())
+    def module(self):
+        return gemv_tile
 
+    @block
     def environment(self, clk, ports):
         wmem = self._wmem
         w_addr, w_data = ports["w_addr"], ports["w_data"]

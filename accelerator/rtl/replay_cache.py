@@ -179,9 +179,10 @@ class ReplayBench(Bench):
             "mem_rdata": unsigned_sig(p.port_bits),
         }
 
-    def dut(self, ports: dict):
-        return replay_cache_ctrl(**ports, **self.params.kwargs())
+    def module(self):
+        return replay_cache_ctrl
 
+    @block
     def environment(self, clk, ports):
         mem = self._mem
         addr, we, wd, rd = ports["mem_addr"], ports["mem_we"], ports["mem_wdata"], ports["mem_rdata"]

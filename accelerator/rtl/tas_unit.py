@@ -249,8 +249,8 @@ class TasBench(Bench):
             "tas": signed_sig(p.acc_bits),
         }
 
-    def dut(self, ports: dict):
-        return tas_unit(**ports, **self.params.kwargs())
+    def module(self):
+        return tas_unit
 
     def _stream(self, job: TasJob) -> list[tuple[int, int]]:
         key = id(job)

@@ -1,0 +1,198 @@
+"""Hardware/software co-check of the TAS unit: fixed-point replay decisions vs the PyTorch model's float ones.
+
+Input is (q, k_aligned, tau): q of shape (entries, heads, d_head) and the aligned keys, already expanded to
+one key per query head (GQA groups repeated, as the KV-cache reader streams them). The float decision is
+the model's (``decide(TAS, tau)``); the fixed-point one is :func:`accelerator.rtl.tas_unit.tas_fixed`, the
+bit-exact model of the RTL (which the harness checks against the MyHDL unit, and which
+:func:`cocheck` re-checks on a sample of these very vectors).
+
+Where q and k come from: :func:`capture_qk` hooks ``models.fastcar.temporal_attention_score`` during a
+dense decode of the shipped trained checkpoint. Until that checkpoint exists it falls back to a
+**stand-in**, the seeded untrained tiny model of ``models.testing``, and says so in ``source``.
+
+Why decisions can disagree: q and k are rounded to ``frac_bits`` fractional bits (and saturated to
+``width`` bits), the mean over heads is floored, and tau is rounded to the product format. The error of
+the fixed-point TAS is bounded per entry by :func:`error_bound`; every disagreement should lie within that
+bound of tau (``explained``), i.e. be a near-threshold case, not a design error.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accelerator.rtl.tas_unit import (
+    TasBench,
+    TasJob,
+    TasParams,
+    quantize,
+    tas_fixed,
+    tas_from_register,
+    tau_register,
+)
+from accelerator.tas_unit import decide
+
+
+@dataclass
+class QKSet:
+    q: np.ndarray  #: (entries, heads, d_head) float
+    k: np.ndarray  #: (entries, heads, d_head) float, aligned keys one per query head
+    tas: np.ndarray  #: (entries,) the model's float TAS
+    source: str
+    stand_in: bool
+
+
+@dataclass
+class CoCheck:
+    tau: float
+    width: int
+    frac_bits: int
+    entries: int
+    agree: int
+    disagreements: list[dict] = field(default_factory=list)
+    saturated: int = 0
+    rtl_sample: int = 0
+    rtl_equal: bool | None = None
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / max(1, self.entries)
+
+    @property
+    def explained(self) -> int:
+        return sum(d["explained"] for d in self.disagreements)
+
+
+def error_bound(q: np.ndarray, k: np.ndarray, width: int, frac_bits: int) -> np.ndarray:
+    """Worst-case |fixed TAS - float TAS| per entry from rounding q, k, the floored mean and tau."""
+    lsb = 2.0**-frac_bits
+    heads, d = q.shape[-2], q.shape[-1]
+    # |q.k - q'.k'| <= sum(|q| e + |k| e + e^2) with e = lsb / 2 per element
+    elem = (np.abs(q) + np.abs(k)).sum(axis=(-1, -2)) * lsb / 2 + heads * d * (lsb / 2) ** 2
+    floor_err = 2.0 ** (-2 * frac_bits)  # mean floored, tau rounded: one product LSB each
+    return (elem / heads + 2 * floor_err) / math.sqrt(d)
+
+
+def choose_frac_bits(q: np.ndarray, k: np.ndarray, width: int) -> int:
+    """The most fractional bits that keep every captured q and k element within ``width`` bits."""
+    peak = float(max(np.abs(q).max(), np.abs(k).max(), 1e-12))
+    int_bits = max(0, math.ceil(math.log2(peak + 1e-12) + 1e-9))
+    return max(0, width - 1 - int_bits)
+
+
+def cocheck(
+    qk: QKSet, tau: float, width: int = 16, frac_bits: int = 8, strict: bool = False, rtl_sample: int = 0
+) -> CoCheck:
+    """Agreement of fixed-point and float replay decisions at ``tau``; optionally run ``rtl_sample`` of
+    the entries through the MyHDL TAS unit to confirm the fixed-point model is what the RTL computes."""
+    heads, d = qk.q.shape[1], qk.q.shape[2]
+    qi, ki = quantize(qk.q, width, frac_bits), quantize(qk.k, width, frac_bits)
+    lim = (1 << (width - 1)) - 1
+    saturated = int(np.sum((np.abs(qi) >= lim).any(axis=(1, 2)) | (np.abs(ki) >= lim).any(axis=(1, 2))))
+    treg = tau_register(tau, d, frac_bits, strict)
+    bound = error_bound(qk.q, qk.k, width, frac_bits)
+    out = CoCheck(tau, width, frac_bits, len(qk.tas), 0, saturated=saturated)
+    fixed = []
+    for e in range(len(qk.tas)):
+        mean, rep = tas_fixed(qi[e], ki[e], treg, strict, heads)
+        fixed.append((mean, rep))
+        ref = decide(float(qk.tas[e]), tau, strict)
+        if rep == ref:
+            out.agree += 1
+        else:
+            margin = float(qk.tas[e]) - tau
+            out.disagreements.append(
+                {
+                    "entry": e,
+                    "tas_float": float(qk.tas[e]),
+                    "tas_fixed": tas_from_register(mean, d, frac_bits),
+                    "margin": margin,
+                    "bound": float(bound[e]),
+                    "explained": abs(margin) <= bound[e],
+                }
+            )
+    if rtl_sample:
+        from accelerator.rtl.harness import simulate
+
+        idx = np.linspace(0, len(qk.tas) - 1, min(rtl_sample, len(qk.tas))).astype(int)
+        p = TasParams(heads=heads, head_dim=d, lanes=min(8, d), width=width, frac_bits=frac_bits)
+        jobs = [TasJob(qi[e], ki[e], treg, strict) for e in idx]
+        res = simulate(TasBench(p, jobs))
+        out.rtl_sample = len(idx)
+        out.rtl_equal = res.outputs == [fixed[e] for e in idx]
+    return out
+
+
+@contextmanager
+def _record_tas_inputs(store: list):
+    import models.fastcar as fc
+
+    orig = fc.temporal_attention_score
+
+    def hook(q, k_prev, scale):
+        tas = orig(q, k_prev, scale)
+        store.append(
+            (
+                q.detach().float().cpu().numpy(),
+                k_prev.detach().float().cpu().numpy(),
+                tas.float().cpu().numpy(),
+            )
+        )
+        return tas
+
+    fc.temporal_attention_score = hook
+    try:
+        yield
+    finally:
+        fc.temporal_attention_score = orig
+
+
+def capture_qk(
+    checkpoint: str | None = None, prompts: int = 2, seed: int = 0, allow_stand_in: bool = True
+) -> QKSet:
+    """q and aligned k of every (row, layer, step) TAS decision of a dense decode.
+
+    Uses the shipped trained checkpoint (``models.checkpoint.load_checkpoint``); without one, and if
+    ``allow_stand_in``, the untrained seeded tiny model of ``models.testing`` (labelled as a stand-in).
+    """
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.fastcar import SamplingOptions, decode
+    from models.policies import DensePolicy
+
+    try:
+        model, _, _ = load_checkpoint(checkpoint)
+        source, stand_in = f"captured from checkpoint {checkpoint or 'shipped default'}", False
+    except (FileNotFoundError, ValueError) as exc:
+        if not allow_stand_in:
+            raise
+        from models.testing import tiny_model
+
+        model = tiny_model(seed, frames=4, tokens_per_frame=16)
+        source = f"STAND-IN: untrained seeded tiny model (models.testing.tiny_model); trained checkpoint pending ({exc})"
+        stand_in = True
+    torch.manual_seed(seed)
+    labels = [i % max(1, model.config.num_classes) for i in range(prompts)]
+    store: list = []
+    with _record_tas_inputs(store):
+        decode(model, labels, policy=DensePolicy(), sampling=SamplingOptions(seed=seed))
+    q = np.concatenate([s[0] for s in store])
+    kv = np.concatenate([s[1] for s in store])
+    tas = np.concatenate([s[2] for s in store])
+    group = q.shape[1] // kv.shape[1]
+    k = np.repeat(kv, group, axis=1)
+    return QKSet(q.astype(np.float64), k.astype(np.float64), tas.astype(np.float64), source, stand_in)
+
+
+def report(
+    qk: QKSet, taus: list[float] | None = None, width: int = 16, frac_bits: int | None = None
+) -> list[CoCheck]:
+    """Co-checks at the given taus (default: the 25/50/75% quantiles of the captured TAS, i.e. replay
+    ratios of 75/50/25%), at ``frac_bits`` (default: calibrated from the captured range)."""
+    fb = choose_frac_bits(qk.q, qk.k, width) if frac_bits is None else frac_bits
+    taus = taus if taus is not None else [float(np.quantile(qk.tas, x)) for x in (0.25, 0.5, 0.75)]
+    return [cocheck(qk, t, width, fb) for t in taus]

@@ -1,0 +1,199 @@
+"""Resource table of the RTL twins and the accelerator-level estimate a sweep uses to reject configurations.
+
+The table (``resources.json`` beside this file) holds Yosys ``synth_xilinx -family xcup`` results per
+module and parameter set; regenerate it with ``python -m accelerator.rtl.resources`` (about a minute per
+module sweep; results are cached). All numbers are **pre-place-and-route estimates**: generic synthesis,
+no timing closure, no vendor optimisation, no interconnect, memory controllers or shell.
+
+:func:`estimate` adds up one GEMV tile per core, the TAS unit, the DRS scheduler and the replay-cache
+controller for a :class:`~accelerator.spec.HardwareSpec`. Each module's resources are fitted as a line in
+its scaling parameter (lanes, TAS lanes, cores, port bits) over the table's parameter sets, so parameter
+values between or beyond the synthesized ones are interpolated or extrapolated; the result says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from accelerator.spec import HardwareSpec
+
+TABLE = Path(__file__).with_name("resources.json")
+LABEL = (
+    "pre-place-and-route estimate (Yosys synth_xilinx -family xcup, no I/O, no shell or memory controllers)"
+)
+KEYS = ("luts", "ffs", "dsps", "brams")
+
+#: The parameter sets synthesized for the table: module -> (scaling parameter, values, fixed parameters).
+SWEEPS: dict[str, tuple[str, list[int], dict]] = {
+    "gemv_tile": ("lanes", [4, 8, 16, 32, 64], {"w_bits": 8, "x_bits": 16, "max_cols": 4096}),
+    "tas_unit": ("lanes", [4, 8, 16, 32], {"heads": 32, "head_dim": 128, "width": 16}),
+    "drs_scheduler": ("cores", [2, 4, 8, 16, 32], {}),
+    "replay_cache_ctrl": (
+        "port_bits",
+        [128, 256, 512, 1024],
+        {"layers": 32, "tokens_per_frame": 256, "words": 4096, "word_bits": 16},
+    ),
+}
+
+
+def bench_for(module: str, params: dict):
+    """An (empty-stimulus) bench of ``module`` with ``params``, for conversion and synthesis."""
+    from accelerator.rtl.drs import DrsBench, DrsParams
+    from accelerator.rtl.pe_lane import GemvBench, GemvParams
+    from accelerator.rtl.replay_cache import ReplayBench, ReplayParams
+    from accelerator.rtl.tas_unit import TasBench, TasParams
+
+    if module == "gemv_tile":
+        return GemvBench(GemvParams(**params), [])
+    if module == "tas_unit":
+        return TasBench(TasParams(**params), [])
+    if module == "drs_scheduler":
+        return DrsBench(DrsParams(**params), [], 1)
+    if module == "replay_cache_ctrl":
+        return ReplayBench(ReplayParams(**params), [])
+    raise KeyError(module)
+
+
+def build_table(modules: list[str] | None = None, path: Path = TABLE, verbose: bool = True) -> list[dict]:
+    """Synthesize every parameter set of :data:`SWEEPS` and write the table."""
+    from accelerator.rtl.yosys import synthesize, yosys_version
+
+    rows = []
+    for module, (param, values, fixed) in SWEEPS.items():
+        if modules and module not in modules:
+            continue
+        for v in values:
+            bench = bench_for(module, {**fixed, param: v})
+            res = synthesize(bench)
+            row = {
+                "module": module,
+                "param": param,
+                "value": v,
+                "params": asdict(bench.params),
+                **{k: res[k] for k in (*KEYS, "lutram", "urams", "carry", "synth_s")},
+            }
+            rows.append(row)
+            if verbose:
+                print(f"{module:18s} {param}={v:<5d} " + " ".join(f"{k}={row[k]}" for k in KEYS), flush=True)
+    if modules and path.exists():  # keep the other modules' rows
+        rows = [r for r in load_table(path)["rows"] if r["module"] not in modules] + rows
+    doc = {
+        "label": LABEL,
+        "tool": yosys_version(),
+        "command": "python -m accelerator.rtl.resources",
+        "rows": rows,
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return rows
+
+
+def load_table(path: Path = TABLE) -> dict:
+    return json.loads(path.read_text())
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    fields = ["module", "param", "value", *KEYS, "lutram", "urams", "carry", "synth_s", "params"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{k: r.get(k) for k in fields}, "params": json.dumps(r["params"], sort_keys=True)})
+
+
+def _fit(rows: list[dict], x: float) -> tuple[dict[str, float], str]:
+    """Least-squares line per resource over the table rows, evaluated at ``x``."""
+    xs = np.array([r["value"] for r in rows], dtype=float)
+    out = {}
+    for k in KEYS:
+        ys = np.array([r[k] for r in rows], dtype=float)
+        if len(xs) == 1:
+            out[k] = float(ys[0])
+            continue
+        b, a = np.polyfit(xs, ys, 1)
+        out[k] = max(0.0, float(a + b * x))
+    exact = any(r["value"] == x for r in rows)
+    where = "synthesized" if exact else ("interpolated" if xs.min() <= x <= xs.max() else "extrapolated")
+    return out, where
+
+
+def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
+    """Total LUT/FF/DSP/BRAM of the accelerator described by ``hw`` (pre-place-and-route estimate).
+
+    One GEMV tile of ``hw.lanes_per_core`` lanes per core, one TAS unit of ``hw.tas_lanes`` lanes, one DRS
+    scheduler for ``hw.cores`` cores and one replay-cache controller with a ``hw.replay_port_bits`` port.
+    """
+    table = table or load_table()
+    rows = table["rows"]
+    parts = {
+        "gemv_tile": (hw.lanes_per_core, hw.cores),
+        "tas_unit": (hw.tas_lanes, 1),
+        "drs_scheduler": (hw.cores, 1),
+        "replay_cache_ctrl": (hw.replay_port_bits, 1),
+    }
+    per_module = {}
+    totals = dict.fromkeys(KEYS, 0.0)
+    for module, (x, count) in parts.items():
+        mrows = [r for r in rows if r["module"] == module]
+        if not mrows:
+            raise KeyError(
+                f"resource table has no rows for {module}; run python -m accelerator.rtl.resources"
+            )
+        one, where = _fit(mrows, x)
+        per_module[module] = {
+            "instances": count,
+            "param": mrows[0]["param"],
+            "value": x,
+            "basis": where,
+            **one,
+        }
+        for k in KEYS:
+            totals[k] += count * one[k]
+    result = {k: (math.ceil(v) if k != "brams" else math.ceil(2 * v) / 2) for k, v in totals.items()}
+    return {
+        **result,
+        "per_module": per_module,
+        "label": table.get("label", LABEL),
+        "tool": table.get("tool", ""),
+    }
+
+
+def fits(hw: HardwareSpec, table: dict | None = None) -> tuple[bool, str]:
+    """Whether the estimate fits ``hw.resources`` (only the capacities the board states, i.e. non-zero)."""
+    est = estimate(hw, table)
+    cap = {
+        "luts": hw.resources.luts,
+        "ffs": hw.resources.ffs,
+        "dsps": hw.resources.dsps,
+        "brams": hw.resources.brams,
+    }
+    known = {k: v for k, v in cap.items() if v > 0}
+    if not known:
+        return True, "board resources unknown (hardware.resources not set); not checked"
+    over = [f"{k} {est[k]} > {v}" for k, v in known.items() if est[k] > v]
+    usage = ", ".join(f"{k} {est[k]}/{v} ({100 * est[k] / v:.0f}%)" for k, v in known.items())
+    if over:
+        return False, f"does not fit: {'; '.join(over)} ({LABEL})"
+    return True, f"fits: {usage} ({LABEL})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Regenerate the RTL resource table with Yosys.")
+    ap.add_argument("--module", action="append", help="only these modules (default all)")
+    ap.add_argument("--out", type=Path, default=TABLE)
+    ap.add_argument("--csv", type=Path, help="also write the table as CSV")
+    args = ap.parse_args(argv)
+    rows = build_table(args.module, args.out)
+    if args.csv:
+        write_csv(rows, args.csv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Yosys resource estimates: ``synth_xilinx -family xcup`` (UltraScale+) of a converted module.
+
+These are pre-place-and-route numbers from generic synthesis, without I/O buffers (``-noiopad``) since the
+modules are blocks inside a design, not top levels. They are the basis of the resource table that
+``accelerator.rtl.resources`` uses. Results are cached by the hash of the Verilog text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+
+from accelerator.rtl.convert import convert
+from accelerator.rtl.harness import Bench
+from accelerator.rtl.tools import cache_dir, missing, run
+
+SCRIPT = (
+    "read_verilog {src}; synth_xilinx -family xcup -noiopad -noclkbuf -top {top}; tee -q -o {out} stat -json"
+)
+
+FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
+LUTRAM_PREFIXES = ("RAM16", "RAM32", "RAM64", "RAM128", "RAM256", "RAM512")
+SRL_CELLS = ("SRL16E", "SRLC16E", "SRLC32E")
+
+
+def yosys_version() -> str:
+    if missing("yosys"):
+        return ""
+    return run(["yosys", "-V"]).stdout.strip()
+
+
+def summarize(cells: dict[str, int]) -> dict[str, float]:
+    """Cell counts by type to the board resources: LUTs (logic + LUTRAM + SRL), FFs, DSPs, BRAM36."""
+    luts = sum(n for c, n in cells.items() if re.fullmatch(r"LUT[1-6]", c))
+    lutram = sum(n for c, n in cells.items() if c.startswith(LUTRAM_PREFIXES))
+    srl = sum(n for c, n in cells.items() if c in SRL_CELLS)
+    return {
+        "luts": luts + lutram + srl,
+        "lutram": lutram + srl,
+        "ffs": sum(n for c, n in cells.items() if c in FF_CELLS),
+        "dsps": cells.get("DSP48E2", 0),
+        "brams": cells.get("RAMB36E2", 0) + 0.5 * cells.get("RAMB18E2", 0),
+        "urams": cells.get("URAM288", 0),
+        "carry": sum(n for c, n in cells.items() if c.startswith("CARRY")),
+    }
+
+
+def synthesize(bench: Bench) -> dict:
+    """Synthesize ``bench``'s module for its parameters; returns the resource summary and cell counts."""
+    if missing("yosys"):
+        raise RuntimeError("yosys is not installed")
+    work = cache_dir("yosys", f"{bench.name}_{bench.key()}")
+    src = convert(bench, "Verilog", work)[0]
+    digest = hashlib.sha1(src.read_bytes()).hexdigest()[:16]
+    cached = cache_dir("yosys", "results") / f"{bench.name}_{digest}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    out = work / "stat.json"
+    t0 = time.perf_counter()
+    run(
+        ["yosys", "-q", "-p", SCRIPT.format(src=src.name, top=bench.name, out=out.name)],
+        cwd=work,
+        timeout=1800,
+    )
+    cells = json.loads(out.read_text())["modules"][f"\\{bench.name}"]["num_cells_by_type"]
+    result = {**summarize(cells), "cells": cells, "synth_s": round(time.perf_counter() - t0, 1)}
+    cached.write_text(json.dumps(result))
+    return result
