@@ -128,6 +128,7 @@ def decode(
     rep_log = np.zeros((b, layers, steps), bool)
     need_err = track and (opts.measure_mlp_error or policy.needs_true_error)
     err_log = np.full((b, layers, steps), np.nan, np.float32) if need_err else None
+    need_prev_in = track and policy.needs_prev_input
     if policy is not None:
         policy.reset(b, layers, frames, n, samp.seed)
 
@@ -199,9 +200,12 @@ def decode(
                     out[idx] = layer.mlp(mlp_in[idx])
                     mlp_rows += int(idx.numel())
             out_cache[li, :, i] = out  # replayed rows write back the value they used
-            in_cache[li, :, i] = mlp_in
-            stale[li, :, i] = torch.where(replay, stale[li, :, i] + 1, torch.zeros_like(stale[li, :, i]))
-            last_rep[li, :, i] = replay
+            if need_prev_in:
+                in_cache[li, :, i] = mlp_in
+            if opts.staleness_cap is not None:
+                stale[li, :, i] = torch.where(replay, stale[li, :, i] + 1, torch.zeros_like(stale[li, :, i]))
+            if opts.no_twice_in_row:
+                last_rep[li, :, i] = replay
             tas_log[:, li, s] = tas.float().numpy()
             rep_log[:, li, s] = replay.numpy()
             if err_log is not None and true_err is not None:

@@ -36,7 +36,8 @@ class ReplayPolicy:
     """Base class. ``wants_replay`` returns (B,) bool; ``commit`` sees the final decision."""
 
     name = "base"
-    needs_true_error = False
+    needs_true_error = False  # the engine computes the true MLP output for every row (oracle)
+    needs_prev_input = False  # the engine keeps each position's MLP input of the previous frame
     threshold: float | None = None
 
     def reset(self, batch: int, layers: int, frames: int, tokens_per_frame: int, seed: int) -> None:
@@ -234,6 +235,7 @@ class InputSimilarityPolicy(ReplayPolicy):
     """
 
     name = "input_similarity"
+    needs_prev_input = True
 
     def __init__(self, threshold: float | None = None, target_ratio: float | None = None) -> None:
         if threshold is None and target_ratio is None:

@@ -58,3 +58,24 @@ def test_bad_settings_are_rejected(ckpt):
         capture(CaptureSettings(checkpoint=ckpt, prompts=[7]), progress=False)
     with pytest.raises(ValueError, match="threshold or target"):
         capture(CaptureSettings(checkpoint=ckpt, policy="tas"), progress=False)
+
+
+def test_trace_from_reference_style_step_logs():
+    """Logs shaped like the reference code's per-layer lists: (B, 1) bools per single-token forward."""
+    import torch
+
+    from models.export import trace_from_step_logs
+
+    n, frames, b, layers = 4, 3, 2, 2
+    entries = frames * n  # one extra (e.g. an end-of-video token) beyond the n*frames - 1 needed
+    skip = [[torch.zeros(b, 1, dtype=torch.bool) for _ in range(entries)] for _ in range(layers)]
+    tas = [[torch.full((b, 1), float(e)) for e in range(entries)] for _ in range(layers)]
+    skip[1][n + 2][0, 0] = True  # entry e = step e + 1
+    t = trace_from_step_logs(skip, tas=tas, tokens_per_frame=n, frames=frames, checkpoint="vila-u-7b")
+    assert t.meta.source == "captured" and t.meta.batch == b
+    cube = t.replay_cube()
+    assert cube.sum() == 1 and cube[0, 1, n + 3]
+    assert np.isnan(t.tas_cube()[:, :, :n]).all() and t.tas_cube()[0, 0, n + 3] == n + 2
+    bad = [[torch.ones(b, 1, dtype=torch.bool) for _ in range(entries)] for _ in range(layers)]
+    with pytest.raises(ValueError, match="first frame"):
+        trace_from_step_logs(bad, tokens_per_frame=n, frames=frames, checkpoint="x")
