@@ -151,7 +151,7 @@ def _record_tas_inputs(store: list):
 
 
 def capture_qk(
-    checkpoint: str | None = None, prompts: int = 2, seed: int = 0, allow_stand_in: bool = True
+    checkpoint: str | None = None, prompts: int = 4, seed: int = 0, allow_stand_in: bool = True
 ) -> QKSet:
     """q and aligned k of every (row, layer, step) TAS decision of a dense decode.
 
@@ -188,11 +188,22 @@ def capture_qk(
     return QKSet(q.astype(np.float64), k.astype(np.float64), tas.astype(np.float64), source, stand_in)
 
 
+def tau_between(tas: np.ndarray, quantile: float) -> float:
+    """A tau near the ``quantile`` of the captured TAS, placed midway between two distinct captured values.
+
+    A tau equal to a captured TAS (as a raw quantile often is) makes that decision a tie that any finite
+    precision resolves arbitrarily; a user's tau is not chosen that way.
+    """
+    u = np.unique(tas[np.isfinite(tas)])
+    i = int(np.clip(np.searchsorted(u, np.quantile(u, quantile)), 1, len(u) - 1))
+    return float((u[i - 1] + u[i]) / 2)
+
+
 def report(
     qk: QKSet, taus: list[float] | None = None, width: int = 16, frac_bits: int | None = None
 ) -> list[CoCheck]:
-    """Co-checks at the given taus (default: the 25/50/75% quantiles of the captured TAS, i.e. replay
-    ratios of 75/50/25%), at ``frac_bits`` (default: calibrated from the captured range)."""
+    """Co-checks at the given taus (default: near the 25/50/75% quantiles of the captured TAS, i.e.
+    replay ratios of about 75/50/25%), at ``frac_bits`` (default: calibrated from the captured range)."""
     fb = choose_frac_bits(qk.q, qk.k, width) if frac_bits is None else frac_bits
-    taus = taus if taus is not None else [float(np.quantile(qk.tas, x)) for x in (0.25, 0.5, 0.75)]
+    taus = taus if taus is not None else [tau_between(qk.tas, x) for x in (0.25, 0.5, 0.75)]
     return [cocheck(qk, t, width, fb) for t in taus]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def convert(bench: Bench, hdl: str, out_dir: Path) -> list[Path]:
     ports = {**bench.ports(), "clk": Signal(bool(0))}
     inst = bench.dut(ports)
     extra = {"testbench": False} if hdl.lower() == "verilog" else {}
-    inst.convert(hdl=hdl, path=str(out_dir), name=bench.name, **extra)
+    with warnings.catch_warnings():
+        # constants (e.g. the TAS reciprocal) are undriven signals on purpose
+        warnings.filterwarnings("ignore", message=".*Signal is not driven.*")
+        inst.convert(hdl=hdl, path=str(out_dir), name=bench.name, **extra)
     if hdl.lower() == "verilog":
         return [out_dir / f"{bench.name}.v"]
     return sorted(out_dir.glob("pck_myhdl_*.vhd")) + [out_dir / f"{bench.name}.vhd"]

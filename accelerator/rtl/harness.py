@@ -12,6 +12,7 @@ returns per-job latencies (see :mod:`accelerator.rtl.common` for the convention)
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,9 @@ def _icarus_dut(bench: Bench, ports: dict[str, Signal]):
     if not vvp.exists():
         conv_ports = {**bench.ports(), "clk": Signal(bool(0))}
         inst = bench.dut(conv_ports)
-        inst.convert(hdl="Verilog", path=str(work), name=top, testbench=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Signal is not driven.*")
+            inst.convert(hdl="Verilog", path=str(work), name=top, testbench=True)
         run(["iverilog", "-o", str(vvp), f"{top}.v", f"tb_{top}.v"], cwd=work)
     return Cosimulation(f"vvp -M {vpi.parent} -m {vpi.stem} {vvp}", **ports)
 

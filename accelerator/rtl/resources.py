@@ -32,7 +32,7 @@ KEYS = ("luts", "ffs", "dsps", "brams")
 
 #: The parameter sets synthesized for the table: module -> (scaling parameter, values, fixed parameters).
 SWEEPS: dict[str, tuple[str, list[int], dict]] = {
-    "gemv_tile": ("lanes", [4, 8, 16, 32, 64], {"w_bits": 8, "x_bits": 16, "max_cols": 4096}),
+    "gemv_tile": ("lanes", [4, 8, 16, 32, 64, 128], {"w_bits": 8, "x_bits": 16, "max_cols": 16384}),
     "tas_unit": ("lanes", [4, 8, 16, 32], {"heads": 32, "head_dim": 128, "width": 16}),
     "drs_scheduler": ("cores", [2, 4, 8, 16, 32], {}),
     "replay_cache_ctrl": (

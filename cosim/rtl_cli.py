@@ -1,0 +1,207 @@
+"""``python -m cosim rtl check|export``: cross-check the MyHDL twins, and write their HDL and resource table.
+
+``rtl_check`` runs, per module, randomized three-view cross-checks (RTL cycles = cost formula = event
+component, outputs bit-equal to the Python reference), a co-simulation of the converted Verilog against
+the MyHDL model under Icarus, the tool checks (iverilog, verilator lint, ghdl on the VHDL) and prints the
+module's resources from the table; then the fixed-point TAS co-check. One line per module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from accelerator.rtl.convert import convert, tool_checks
+from accelerator.rtl.drs import DrsBench, drs_case
+from accelerator.rtl.harness import Bench, check, simulate
+from accelerator.rtl.pe_lane import GemvBench, gemv_case
+from accelerator.rtl.replay_cache import ReplayBench, replay_case
+from accelerator.rtl.resources import LABEL, SWEEPS, bench_for, estimate, load_table, write_csv
+from accelerator.rtl.tas_unit import TasBench, tas_case
+from accelerator.rtl.tools import missing
+from accelerator.spec import HardwareSpec
+
+#: module name -> random case generator (numpy Generator -> Bench)
+CASES: dict[str, Callable[[np.random.Generator], Bench]] = {
+    GemvBench.name: gemv_case,
+    TasBench.name: tas_case,
+    DrsBench.name: drs_case,
+    ReplayBench.name: replay_case,
+}
+
+
+def _table_row(module: str) -> dict | None:
+    """The table's row at the middle of the module's sweep (the representative parameter set)."""
+    try:
+        rows = [r for r in load_table()["rows"] if r["module"] == module]
+    except FileNotFoundError:
+        return None
+    return rows[len(rows) // 2] if rows else None
+
+
+def _resources_text(module: str) -> str:
+    row = _table_row(module)
+    if row is None:
+        return "resources: no table (python -m accelerator.rtl.resources)"
+    return (
+        f"LUT {row['luts']} FF {row['ffs']} DSP {row['dsps']} BRAM36 {row['brams']:g} "
+        f"@ {row['param']}={row['value']} (pre-P&R)"
+    )
+
+
+def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]:
+    """All checks of one module; returns (ok, one-line summary)."""
+    rng = np.random.default_rng(seed)
+    results = [check(CASES[module](rng)) for _ in range(cases)]
+    jobs = sum(len(r.rtl_cycles) for r in results)
+    cyc = sum(sum(r.rtl_cycles) for r in results)
+    cycles_ok = all(r.cycles_equal for r in results)
+    outputs_ok = all(r.outputs_equal for r in results)
+    parts = [
+        f"cycles {'equal' if cycles_ok else 'DIFFER'} ({cases} cases, {jobs} jobs, {cyc} cycles)",
+        f"outputs {'equal' if outputs_ok else 'DIFFER'}",
+    ]
+    if not cycles_ok:
+        bad = next(r for r in results if not r.cycles_equal)
+        parts.append(f"[rtl {bad.rtl_cycles} cost {bad.cost_cycles} event {bad.event_cycles}]")
+    if not outputs_ok:
+        parts.append(next(r for r in results if not r.outputs_equal).mismatch)
+    ok = cycles_ok and outputs_ok
+
+    absent = missing("iverilog", "iverilog-vpi", "vvp")
+    if absent:
+        parts.append(f"cosim skipped ({', '.join(absent)} not installed)")
+    else:
+        bench = CASES[module](np.random.default_rng(seed + 1000))
+        a, b = simulate(bench, "myhdl"), simulate(bench, "icarus")
+        same = a.latencies == b.latencies and a.outputs == b.outputs
+        ok &= same
+        parts.append(f"cosim {'bit-exact' if same else 'DIFFERS'}")
+
+    param, values, fixed = SWEEPS[module]
+    lint = tool_checks(bench_for(module, {**fixed, param: values[len(values) // 2]}))
+    ran = {k: v for k, v in lint.items() if not v.skipped}
+    lint_ok = all(v.ok for v in ran.values())
+    ok &= lint_ok
+    text = f"lint {'clean' if lint_ok else 'FAILED'} ({', '.join(ran) or 'no tools'})"
+    skipped = [f"{k}: {v.skipped}" for k, v in lint.items() if v.skipped]
+    if skipped:
+        text += f" [skipped {'; '.join(skipped)}]"
+    parts.append(text)
+    parts.append(_resources_text(module))
+    return ok, f"{module:18s} " + "  ".join(parts)
+
+
+def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
+    """Fixed-point TAS vs the model's float decisions (informational unless the agreement is low)."""
+    try:
+        from accelerator.rtl.cocheck import capture_qk, report
+    except ImportError as exc:  # torch missing
+        return True, f"{'tas co-check':18s} skipped ({exc})"
+    qk = capture_qk()
+    results = report(qk)
+    worst = min(r.agreement for r in results)
+    unexplained = sum(len(r.disagreements) - r.explained for r in results)
+    first = results[0]
+    line = (
+        f"{'tas co-check':18s} fixed vs float replay decisions: worst agreement {100 * worst:.2f}% over "
+        f"{first.entries} decisions at {len(results)} taus (width {first.width}, frac {first.frac_bits}), "
+        f"{sum(len(r.disagreements) for r in results)} disagreements, {unexplained} beyond the quantisation "
+        f"bound; {qk.source}"
+    )
+    return unexplained == 0, line
+
+
+def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0) -> int:
+    """Run every module's cross-checks; print one line per module; 0 if all pass, 1 otherwise."""
+    ok = True
+    for i, module in enumerate(CASES):
+        try:
+            m_ok, line = check_module(module, cases=cases, seed=seed + i)
+        except Exception as exc:  # a crash of one module's check is a failure, not a traceback
+            m_ok, line = False, f"{module:18s} ERROR {type(exc).__name__}: {exc}"
+            if verbose:
+                import traceback
+
+                traceback.print_exc()
+        ok &= m_ok
+        print(line, flush=True)
+    c_ok, line = check_tas_cosim(verbose)
+    ok &= c_ok
+    print(line, flush=True)
+    print(f"resources: {LABEL}")
+    return 0 if ok else 1
+
+
+def export_benches(hw: HardwareSpec | None = None) -> list[Bench]:
+    """The parameter sets exported: the hardware spec's lanes, cores, ports and precisions, with the
+    VILA-U 7B head shape and a 32-layer x 256-position replay cache."""
+    from accelerator.rtl.drs import DrsParams
+    from accelerator.rtl.pe_lane import GemvParams
+    from accelerator.rtl.replay_cache import ReplayParams
+    from accelerator.rtl.tas_unit import TasParams
+
+    hw = hw or HardwareSpec()
+    p = hw.precision
+    return [
+        GemvBench(
+            GemvParams(
+                lanes=hw.lanes_per_core, w_bits=p.weights_bits, x_bits=p.activations_bits, max_cols=16384
+            ),
+            [],
+        ),
+        TasBench(TasParams(heads=32, head_dim=128, lanes=hw.tas_lanes, width=16), []),
+        DrsBench(DrsParams(cores=hw.cores), [], 1),
+        ReplayBench(
+            ReplayParams(
+                layers=32,
+                tokens_per_frame=256,
+                words=4096,
+                word_bits=p.replay_cache_bits,
+                port_bits=hw.replay_port_bits,
+            ),
+            [],
+        ),
+    ]
+
+
+def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None) -> int:
+    """Write Verilog and VHDL of every module, the resource table (CSV), the estimate for ``hw`` and,
+    with ``vcd``, waveforms of a short random stimulus per module. Written atomically."""
+    out_dir = Path(out_dir)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".rtl-export-", dir=out_dir.parent if out_dir.parent.exists() else None)
+    )
+    try:
+        manifest = {"label": LABEL, "modules": {}}
+        for bench in export_benches(hw):
+            convert(bench, "Verilog", tmp / "verilog")
+            convert(bench, "VHDL", tmp / "vhdl")
+            manifest["modules"][bench.name] = asdict(bench.params)
+        if vcd:
+            for i, (name, case) in enumerate(CASES.items()):
+                simulate(case(np.random.default_rng(i)), "myhdl", vcd=tmp / "vcd" / f"{name}.vcd")
+        try:
+            table = load_table()
+            write_csv(table["rows"], tmp / "resources.csv")
+            manifest["estimate"] = estimate(hw or HardwareSpec(), table)
+        except FileNotFoundError:
+            manifest["estimate"] = None
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"rtl export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    files = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
+    print(f"wrote {len(files)} files to {out_dir}: " + ", ".join(map(str, files)))
+    return 0
