@@ -228,12 +228,22 @@ class CostModel:
         return t
 
     # -- energy -----------------------------------------------------------------------------------------
-    def dynamic_energy_j(self, pe_macs: float, tas_macs: float, bytes_by_group: dict[str, float]) -> float:
+    def energy_breakdown_j(
+        self, latency_s: float, pe_macs: float, tas_macs: float, bytes_by_group: dict[str, float]
+    ) -> dict[str, float]:
+        """Energy by component: static power over the whole latency, dynamic energy per operation."""
         pw = self.hw.power
-        e = pe_macs * pw.mac_energy_pJ + tas_macs * pw.tas_energy_pJ
-        for group, nbytes in bytes_by_group.items():
-            e += nbytes * self.hw.memory[group].energy_pJ_per_byte
-        return e * 1e-12
+        out = {
+            "board_static": pw.static_W * latency_s,
+            "cores_static": pw.core_static_W * self.hw.cores * latency_s,
+            "cores_dynamic": pe_macs * pw.mac_energy_pJ * 1e-12,
+            "units_static": pw.tas_static_W * latency_s,
+            "tas_dynamic": tas_macs * pw.tas_energy_pJ * 1e-12,
+        }
+        for group, spec in self.hw.memory.items():
+            out[f"memory_{group}_static"] = spec.static_W * latency_s
+            out[f"memory_{group}_dynamic"] = bytes_by_group.get(group, 0.0) * spec.energy_pJ_per_byte * 1e-12
+        return out
 
 
 def _add_bytes(*parts: dict) -> dict:

@@ -23,6 +23,7 @@ class MemoryGroup(_Strict):
     )
     capacity_GiB: float = Field(8.0, gt=0, description="capacity, GiB")
     energy_pJ_per_byte: float = Field(60.0, ge=0, description="dynamic access energy, pJ per byte")
+    static_W: float = Field(0.0, ge=0, description="static power of the group's controllers and PHYs, W")
 
     @property
     def sustained_Bps(self) -> float:
@@ -52,12 +53,16 @@ class Precision(_Strict):
 
 
 class Power(_Strict):
-    """Energy = static_W x latency + dynamic energy per MAC and per byte moved.
+    """Energy = static power of each component x latency + dynamic energy per MAC and per byte moved.
 
     Setting every dynamic term to zero gives constant average power (energy proportional to latency).
     """
 
-    static_W: float = Field(10.0, ge=0, description="board static + idle power, W")
+    static_W: float = Field(10.0, ge=0, description="board static + idle power not given to a component, W")
+    core_static_W: float = Field(0.0, ge=0, description="static power of each core, W")
+    tas_static_W: float = Field(
+        0.0, ge=0, description="static power of the TAS unit, DRS and replay-cache controller, W"
+    )
     mac_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per MAC on a PE lane, pJ")
     tas_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per TAS-unit MAC, pJ")
 

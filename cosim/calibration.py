@@ -35,7 +35,7 @@ def fit(mode: str = "analytic") -> dict:
     w.hardware.clock_MHz = clock
     dense = execute(make_job(w, None), mode)
     tokens = w.video.batch * w.video.steps
-    dynamic = energy_j(w, dense) - w.hardware.power.static_W * dense.latency_s
+    dynamic = energy_j(w, dense) - w.hardware.power.static_W * dense.latency_s  # all but the fitted term
     static = (tokens / PAPER_DENSE_EFFICIENCY - dynamic) / dense.latency_s
     return {"clock_MHz": clock, "static_W": static, "dense_latency_s": dense.latency_s}
 

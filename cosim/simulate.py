@@ -68,11 +68,12 @@ def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunRes
     )
 
 
+def energy_breakdown_j(w: Workload, r: SimResult) -> dict[str, float]:
+    return cost_model(w).energy_breakdown_j(r.latency_s, r.pe_macs, r.tas_macs, r.bytes_by_group)
+
+
 def energy_j(w: Workload, r: SimResult) -> float:
-    cost = cost_model(w)
-    return w.hardware.power.static_W * r.latency_s + cost.dynamic_energy_j(
-        r.pe_macs, r.tas_macs, r.bytes_by_group
-    )
+    return sum(energy_breakdown_j(w, r).values())
 
 
 def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) -> dict:
@@ -101,6 +102,7 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
         "tau": bundle.tau,
         "energy_j": energy,
         "dense_energy_j": dense_energy,
+        "energy_breakdown_j": energy_breakdown_j(w, r),
         "avg_power_w": energy / r.latency_s,
         "tokens_per_s": tokens / r.latency_s,
         "tokens_per_j": tokens / energy if energy > 0 else None,

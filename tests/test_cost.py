@@ -88,6 +88,18 @@ def test_energy_is_static_power_times_time_without_dynamic_terms(tiny_raw):
             "hardware.power.mac_energy_pJ=0",
             "hardware.power.tas_energy_pJ=0",
             "hardware.memory.ddr4.energy_pJ_per_byte=0",
+            "hardware.power.core_static_W=0.5",
         ],
     )
-    assert CostModel(w.hardware, w.model).dynamic_energy_j(1e12, 1e9, {"ddr4": 1e12}) == 0.0
+    parts = CostModel(w.hardware, w.model).energy_breakdown_j(2.0, 1e12, 1e9, {"ddr4": 1e12})
+    assert sum(parts.values()) == pytest.approx((w.hardware.power.static_W + 2 * 0.5) * 2.0)
+
+
+def test_energy_breakdown_by_hand(tiny_raw):
+    w = resolve(tiny_raw, ["hardware.memory.ddr4.static_W=0.25"])
+    parts = CostModel(w.hardware, w.model).energy_breakdown_j(4.0, 1e12, 2e9, {"ddr4": 1e9})
+    assert parts["cores_dynamic"] == pytest.approx(1e12 * 0.8e-12)
+    assert parts["tas_dynamic"] == pytest.approx(2e9 * 0.8e-12)
+    assert parts["memory_ddr4_dynamic"] == pytest.approx(1e9 * 120e-12)
+    assert parts["memory_ddr4_static"] == pytest.approx(1.0)
+    assert parts["board_static"] == pytest.approx(4.0 * 4.0)
