@@ -1,0 +1,91 @@
+"""Trace source ``capture``: run the PyTorch model live with the workload's policy.
+
+The workload's model and video shape must be the checkpoint's (a trace from one model says nothing exact
+about another; ``trace.source: transfer`` maps a capture onto other dims).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cosim.config import Workload, WorkloadError
+from cosim.sources import TraceBundle
+
+
+def capture_settings(w: Workload):
+    from models.capture import CaptureSettings
+
+    p, v, t, sa = w.policy, w.video, w.trace, w.sparse_attention
+    threshold = float(p.interval) if p.kind == "fixed_interval" else p.threshold
+    return CaptureSettings(
+        checkpoint=t.checkpoint,
+        frames=v.frames,
+        prompts=list(t.classes) if t.classes else v.prompts,
+        cfg=v.cfg,
+        cfg_scale=v.cfg_scale,
+        policy=p.kind,
+        threshold=threshold,
+        target_replay_ratio=p.target_replay_ratio,
+        query_pre_rope=p.query_pre_rope,
+        strict=p.strict,
+        staleness_cap=p.staleness_cap,
+        no_twice_in_row=p.no_twice_in_row,
+        cfg_coherent=p.cfg_coherent,
+        sparse_sink_tokens=sa.sink_tokens if sa.window else 0,
+        sparse_window=sa.window,
+        seed=w.seed,
+    )
+
+
+def check_checkpoint(w: Workload) -> None:
+    """Fail before decoding anything if the workload does not describe the checkpoint."""
+    from models.capture import load_model
+
+    try:
+        model, _, _, name = load_model(w.trace.checkpoint)
+    except FileNotFoundError as exc:
+        raise WorkloadError(f"trace.checkpoint: {exc}") from None
+    cfg = model.cfg
+    wanted = {
+        "model.layers": (w.model.layers, cfg.dims.layers),
+        "model.hidden": (w.model.hidden, cfg.dims.hidden),
+        "model.heads": (w.model.heads, cfg.dims.heads),
+        "model.mlp_hidden": (w.model.mlp_hidden, cfg.dims.mlp_hidden),
+        "video.tokens_per_frame": (w.video.tokens_per_frame, cfg.tokens_per_frame),
+    }
+    for key, (have, need) in wanted.items():
+        if have != need:
+            raise WorkloadError(
+                f"{key}: {have} does not match the checkpoint {name} ({need}); use its preset"
+            )
+    if w.video.frames > cfg.frames:
+        raise WorkloadError(
+            f"video.frames: {w.video.frames} exceeds the {cfg.frames} frames {name} was trained on"
+        )
+    if w.trace.classes and len(w.trace.classes) != w.video.prompts:
+        raise WorkloadError(f"trace.classes: {len(w.trace.classes)} classes for {w.video.prompts} prompts")
+
+
+def capture_bundle(w: Workload, progress: bool = False) -> TraceBundle:
+    from models.capture import capture
+
+    check_checkpoint(w)
+    try:
+        result = capture(capture_settings(w), progress=progress)
+    except ValueError as exc:  # settings the model side rejects (e.g. class ids out of range)
+        raise WorkloadError(f"trace: {exc}") from None
+    return TraceBundle(result.trace, result.trace.meta.threshold, dict(result.quality))
+
+
+def write_capture(w: Workload, out: Path, progress: bool = False) -> TraceBundle:
+    from cosim.rundir import atomic_dir, dumps
+    from cosim.trace import write_trace
+
+    bundle = capture_bundle(w, progress=progress)
+
+    def fill(d: Path) -> None:
+        write_trace(bundle.trace, d / "trace.parquet")
+        (d / "quality.json").write_text(dumps(bundle.quality))
+
+    atomic_dir(out, fill)
+    return bundle
