@@ -6,9 +6,9 @@ module sweep; results are cached). All numbers are **pre-place-and-route estimat
 no timing closure, no vendor optimisation, no interconnect, memory controllers or shell.
 
 :func:`estimate` adds up one GEMV tile per core, the TAS unit, the DRS scheduler and the replay-cache
-controller for a :class:`~accelerator.spec.HardwareSpec`. Each module's resources are fitted as a line in
-its scaling parameter (lanes, TAS lanes, cores, port bits) over the table's parameter sets, so parameter
-values between or beyond the synthesized ones are interpolated or extrapolated; the result says which.
+controller for a :class:`~accelerator.spec.HardwareSpec`. Each module's resources are a function of
+its scaling parameter (lanes, TAS lanes, cores, port bits): exact at the synthesized parameter sets,
+piecewise linear between them and linear beyond them; the result says which (``basis``).
 """
 
 from __future__ import annotations
@@ -108,18 +108,24 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _fit(rows: list[dict], x: float) -> tuple[dict[str, float], str]:
-    """Least-squares line per resource over the table rows, evaluated at ``x``."""
+    """Each resource at ``x``: exact at synthesized points, piecewise linear between them, and linear
+    beyond them along the outermost segment."""
+    rows = sorted(rows, key=lambda r: r["value"])
     xs = np.array([r["value"] for r in rows], dtype=float)
     out = {}
     for k in KEYS:
         ys = np.array([r[k] for r in rows], dtype=float)
         if len(xs) == 1:
             out[k] = float(ys[0])
-            continue
-        b, a = np.polyfit(xs, ys, 1)
-        out[k] = max(0.0, float(a + b * x))
-    exact = any(r["value"] == x for r in rows)
-    where = "synthesized" if exact else ("interpolated" if xs.min() <= x <= xs.max() else "extrapolated")
+        elif x < xs[0]:
+            out[k] = float(ys[0] + (x - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0]))
+        elif x > xs[-1]:
+            out[k] = float(ys[-1] + (x - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
+        else:
+            out[k] = float(np.interp(x, xs, ys))
+        out[k] = max(0.0, out[k])
+    exact = bool(np.any(xs == x))
+    where = "synthesized" if exact else ("interpolated" if xs[0] <= x <= xs[-1] else "extrapolated")
     return out, where
 
 

@@ -12,3 +12,9 @@ def require(*tools: str) -> None:
     absent = missing(*tools)
     if absent:
         pytest.skip(f"needs {', '.join(absent)} (install iverilog, verilator, yosys, ghdl to run HDL checks)")
+
+
+@pytest.fixture
+def tools():
+    """``tools("iverilog", ...)`` skips the test unless those tools are installed."""
+    return require

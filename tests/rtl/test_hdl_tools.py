@@ -15,8 +15,6 @@ from accelerator.rtl.pe_lane import GemvBench, GemvParams, gemv_case
 from accelerator.rtl.replay_cache import ReplayBench, ReplayParams, replay_case
 from accelerator.rtl.tas_unit import TasBench, TasParams, tas_case
 
-from .conftest import require
-
 pytestmark = pytest.mark.hdl
 
 SMALL = {
@@ -35,8 +33,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_verilog_compiles_and_lints(name: str, tmp_path: Path) -> None:
-    require("iverilog", "verilator")
+def test_verilog_compiles_and_lints(name: str, tmp_path: Path, tools) -> None:
+    tools("iverilog", "verilator")
     bench = SMALL[name]
     vfile = convert(bench, "Verilog", tmp_path)[0]
     ic = iverilog_compile(vfile)
@@ -46,18 +44,18 @@ def test_verilog_compiles_and_lints(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_vhdl_analyses(name: str, tmp_path: Path) -> None:
-    require("ghdl")
+def test_vhdl_analyses(name: str, tmp_path: Path, tools) -> None:
+    tools("ghdl")
     res = ghdl_analyse(convert(SMALL[name], "VHDL", tmp_path))
     assert res.ok, res.log
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("seed", [0, 1])
-def test_icarus_cosim_bit_exact(name: str, seed: int) -> None:
+def test_icarus_cosim_bit_exact(name: str, seed: int, tools) -> None:
     """The converted Verilog under Icarus (through the MyHDL VPI built at test time) matches the MyHDL
     model cycle for cycle and bit for bit, and both match the reference."""
-    require("iverilog", "iverilog-vpi", "vvp")
+    tools("iverilog", "iverilog-vpi", "vvp")
     bench = CASES[name](np.random.default_rng(100 + seed))
     a = simulate(bench, "myhdl")
     b = simulate(bench, "icarus")
@@ -65,17 +63,17 @@ def test_icarus_cosim_bit_exact(name: str, seed: int) -> None:
     assert a.outputs == b.outputs == bench.reference()
 
 
-def test_lint_catches_a_broken_file(tmp_path: Path) -> None:
+def test_lint_catches_a_broken_file(tmp_path: Path, tools) -> None:
     """The lint wrapper is not vacuous."""
-    require("verilator")
+    tools("verilator")
     bad = tmp_path / "bad.v"
     bad.write_text("module bad(input a, output b); assign b = c; endmodule\n")
     assert not verilator_lint(bad, "bad").ok
 
 
-def test_yosys_small_modules() -> None:
+def test_yosys_small_modules(tools) -> None:
     """synth_xilinx -family xcup maps the TAS lane multipliers to DSP48E2s and the DRS to LUTs/FFs only."""
-    require("yosys")
+    tools("yosys")
     from accelerator.rtl.yosys import synthesize
 
     tas = synthesize(TasBench(TasParams(heads=2, head_dim=4, lanes=2, width=16), []))
