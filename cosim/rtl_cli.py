@@ -102,7 +102,7 @@ def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]
 def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
     """Fixed-point TAS vs the model's float decisions (informational unless the agreement is low)."""
     try:
-        from accelerator.rtl.cocheck import capture_qk, report
+        from accelerator.rtl.cocheck import capture_qk, cocheck, report
     except ImportError as exc:  # torch missing
         return True, f"{'tas co-check':18s} skipped ({exc})"
     qk = capture_qk()
@@ -110,13 +110,21 @@ def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
     worst = min(r.agreement for r in results)
     unexplained = sum(len(r.disagreements) - r.explained for r in results)
     first = results[0]
+    sample = cocheck(qk, first.tau, first.width, first.frac_bits, rtl_sample=16)
     line = (
         f"{'tas co-check':18s} fixed vs float replay decisions: worst agreement {100 * worst:.2f}% over "
         f"{first.entries} decisions at {len(results)} taus (width {first.width}, frac {first.frac_bits}), "
         f"{sum(len(r.disagreements) for r in results)} disagreements, {unexplained} beyond the quantisation "
-        f"bound; {qk.source}"
+        f"bound; MyHDL unit {'matches' if sample.rtl_equal else 'DIFFERS FROM'} the fixed-point model on "
+        f"{sample.rtl_sample} captured entries; {qk.source}"
     )
-    return unexplained == 0, line
+    if verbose:
+        for r in results:
+            print(
+                f"  tau {r.tau:+.5f}: agreement {100 * r.agreement:.2f}%, {len(r.disagreements)} disagreements"
+            )
+    ok = unexplained == 0 and bool(sample.rtl_equal)
+    return ok, line
 
 
 def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0) -> int:

@@ -84,6 +84,10 @@ def build_table(modules: list[str] | None = None, path: Path = TABLE, verbose: b
                 print(f"{module:18s} {param}={v:<5d} " + " ".join(f"{k}={row[k]}" for k in KEYS), flush=True)
     if modules and path.exists():  # keep the other modules' rows
         rows = [r for r in load_table(path)["rows"] if r["module"] not in modules] + rows
+        order = list(SWEEPS)
+        rows.sort(
+            key=lambda r: (order.index(r["module"]) if r["module"] in order else len(order), r["value"])
+        )
     doc = {
         "label": LABEL,
         "tool": yosys_version(),
