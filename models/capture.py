@@ -59,7 +59,7 @@ class CaptureSettings:
     temperature: float = 1.0
     top_k: int = 0
     measure_mlp_error: bool = True  # compute the true MLP of replayed rows too (costs the saving)
-    threads: int | None = None  # torch threads (None = leave torch's setting)
+    threads: int | None = None  # torch threads; None = 1 for small models (hidden <= 512), else torch's
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:
@@ -149,8 +149,6 @@ class _Session:
     """One model + prompts + seed; holds the dense reference so sweeps decode it once."""
 
     def __init__(self, s: CaptureSettings) -> None:
-        if s.threads:
-            torch.set_num_threads(s.threads)
         self.model, self.vq, self.info, self.name = load_model(s.checkpoint)
         cfg = self.model.config
         self.frames = s.frames or cfg.frames
@@ -158,10 +156,29 @@ class _Session:
         ref_settings = CaptureSettings(
             **{**asdict(s), "policy": "dense", "sparse_sink_tokens": 0, "sparse_window": None}
         )
-        self.dense = decode(
-            self.model, self.labels, self.frames, DensePolicy(), _options(ref_settings), _sampling(s)
-        )
+        self.saved_threads = torch.get_num_threads()
+        # A tiny model decodes token by token with small tensors: thread hand-off costs more than it
+        # saves, badly so on a shared CPU. Restored by close().
+        threads = s.threads or (1 if cfg.dims.hidden <= 512 else None)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.dense = decode(
+                self.model, self.labels, self.frames, DensePolicy(), _options(ref_settings), _sampling(s)
+            )
+        except BaseException:
+            self.close()
+            raise
         self._calib: dict[tuple, DecodeResult] = {}
+
+    def close(self) -> None:
+        torch.set_num_threads(self.saved_threads)
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def calibration(self, s: CaptureSettings) -> DecodeResult:
         """The TAS distribution tau is chosen from: dense decisions under the run's attention setting."""
@@ -259,10 +276,10 @@ def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
     import sys
 
     t0 = time.perf_counter()
-    session = _Session(settings)
-    if progress:
-        print(f"capture: dense reference decoded in {session.dense.seconds:.2f}s", file=sys.stderr)
-    result = session.run(settings)
+    with _Session(settings) as session:
+        if progress:
+            print(f"capture: dense reference decoded in {session.dense.seconds:.2f}s", file=sys.stderr)
+        result = session.run(settings)
     if progress:
         q = result.quality
         print(
@@ -276,38 +293,33 @@ def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
 def tau_sweep(settings: CaptureSettings, taus: list[float] | np.ndarray) -> pd.DataFrame:
     """tau -> replay ratio -> quality, one row per tau (policy forced to ``tas``; one dense reference)."""
     base = CaptureSettings(**{**asdict(settings), "policy": "tas", "target_replay_ratio": None})
-    session = _Session(base)
     rows = []
-    for tau in taus:
-        s = CaptureSettings(**{**asdict(base), "threshold": float(tau)})
-        q = session.run(s, keep_videos=False).quality
-        rows.append(
-            {
-                "tau": float(tau),
-                **{k: q[k] for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")},
-            }
-        )
+    with _Session(base) as session:
+        for tau in taus:
+            s = CaptureSettings(**{**asdict(base), "threshold": float(tau)})
+            q = session.run(s, keep_videos=False).quality
+            rows.append(
+                {
+                    "tau": float(tau),
+                    **{
+                        k: q[k]
+                        for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def policy_comparison(settings: CaptureSettings, policies: list[str], target_ratio: float) -> pd.DataFrame:
     """Every policy at the same budget (tas calibrated to it), one shared dense reference."""
-    session = _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"}))
     rows = []
-    for name in policies:
-        s = CaptureSettings(
-            **{
-                **asdict(settings),
-                "policy": name,
-                "threshold": None,
-                "target_replay_ratio": None if name == "dense" else target_ratio,
-            }
-        )
-        q = session.run(s, keep_videos=False).quality
-        rows.append(
-            {
-                "policy": name,
-                **{k: q[k] for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")},
-            }
-        )
+    keys = ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")
+    with _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"})) as session:
+        for name in policies:
+            target = None if name == "dense" else target_ratio
+            s = CaptureSettings(
+                **{**asdict(settings), "policy": name, "threshold": None, "target_replay_ratio": target}
+            )
+            q = session.run(s, keep_videos=False).quality
+            rows.append({"policy": name, **{k: q[k] for k in keys}})
     return pd.DataFrame(rows)

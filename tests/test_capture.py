@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cosim.trace import read_trace, write_trace
 from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, tau_sweep
 from models.testing import tiny_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: thread hand-off costs more than it saves, and the CPU is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,15 @@ from models.fastcar import SamplingOptions, decode
 from models.testing import tiny_checkpoint, tiny_config, tiny_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: thread hand-off costs more than it saves, and the CPU is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_hf_round_trip_preserves_weights_and_outputs(tmp_path):
     model = tiny_model(seed=4)
     path = tmp_path / "m.safetensors"
