@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from accelerator.core import Task, plan
 from accelerator.cost import CostModel
 from accelerator.memory import MemoryServer
 from accelerator.timeline import Timeline
+from accelerator.unit import Unit
 
 
 def cache_address(
@@ -40,34 +40,19 @@ class ReplayCacheModel:
         self.valid[layer, position] = True
 
 
-class ReplayCacheController:
+class ReplayCacheController(Unit):
     def __init__(
         self, env: simpy.Environment, cost: CostModel, memory: dict[str, MemoryServer], timeline: Timeline
     ):
-        self.env = env
-        self.cost = cost
-        self.memory = memory
-        self.timeline = timeline
-        self.free_at = 0.0
+        super().__init__(env, "replay_cache", cost, memory, timeline)
         self.reads = 0
         self.writes = 0
-        self._tasks: dict[tuple[int, int], Task] = {}
 
     def submit(self, reads: int, writes: int, ready_s: float) -> float:
+        """Fetch ``reads`` replayed outputs and store ``writes`` fresh ones; return when the port is done."""
         if reads + writes <= 0:
             return ready_s
-        task = self._tasks.get((reads, writes))
-        if task is None:
-            task = self._tasks[(reads, writes)] = plan(
-                self.cost, self.memory, self.cost.replay(reads, writes)
-            )
-        start = max(ready_s, self.free_at)
-        end = start + task.compute_s
-        for server, nbytes in task.transfers:
-            end = max(end, server.reserve(nbytes, start, "replay_cache"))
         self.reads += reads
         self.writes += writes
-        self.free_at = end
-        if self.timeline.enabled:
-            self.timeline.span("units", "replay_cache", "replay", start, end, reads=reads, writes=writes)
-        return end
+        task = self.planned((reads, writes), lambda: self.cost.replay(reads, writes))
+        return self.run(task, ready_s, "replay", reads=reads, writes=writes)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from accelerator.core import Task, plan
 from accelerator.cost import CostModel
 from accelerator.memory import MemoryServer
 from accelerator.timeline import Timeline
+from accelerator.unit import Unit
 
 
 def temporal_attention_score(q: np.ndarray, k_aligned: np.ndarray) -> float:
@@ -27,33 +27,16 @@ def decide(tas: float, tau: float, strict: bool = False) -> bool:
     return tas > tau if strict else tas >= tau
 
 
-class TasUnit:
+class TasUnit(Unit):
     def __init__(
         self, env: simpy.Environment, cost: CostModel, memory: dict[str, MemoryServer], timeline: Timeline
     ):
-        self.env = env
-        self.cost = cost
-        self.memory = memory
-        self.timeline = timeline
-        self.free_at = 0.0
-        self.busy_s = 0.0
-        self.macs = 0.0
-        self._tasks: dict[int, Task] = {}
+        super().__init__(env, "tas", cost, memory, timeline)
 
     def submit(self, entries: int, ready_s: float) -> float:
         """Score ``entries`` entries whose queries are ready at ``ready_s``; return when all bits are out."""
         if entries <= 0:
             return ready_s
-        task = self._tasks.get(entries)
-        if task is None:
-            task = self._tasks[entries] = plan(self.cost, self.memory, self.cost.tas(entries))
-        start = max(ready_s, self.free_at)
-        end = start + task.compute_s
-        for server, nbytes in task.transfers:
-            end = max(end, server.reserve(nbytes, start, "tas"))
-        self.busy_s += end - start
-        self.macs += task.macs
-        self.free_at = end
-        if self.timeline.enabled:
-            self.timeline.span("units", "tas", "tas", start, end, entries=entries)
-        return end
+        return self.run(
+            self.planned(entries, lambda: self.cost.tas(entries)), ready_s, "tas", entries=entries
+        )

@@ -14,13 +14,14 @@ import numpy as np
 import simpy
 from tqdm import tqdm
 
-from accelerator.core import Core, plan
+from accelerator.core import Core
 from accelerator.cost import PHASES, static_core_counts
 from accelerator.drs import DrsScheduler
 from accelerator.memory import MemoryServer
 from accelerator.replay_cache import ReplayCacheController
 from accelerator.tas_unit import TasUnit
 from accelerator.timeline import Timeline
+from accelerator.unit import plan
 from cosim.job import DecodeJob, SimResult, unique_demands
 
 
