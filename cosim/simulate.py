@@ -63,9 +63,13 @@ def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunRes
     mode = w.simulation.mode
     result = execute(make_job(w, replay), mode, w.outputs.timeline_steps, progress)
     dense = execute(make_job(w, None), mode, 0, progress)
-    return RunResult(
-        w, bundle, result, dense, summarize(w, bundle, result, dense), layer_table(w, replay, result)
-    )
+    summary = summarize(w, bundle, result, dense)
+    if w.sparse_attention.window is not None:  # the headline claim compares against full attention
+        full = w.model_copy(deep=True)
+        full.sparse_attention.window = None
+        summary["dense_full_attention_latency_s"] = execute(make_job(full, None), mode, 0, progress).latency_s
+        summary["speedup_vs_dense_full_attention"] = summary["dense_full_attention_latency_s"] / result.latency_s
+    return RunResult(w, bundle, result, dense, summary, layer_table(w, replay, result))
 
 
 def energy_breakdown_j(w: Workload, r: SimResult) -> dict[str, float]:

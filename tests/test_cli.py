@@ -119,6 +119,8 @@ def test_paper_overrides_move_the_result_in_the_expected_direction(tmp_path):
     assert static["latency_s"] > base["latency_s"] and static["drs_events"] == 0
     sparse = paper(tmp_path, "sparse_attention.window=16")
     assert sparse["latency_s"] < base["latency_s"] and sparse["dense_latency_s"] < base["dense_latency_s"]
+    assert sparse["dense_full_attention_latency_s"] == pytest.approx(base["dense_latency_s"])
+    assert sparse["speedup_vs_dense_full_attention"] > sparse["speedup_vs_dense"]
     event = paper(tmp_path, mode="event")
     assert event["latency_s"] == pytest.approx(base["latency_s"], rel=0.01)
 
