@@ -19,6 +19,7 @@ from cosim.config import (
     load_workload,
     preset_names,
 )
+from cosim.fmt import num
 from cosim.trace import TraceError
 
 
@@ -54,8 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     write_run(run, out)
     s = run.summary
     print(
-        f"{w.name}: latency {s['latency_s']:.4g} s (dense {s['dense_latency_s']:.4g} s, "
-        f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {s['energy_j']:.4g} J, "
+        f"{w.name}: latency {num(s['latency_s'])} s (dense {num(s['dense_latency_s'])} s, "
+        f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {num(s['energy_j'])} J, "
         f"{s['avg_power_w']:.3g} W, {s['mode']} model, trace {s['trace_source']} -> {out} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import yaml
 
 from accelerator.cost import PHASES
+from cosim.fmt import num
 from cosim.trace import read_trace
 
 PHASE_COLORS = dict(
@@ -22,14 +23,19 @@ PHASE_COLORS = dict(
 )
 
 METRIC_ROWS = [
-    ("latency_s", "Decode latency", "{:.4g} s", "whole decode of the batch (all frames)"),
-    ("dense_latency_s", "Dense latency", "{:.4g} s", "same workload, no replay, no TAS, no DRS"),
+    ("latency_s", "Decode latency", "{} s", "whole decode of the batch (all frames)"),
+    ("dense_latency_s", "Dense latency", "{} s", "same workload, no replay, no TAS, no DRS"),
     ("speedup_vs_dense", "Speedup vs dense", "{:.3f}x", "dense latency / latency"),
     ("replay_ratio", "Replay ratio", "{:.1%}", "replayed MLPs / (layers x decode steps x batch)"),
     ("tau", "Threshold tau", "{:.4g}", "replay when TAS >= tau (raw logit)"),
-    ("energy_j", "Energy", "{:.4g} J", "static power x latency + dynamic MAC and memory energy"),
+    (
+        "energy_j",
+        "Energy",
+        "{} J",
+        "static power of each component x latency + dynamic MAC and memory energy",
+    ),
     ("avg_power_w", "Average power", "{:.3g} W", "energy / latency"),
-    ("tokens_per_s", "Throughput", "{:.4g} tok/s", "batch rows x decode steps / latency"),
+    ("tokens_per_s", "Throughput", "{} tok/s", "batch rows x decode steps / latency"),
     ("tokens_per_j", "Efficiency", "{:.4g} tok/J", "batch rows x decode steps / energy"),
     ("core_utilization", "Core utilization", "{:.1%}", "compute-busy time / (cores x latency)"),
     (
@@ -46,6 +52,8 @@ def _fmt(fmt: str, value) -> str:
     if value is None:
         return "n/a"
     try:
+        if fmt.startswith("{} ") and isinstance(value, int | float):
+            return fmt.format(num(value))
         return fmt.format(value)
     except (ValueError, TypeError):
         return html.escape(str(value))
@@ -70,6 +78,26 @@ def breakdown_figure(summary: dict) -> go.Figure:
         xaxis_title="seconds",
         legend_orientation="h",
         margin=dict(l=80, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def energy_figure(summary: dict) -> go.Figure:
+    parts = {k: v for k, v in (summary.get("energy_breakdown_j") or {}).items() if v > 0}
+    fig = go.Figure(
+        go.Bar(
+            x=list(parts.values()),
+            y=list(parts.keys()),
+            orientation="h",
+            marker_color="#9d755d",
+            hovertemplate="%{y}: %{x:.4g} J<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Energy by component (J), total {num(summary['energy_j'])} J",
+        xaxis_title="joules",
+        height=120 + 28 * len(parts),
+        margin=dict(l=170, r=20, t=50, b=40),
     )
     return fig
 
@@ -161,7 +189,7 @@ def write_run_report(run_dir: Path) -> Path:
     trace = read_trace(run_dir / "trace.parquet")
     tas, replay = trace.tas_cube(), trace.replay_cube()
 
-    figures = [breakdown_figure(summary), layers_figure(layers)]
+    figures = [breakdown_figure(summary), energy_figure(summary), layers_figure(layers)]
     if summary["policy"] != "dense":
         figures += [
             tas_figure(tas, replay, summary.get("tau")),

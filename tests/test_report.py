@@ -36,6 +36,6 @@ def test_self_contained(report):
 def test_every_figure_renders_offline_in_chromium(report):
     dom = rendered_dom(report)
     figures = report.read_text().count('class="plotly-graph-div"')
-    assert figures == 4
+    assert figures == 5
     assert dom.count('class="main-svg"') >= figures  # plotly drew each figure (2 SVG layers per plot)
     assert "Decode latency" in dom
