@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,7 @@ def iverilog_compile(vfile: Path) -> LintResult:
     if missing("iverilog"):
         return LintResult("iverilog", False, skipped="iverilog not installed")
     try:
-        out = cache_dir("lint") / f"{vfile.stem}.vvp"
-        run(["iverilog", "-Wall", "-o", str(out), str(vfile)])
+        run(["iverilog", "-Wall", "-o", str(vfile.with_suffix(".vvp")), str(vfile)])
         return LintResult("iverilog", True)
     except RuntimeError as exc:
         return LintResult("iverilog", False, log=str(exc))
@@ -72,7 +72,8 @@ def verilator_lint(vfile: Path, top: str) -> LintResult:
 def ghdl_analyse(files: list[Path]) -> LintResult:
     if missing("ghdl"):
         return LintResult("ghdl", False, skipped="ghdl not installed")
-    work = cache_dir("ghdl", files[-1].parent.name)
+    work = files[-1].parent / "ghdl-work"
+    work.mkdir(exist_ok=True)
     try:
         run(["ghdl", "-a", "--std=08", f"--workdir={work}", *map(str, files)])
         return LintResult("ghdl", True)
@@ -82,7 +83,9 @@ def ghdl_analyse(files: list[Path]) -> LintResult:
 
 def tool_checks(bench: Bench, out_dir: Path | None = None) -> dict[str, LintResult]:
     """Convert to both languages and run every available checker: iverilog, verilator, ghdl."""
-    out_dir = out_dir or cache_dir("convert", f"{bench.name}_{bench.key()}")
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(dir=cache_dir("convert")) as tmp:
+            return tool_checks(bench, Path(tmp))
     vfile = convert(bench, "Verilog", out_dir)[0]
     vhdl = convert(bench, "VHDL", out_dir)
     return {

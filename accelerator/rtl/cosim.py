@@ -7,7 +7,9 @@ myhdl version into the cache directory, never into the repository.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import myhdl
@@ -31,5 +33,7 @@ def vpi_module() -> Path:
         if missing("iverilog-vpi"):
             raise RuntimeError("iverilog-vpi is not installed (apt install iverilog)")
         src = vpi_sources()
-        run(["iverilog-vpi", str(src / "myhdl.c"), str(src / "myhdl_table.c")], cwd=out)
+        with tempfile.TemporaryDirectory(dir=out) as tmp:  # build aside, move into place atomically
+            run(["iverilog-vpi", str(src / "myhdl.c"), str(src / "myhdl_table.c")], cwd=Path(tmp))
+            os.replace(Path(tmp) / "myhdl.vpi", vpi)
     return vpi

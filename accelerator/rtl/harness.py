@@ -11,7 +11,10 @@ returns per-job latencies (see :mod:`accelerator.rtl.common` for the convention)
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,17 +185,27 @@ def _icarus_dut(bench: Bench, ports: dict[str, Signal]):
     from accelerator.rtl.cosim import vpi_module
 
     vpi = vpi_module()
-    work = cache_dir("cosim", f"{bench.name}_{bench.key()}")
     top = bench.name
-    vvp = work / f"{top}.vvp"
-    if not vvp.exists():
-        conv_ports = {**bench.ports(), "clk": Signal(bool(0))}
-        inst = bench.dut(conv_ports)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Signal is not driven.*")
-            inst.convert(hdl="Verilog", path=str(work), name=top, testbench=True)
-        run(["iverilog", "-o", str(vvp), f"{top}.v", f"tb_{top}.v"], cwd=work)
+    vvp = cache_dir("cosim") / f"{top}_{bench.key()}_{_rtl_digest()}.vvp"
+    if not vvp.exists():  # build aside and move into place, so concurrent runs never see half a file
+        with tempfile.TemporaryDirectory(dir=vvp.parent) as tmp:
+            conv_ports = {**bench.ports(), "clk": Signal(bool(0))}
+            inst = bench.dut(conv_ports)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Signal is not driven.*")
+                inst.convert(hdl="Verilog", path=tmp, name=top, testbench=True)
+            run(["iverilog", "-o", "sim.vvp", f"{top}.v", f"tb_{top}.v"], cwd=Path(tmp))
+            os.replace(Path(tmp) / "sim.vvp", vvp)
     return Cosimulation(f"vvp -M {vpi.parent} -m {vpi.stem} {vvp}", **ports)
+
+
+@functools.cache
+def _rtl_digest() -> str:
+    """Hash of the RTL sources, so cached co-simulation builds never outlive an edit of the design."""
+    h = hashlib.sha1()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
 
 
 @dataclass

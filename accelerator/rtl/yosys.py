@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 import time
+from pathlib import Path
 
 from accelerator.rtl.convert import convert
 from accelerator.rtl.harness import Bench
@@ -51,20 +54,20 @@ def synthesize(bench: Bench) -> dict:
     """Synthesize ``bench``'s module for its parameters; returns the resource summary and cell counts."""
     if missing("yosys"):
         raise RuntimeError("yosys is not installed")
-    work = cache_dir("yosys", f"{bench.name}_{bench.key()}")
-    src = convert(bench, "Verilog", work)[0]
-    digest = hashlib.sha1(src.read_bytes()).hexdigest()[:16]
-    cached = cache_dir("yosys", "results") / f"{bench.name}_{digest}.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    out = work / "stat.json"
-    t0 = time.perf_counter()
-    run(
-        ["yosys", "-q", "-p", SCRIPT.format(src=src.name, top=bench.name, out=out.name)],
-        cwd=work,
-        timeout=1800,
-    )
-    cells = json.loads(out.read_text())["modules"][f"\\{bench.name}"]["num_cells_by_type"]
-    result = {**summarize(cells), "cells": cells, "synth_s": round(time.perf_counter() - t0, 1)}
-    cached.write_text(json.dumps(result))
+    with tempfile.TemporaryDirectory(dir=cache_dir("yosys")) as tmp:
+        work = Path(tmp)
+        src = convert(bench, "Verilog", work)[0]
+        body = [ln for ln in src.read_text().splitlines() if not ln.startswith(("// File:", "// Date:"))]
+        digest = hashlib.sha1("\n".join(body).encode()).hexdigest()[:16]
+        cached = cache_dir("yosys", "results") / f"{bench.name}_{digest}.json"
+        if cached.exists():
+            return json.loads(cached.read_text())
+        out = work / "stat.json"
+        t0 = time.perf_counter()
+        script = SCRIPT.format(src=src.name, top=bench.name, out=out.name)
+        run(["yosys", "-q", "-p", script], cwd=work, timeout=1800)
+        cells = json.loads(out.read_text())["modules"]["\\" + bench.name]["num_cells_by_type"]
+        result = {**summarize(cells), "cells": cells, "synth_s": round(time.perf_counter() - t0, 1)}
+        (work / "result.json").write_text(json.dumps(result))
+        os.replace(work / "result.json", cached)  # atomic: concurrent runs never read half a file
     return result

@@ -31,3 +31,17 @@ def test_rtl_export_writes_hdl_table_and_vcd(tmp_path: Path) -> None:
     header = (out / "resources.csv").read_text().splitlines()[0]
     assert header.startswith("module,param,value,luts,ffs,dsps,brams")
     assert not list(tmp_path.glob(".rtl-export-*"))
+
+
+def test_check_module_reports_a_timing_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rtl check`` is not vacuous: a cost-model change the RTL does not follow makes the module fail."""
+    import accelerator.cost as cost
+    from cosim.rtl_cli import check_module
+
+    monkeypatch.setattr("cosim.rtl_cli.missing", lambda *t: list(t))  # tools off: only the three views
+    monkeypatch.setattr("cosim.rtl_cli.tool_checks", lambda bench: {})
+    ok, line = check_module("drs_scheduler", cases=2)
+    assert ok and "cycles equal" in line
+    monkeypatch.setattr(cost, "DRS_COMMIT_CYCLES", cost.DRS_COMMIT_CYCLES + 1)
+    ok, line = check_module("drs_scheduler", cases=2)
+    assert not ok and "cycles DIFFER" in line
