@@ -2,7 +2,7 @@
 
 * Verilog: ``iverilog`` compiles it and ``verilator --lint-only -Wall -Wno-WIDTH`` lints it. MyHDL sizes
   expressions the Python way, so width warnings are expected noise and off; everything else counts.
-* VHDL: ``ghdl -a`` analyses it together with MyHDL's support package.
+* VHDL: ``ghdl -a`` analyses it together with MyHDL's support package and ``ghdl -e`` elaborates it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def ghdl_analyse(files: list[Path]) -> LintResult:
     work.mkdir(exist_ok=True)
     try:
         run(["ghdl", "-a", "--std=08", f"--workdir={work}", *map(str, files)])
+        run(["ghdl", "-e", "--std=08", f"--workdir={work}", files[-1].stem], cwd=work)
         return LintResult("ghdl", True)
     except RuntimeError as exc:
         return LintResult("ghdl", False, log=str(exc))
