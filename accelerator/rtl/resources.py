@@ -156,6 +156,9 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
                 f"resource table has no rows for {module}; run python -m accelerator.rtl.resources"
             )
         one, where = _fit(mrows, x)
+        fixed = mrows[0]["params"]
+        if module == "gemv_tile" and fixed.get("w_bits") != hw.precision.weights_bits:
+            where += f" (table has {fixed.get('w_bits')}-bit weights, spec {hw.precision.weights_bits}-bit)"
         per_module[module] = {
             "instances": count,
             "param": mrows[0]["param"],

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.hdl
 
 SMALL = {
     "gemv_tile": GemvBench(GemvParams(lanes=3, max_cols=32), []),
+    "gemv_tile_w4_extra": GemvBench(GemvParams(lanes=2, w_bits=4, x_bits=8, max_cols=16, extra=2), []),
     "tas_unit": TasBench(TasParams(heads=3, head_dim=10, lanes=4, width=8), []),  # reciprocal mean
     "tas_unit_pow2": TasBench(TasParams(heads=4, head_dim=8, lanes=8), []),
     "drs_scheduler": DrsBench(DrsParams(cores=3), [], 1),
