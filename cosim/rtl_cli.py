@@ -2,8 +2,9 @@
 
 ``rtl_check`` runs, per module, randomized three-view cross-checks (RTL cycles = cost formula = event
 component, outputs bit-equal to the Python reference), a co-simulation of the converted Verilog against
-the MyHDL model under Icarus, the tool checks (iverilog, verilator lint, ghdl on the VHDL) and prints the
-module's resources from the table; then the fixed-point TAS co-check. One line per module.
+the MyHDL model under Icarus, a replay of the MyHDL port trace on the converted VHDL under GHDL, the tool
+checks (iverilog, verilator lint, ghdl analysis and elaboration) and prints the module's resources from the
+table; then the fixed-point TAS co-check. One line per module.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from accelerator.rtl.replay_cache import ReplayBench, replay_case
 from accelerator.rtl.resources import LABEL, SWEEPS, bench_for, estimate, load_table, write_csv
 from accelerator.rtl.tas_unit import TasBench, tas_case
 from accelerator.rtl.tools import missing
+from accelerator.rtl.vhdl_sim import ghdl_replay
 from accelerator.spec import HardwareSpec
 
 #: module name -> random case generator (numpy Generator -> Bench)
@@ -84,6 +86,15 @@ def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]
         same = a.latencies == b.latencies and a.outputs == b.outputs
         ok &= same
         parts.append(f"cosim {'bit-exact' if same else 'DIFFERS'}")
+
+    replay = ghdl_replay(CASES[module](np.random.default_rng(seed + 2000)))
+    if replay.skipped:
+        parts.append(f"vhdl replay skipped ({replay.skipped})")
+    else:
+        ok &= replay.ok
+        parts.append(
+            f"vhdl {'bit-exact' if replay.ok else 'DIFFERS: ' + replay.detail} ({replay.cycles} cycles)"
+        )
 
     param, values, fixed = SWEEPS[module]
     lint = tool_checks(bench_for(module, {**fixed, param: values[len(values) // 2]}))

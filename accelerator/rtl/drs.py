@@ -88,7 +88,6 @@ def drs_scheduler(
 ):
     """Schedule one layer per job; filter and dispatch instructions at one per cycle at any time."""
     CW = core_bits(CORES)
-    MASK = (1 << CW) - 1
     sh = Signal(intbv(0)[ENTRIES:])
     pos = Signal(intbv(0)[6:])
     batch_r = Signal(intbv(0)[6:])
@@ -113,6 +112,7 @@ def drs_scheduler(
     insts.append(wire(ConcatSignal(*reversed(cores)), map_bus))
     insts.append(wire(ConcatSignal(*reversed(valids)), valid_bus))
     core_sel = Signal(intbv(0)[CW:])
+    shifted = Signal(intbv(0)[ENTRIES * CW :])
 
     @always_comb
     def scan_port():
@@ -165,7 +165,8 @@ def drs_scheduler(
     def outputs():
         mapping.next = map_bus
         map_valid.next = valid_bus
-        core_sel.next = (map_bus >> (instr_entry * CW)) & MASK
+        shifted.next = map_bus >> (instr_entry * CW)
+        core_sel.next = shifted[CW:]
 
     @always_seq(clk.posedge, reset=rst)
     def filter_dispatch():

@@ -108,8 +108,14 @@ class SimResult:
     total_cycles: int = 0
 
 
-def simulate(bench: Bench, backend: str = "myhdl", vcd: Path | None = None) -> SimResult:
-    """Run ``bench``'s jobs back to back on the MyHDL model or on its converted Verilog (Icarus)."""
+def simulate(
+    bench: Bench, backend: str = "myhdl", vcd: Path | None = None, record: dict | None = None
+) -> SimResult:
+    """Run ``bench``'s jobs back to back on the MyHDL model or on its converted Verilog (Icarus).
+
+    ``record`` = ``{"inputs": [names], "outputs": [names]}`` also records, per rising edge, the input
+    ports as sampled by that edge (``record["in"]``) and the output ports after it (``record["out"]``).
+    """
     bench = bench.fresh()
     if backend not in ("myhdl", "icarus"):
         raise ValueError(f"unknown backend {backend!r}")
@@ -165,7 +171,21 @@ def simulate(bench: Bench, backend: str = "myhdl", vcd: Path | None = None) -> S
                 yield clk.negedge
             raise StopSimulation
 
-        return dut, clock, count, driver, bench.environment(clk, ports)
+        if record is None:
+            return dut, clock, count, driver, bench.environment(clk, ports)
+        record["in"], record["out"] = [], []
+        sampled_in = [ports[n] for n in record["inputs"]]
+        sampled_out = [ports[n] for n in record["outputs"]]
+
+        @always(clk.posedge)
+        def record_inputs():
+            record["in"].append([int(s.val) for s in sampled_in])
+
+        @always(clk.negedge)
+        def record_outputs():
+            record["out"].append([int(s.val) for s in sampled_out])
+
+        return dut, clock, count, driver, bench.environment(clk, ports), record_inputs, record_outputs
 
     tb = testbench()
     if vcd is not None:
