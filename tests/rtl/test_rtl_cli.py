@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from accelerator.rtl.vhdl_sim import ReplayResult
 from accelerator.spec import HardwareSpec
 from cosim.rtl_cli import rtl_check, rtl_export
 
@@ -40,6 +41,7 @@ def test_check_module_reports_a_timing_mismatch(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr("cosim.rtl_cli.missing", lambda *t: list(t))  # tools off: only the three views
     monkeypatch.setattr("cosim.rtl_cli.tool_checks", lambda bench: {})
+    monkeypatch.setattr("cosim.rtl_cli.ghdl_replay", lambda bench: ReplayResult(False, 0, skipped="off"))
     ok, line = check_module("drs_scheduler", cases=2)
     assert ok and "cycles equal" in line
     monkeypatch.setattr(cost, "DRS_COMMIT_CYCLES", cost.DRS_COMMIT_CYCLES + 1)
