@@ -119,15 +119,17 @@ def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
     qk = capture_qk()
     results = report(qk)
     worst = min(r.agreement for r in results)
-    unexplained = sum(len(r.disagreements) - r.explained for r in results)
+    causes = [d["cause"] for r in results for d in r.disagreements]
+    unexplained = causes.count("unexplained")
     first = results[0]
     sample = cocheck(qk, first.tau, first.width, first.frac_bits, rtl_sample=16)
     line = (
         f"{'tas co-check':18s} fixed vs float replay decisions: worst agreement {100 * worst:.2f}% over "
         f"{first.entries} decisions at {len(results)} taus (width {first.width}, frac {first.frac_bits}), "
-        f"{sum(len(r.disagreements) for r in results)} disagreements, {unexplained} beyond the quantisation "
-        f"bound; MyHDL unit {'matches' if sample.rtl_equal else 'DIFFERS FROM'} the fixed-point model on "
-        f"{sample.rtl_sample} captured entries; {qk.source}"
+        f"{len(causes)} disagreements ({causes.count('rounding')} rounding near tau, "
+        f"{causes.count('saturation')} saturation, {unexplained} unexplained); MyHDL unit "
+        f"{'matches' if sample.rtl_equal else 'DIFFERS FROM'} the fixed-point model on {sample.rtl_sample} "
+        f"captured entries; {qk.source}"
     )
     if verbose:
         for r in results:

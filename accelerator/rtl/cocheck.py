@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accelerator.rtl.tas_unit import (
+    RECIP_BITS,
     TasBench,
     TasJob,
     TasParams,
     quantize,
-    tas_fixed,
     tas_from_register,
     tau_register,
 )
@@ -95,25 +95,26 @@ def cocheck(
     treg = tau_register(tau, d, frac_bits, strict)
     bound = error_bound(qk.q, qk.k, width, frac_bits)
     out = CoCheck(tau, width, frac_bits, len(qk.tas), 0, saturated=saturated)
-    fixed = []
-    for e in range(len(qk.tas)):
-        mean, rep = tas_fixed(qi[e], ki[e], treg, strict, heads)
-        fixed.append((mean, rep))
-        ref = decide(float(qk.tas[e]), tau, strict)
-        if rep == ref:
-            out.agree += 1
-        else:
-            margin = float(qk.tas[e]) - tau
-            out.disagreements.append(
-                {
-                    "entry": e,
-                    "tas_float": float(qk.tas[e]),
-                    "tas_fixed": tas_from_register(mean, d, frac_bits),
-                    "margin": margin,
-                    "bound": float(bound[e]),
-                    "explained": abs(margin) <= bound[e],
-                }
-            )
+    means, reps = tas_fixed_batch(qi, ki, treg, strict, heads)
+    sat = (np.abs(qi) >= lim).any(axis=(1, 2)) | (np.abs(ki) >= lim).any(axis=(1, 2))
+    tas = np.asarray(qk.tas, dtype=np.float64)
+    ref = np.array([decide(float(t), tau, strict) for t in tas], dtype=bool)
+    out.agree = int(np.sum(reps == ref))
+    for e in np.flatnonzero(reps != ref):
+        margin = float(tas[e]) - tau
+        within = abs(margin) <= bound[e]
+        out.disagreements.append(
+            {
+                "entry": int(e),
+                "tas_float": float(tas[e]),
+                "tas_fixed": tas_from_register(int(means[e]), d, frac_bits),
+                "margin": margin,
+                "bound": float(bound[e]),
+                "cause": "rounding" if within else ("saturation" if sat[e] else "unexplained"),
+                "explained": bool(within or sat[e]),
+            }
+        )
+    fixed = list(zip(means.tolist(), reps.tolist(), strict=True))
     if rtl_sample:
         from accelerator.rtl.harness import simulate
 
@@ -148,6 +149,20 @@ def _record_tas_inputs(store: list):
         yield
     finally:
         fc.temporal_attention_score = orig
+
+
+def tas_fixed_batch(
+    q: np.ndarray, k: np.ndarray, tau_reg: int, strict: bool, heads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~accelerator.rtl.tas_unit.tas_fixed` over (entries, heads, d) integer arrays at once."""
+    acc = np.einsum("ehd,ehd->e", q.astype(np.int64), k.astype(np.int64))
+    if heads & (heads - 1) == 0:
+        mean = acc >> (heads.bit_length() - 1)
+    else:  # the reciprocal product can exceed 64 bits: exact Python integers
+        recip = (1 << RECIP_BITS) // heads + 1
+        mean = np.array([(int(a) * recip) >> RECIP_BITS for a in acc], dtype=object)
+    rep = mean > tau_reg if strict else mean >= tau_reg
+    return mean, np.asarray(rep, dtype=bool)
 
 
 def capture_qk(

@@ -81,3 +81,28 @@ def test_capture_from_model_labels_its_source() -> None:
         or abs(temporal_attention_score(qk.q[e], qk.k[e]) - qk.tas[e]) < 1e-5
     )
     assert min(r.agreement for r in report(qk)) >= 0.995
+
+
+def test_batch_model_equals_the_bit_exact_model() -> None:
+    from accelerator.rtl.cocheck import tas_fixed_batch
+    from accelerator.rtl.tas_unit import tas_fixed
+
+    rng = np.random.default_rng(4)
+    for heads in (4, 3):
+        q = rng.integers(-32768, 32768, size=(50, heads, 16))
+        k = rng.integers(-32768, 32768, size=(50, heads, 16))
+        for strict in (False, True):
+            means, reps = tas_fixed_batch(q, k, 1000, strict, heads)
+            assert [(int(m), bool(r)) for m, r in zip(means, reps, strict=True)] == [
+                tas_fixed(q[e], k[e], 1000, strict, heads) for e in range(50)
+            ]
+
+
+def test_saturation_is_named_as_the_cause() -> None:
+    """Values far beyond the format saturate; such disagreements are attributed to saturation."""
+    qk = _synthetic(400, 2, 8, 3)
+    qk = QKSet(qk.q * 40, qk.k * 40, qk.tas * 1600, qk.source, True)
+    r = cocheck(qk, tau_between(qk.tas, 0.5), width=8, frac_bits=4)
+    assert r.saturated > 0
+    causes = {d["cause"] for d in r.disagreements}
+    assert "saturation" in causes and "unexplained" not in causes
