@@ -22,6 +22,8 @@ from models.transformer import ARConfig, ARVideoTransformer
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "fastcar_tiny.safetensors"
+#: Our one non-Llama tensor (optional): the per-position class vector.
+CLASS_EMBED_KEY = "fastcar.class_embed.weight"
 
 
 def hf_key_map(layers: int) -> list[str]:
@@ -42,11 +44,10 @@ def save_hf_llama(
     model: ARVideoTransformer, path: str | Path, metadata: dict[str, str] | None = None
 ) -> None:
     """Write the transformer as HF-keyed safetensors (fp32), with our config in the header."""
-    state = {
-        k: v.detach().contiguous().cpu()
-        for k, v in model.state_dict().items()
-        if k in hf_key_map(model.config.dims.layers)
-    }
+    keys = set(hf_key_map(model.config.dims.layers))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in keys}
+    if model.class_embed is not None:
+        state[CLASS_EMBED_KEY] = model.class_embed.weight.detach().contiguous().cpu()
     meta = {"format": "pt", "fastcar.config": json.dumps(model.config.to_dict())}
     meta.update(metadata or {})
     save_file(state, str(path), metadata=meta)
@@ -62,6 +63,7 @@ def load_hf_llama(
     tokens_per_frame: int = 64,
     rope_theta: float = 10000.0,
     dtype: torch.dtype = torch.float32,
+    class_embedding: bool = False,
 ) -> ARVideoTransformer:
     """Load a local Llama-family safetensors checkpoint (HF key names) into :class:`ARVideoTransformer`.
 
@@ -75,10 +77,12 @@ def load_hf_llama(
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"no safetensors checkpoint at {path}")
     cb = codebook_size if codebook_size is not None else dims.vocab - num_classes - 1
-    config = ARConfig(dims, cb, num_classes, frames, tokens_per_frame, rope_theta)
+    config = ARConfig(
+        dims, cb, num_classes, frames, tokens_per_frame, rope_theta, class_embedding=class_embedding
+    )
     model = ARVideoTransformer(config)
     expected = model.state_dict()
-    wanted = set(hf_key_map(dims.layers))
+    wanted = set(hf_key_map(dims.layers)) | ({CLASS_EMBED_KEY} if class_embedding else set())
     loaded: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as sf:
@@ -90,6 +94,8 @@ def load_hf_llama(
     missing = sorted(wanted - loaded.keys())
     if missing:
         raise KeyError(f"checkpoint {path} lacks {len(missing)} key(s), first: {missing[0]}")
+    if class_embedding:  # stored under our own key, loaded under the module's name
+        loaded["class_embed.weight"] = loaded.pop(CLASS_EMBED_KEY)
     for key, tensor in loaded.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ValueError(
@@ -135,6 +141,7 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[ARVideoTransformer,
         frames=cfg.frames,
         tokens_per_frame=cfg.tokens_per_frame,
         rope_theta=cfg.rope_theta,
+        class_embedding=cfg.class_embedding,
     )
     info = json.loads(meta.get("fastcar.info", "{}"))
     return model, load_tokenizer(tokenizer_path(path)), info

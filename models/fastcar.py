@@ -136,6 +136,7 @@ def decode(
     k_codes = cfg.codebook_size
     lab = torch.tensor(row_labels)
     ids = torch.where(lab < 0, torch.full_like(lab, cfg.uncond_token), lab + cfg.class_token_base).to(dev)
+    class_vec = model.class_vector(lab)
     tokens = torch.zeros(p, steps, dtype=torch.long)
     mlp_rows = 0
     kept_logits = torch.zeros(p, steps, k_codes) if keep_logits else None
@@ -143,6 +144,8 @@ def decode(
     for s in range(steps):
         f, i = divmod(s, n)
         x = model.model.embed_tokens(ids)
+        if class_vec is not None:
+            x = x + class_vec
         cos, sin = model.rope_cos[s], model.rope_sin[s]
         keep = attention_positions(s, opts.sparse_sink_tokens, opts.sparse_window)
         for li, layer in enumerate(model.model.layers):
@@ -250,7 +253,7 @@ def teacher_forced_accuracy(
     """Next-token accuracy on frames 1.. (teacher forcing) vs the copy-previous-frame baseline."""
     n = model.config.tokens_per_frame
     with torch.inference_mode():
-        logits = model(model.input_ids(labels, tokens))[:, :, : model.config.codebook_size]
+        logits = model(model.input_ids(labels, tokens), labels)[:, :, : model.config.codebook_size]
     pred = logits.argmax(-1)
     acc = (pred[:, n:] == tokens[:, n:]).float().mean().item()
     copy = (tokens[:, :-n] == tokens[:, n:]).float().mean().item()
@@ -258,5 +261,5 @@ def teacher_forced_accuracy(
 
 
 def cross_entropy(model: ARVideoTransformer, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    logits = model(model.input_ids(labels, tokens))
+    logits = model(model.input_ids(labels, tokens), labels)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.reshape(-1))

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.capture import CaptureSettings, capture, load_model, policy_comparison, tau_sweep
+from models.capture import CaptureSettings, _Session, capture, load_model, policy_comparison, tau_sweep
 from models.checkpoint import CHECKPOINT_DIR
 from models.data import CLASS_NAMES, VideoSpec, make_dataset
 from models.fastcar import teacher_forced_accuracy
+from models.policies import threshold_for_ratio
 from models.train import tokenize_dataset
 
 
@@ -198,39 +199,87 @@ def tas_motion(out: Path, numbers: dict, seed: int) -> None:
     plt.close(fig)
 
 
+SWEEP_RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.875)
+
+
 def sweep(out: Path, numbers: dict, seed: int, prompts: int) -> None:
+    """tau grid = the dense run's TAS quantiles at evenly spread replay shares, so the curve covers the
+    whole range whatever the model's TAS scale; tau decreases down the table."""
     base = CaptureSettings(prompts=prompts, seed=seed)
-    taus = [4.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0, -4.0, -8.0]
+    with _Session(CaptureSettings(**{**asdict(base), "policy": "dense"})) as ses:
+        dense_tas = ses.dense.tas
+    taus = [round(threshold_for_ratio(dense_tas, r), 3) for r in SWEEP_RATIOS]
     df = tau_sweep(base, taus)
+    df.insert(1, "dense_share_at_tau", SWEEP_RATIOS)
     df.to_csv(out / "tau_sweep.csv", index=False)
     numbers["tau_sweep"] = df.to_dict(orient="records")
     plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, ax = plt.subplots(1, 2, figsize=(9.5, 3.4))
     ax[0].plot(df.tau, df.replay_ratio, "o-")
     ax[0].invert_xaxis()
-    ax[0].set_xlabel("tau (decreasing)")
+    ax[0].set_xlabel("tau (decreasing to the right)")
     ax[0].set_ylabel("replay ratio")
     ax[0].axhline(7 / 8, ls=":", c="gray")
     ax2 = ax[0].twinx()
-    ax2.plot(df.tau, df.psnr_db.clip(upper=60), "s--", c="C1")
-    ax2.set_ylabel("PSNR vs dense (dB, 100 = identical, clipped at 60)", color="C1", fontsize=8)
-    ax[1].plot(df.replay_ratio, df.psnr_db.clip(upper=60), "o-", label="PSNR")
+    ax2.plot(df.tau, df.psnr_db.clip(upper=40), "s--", c="C1")
+    ax2.set_ylabel("PSNR vs dense (dB, clipped at 40)", color="C1", fontsize=8)
+    ax[1].plot(df.replay_ratio, df.psnr_db.clip(upper=40), "o-", label="PSNR")
     ax[1].set_xlabel("replay ratio")
     ax[1].set_ylabel("PSNR vs dense (dB)")
     ax3 = ax[1].twinx()
     ax3.plot(df.replay_ratio, df.ssim, "s--", c="C2")
     ax3.set_ylabel("SSIM", color="C2")
-    fig.suptitle("tau -> replay ratio -> quality (fastcar-tiny, TAS policy)", fontsize=10)
+    fig.suptitle("tau -> replay ratio -> quality (fastcar-tiny, TAS policy, uniform tau)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "tau_sweep.png", dpi=120)
     plt.close(fig)
-    # per-layer replay at tau = -1
-    res = capture(CaptureSettings(prompts=prompts, seed=seed, policy="tas", threshold=-1.0), progress=False)
+    res = capture(
+        CaptureSettings(prompts=prompts, seed=seed, policy="tas", target_replay_ratio=0.5), progress=False
+    )
     per_layer = res.trace.replay_cube().mean(axis=(0, 2))
-    numbers["per_layer_replay_tau_-1"] = per_layer.tolist()
+    numbers["per_layer_replay_at_50pct"] = {"tau": res.quality["tau"], "per_layer": per_layer.tolist()}
     pd.DataFrame({"layer": range(len(per_layer)), "replay_ratio": per_layer}).to_csv(
         out / "per_layer_replay.csv", index=False
     )
+
+
+def replay_samples(out: Path, numbers: dict, seed: int) -> None:
+    """The same prompts decoded dense and with TAS replay at 50% and 80%."""
+    plt = _plt()
+    labels = [0, 2, 5, 7]
+    rows = []
+    for target in (None, 0.5, 0.8):
+        s = CaptureSettings(
+            prompts=labels, seed=seed, policy="dense" if target is None else "tas", target_replay_ratio=target
+        )
+        r = capture(s, progress=False)
+        rows.append(
+            (
+                ("dense" if target is None else f"TAS {r.quality['replay_ratio']:.0%}"),
+                r.videos["replay"],
+                r.quality,
+            )
+        )
+    t = rows[0][1].shape[1]
+    fig, axes = plt.subplots(len(labels) * 3, t, figsize=(t * 0.8, len(labels) * 3 * 0.82))
+    for i in range(len(labels)):
+        for j, (name, vids, _) in enumerate(rows):
+            for f in range(t):
+                ax = axes[i * 3 + j, f]
+                ax.imshow(vids[i, f], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if f == 0:
+                    ax.set_ylabel(
+                        f"{CLASS_NAMES[labels[i]]}\n{name}", fontsize=6, rotation=0, ha="right", va="center"
+                    )
+    fig.suptitle("dense vs TAS replay, same seed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "replay_samples.png", dpi=110)
+    plt.close(fig)
+    numbers["replay_samples"] = {
+        name: {k: q[k] for k in ("replay_ratio", "psnr_db", "ssim", "tau")} for name, _, q in rows
+    }
 
 
 def policies(out: Path, numbers: dict, seed: int, prompts: int) -> None:
@@ -250,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("docs/figures"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="*", default=None)
     a = ap.parse_args(argv)
@@ -264,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         "samples": lambda: samples(a.out, numbers, a.seed),
         "tas_motion": lambda: tas_motion(a.out, numbers, a.seed),
         "sweep": lambda: sweep(a.out, numbers, a.seed, a.prompts),
+        "replay_samples": lambda: replay_samples(a.out, numbers, a.seed),
         "policies": lambda: policies(a.out, numbers, a.seed, a.prompts),
     }
     for name, fn in steps.items():

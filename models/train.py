@@ -63,7 +63,7 @@ def train(
 
     n = (spec.size // 4) ** 2
     dims = tiny_dims(vocab=codebook + len(CLASSES) + 1)
-    cfg = ARConfig(dims, codebook, len(CLASSES), frames=spec.frames, tokens_per_frame=n)
+    cfg = ARConfig(dims, codebook, len(CLASSES), frames=spec.frames, tokens_per_frame=n, class_embedding=True)
     model = ARVideoTransformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     warm = max(1, steps // 20)
@@ -86,14 +86,17 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        curve.append((step, float(loss)))
+        curve.append((step, float(loss.detach())))
         if step % 50 == 0 or step == steps - 1:
             model.eval()
             with torch.no_grad():
                 vl = float(cross_entropy(model, torch.as_tensor(val_l[:64]), val_t[:64]))
             model.train()
             val_curve.append((step, vl))
-            print(f"step {step} loss {float(loss):.4f} val {vl:.4f} {time.time() - t1:.0f}s", flush=True)
+            print(
+                f"step {step} loss {float(loss.detach()):.4f} val {vl:.4f} {time.time() - t1:.0f}s",
+                flush=True,
+            )
     t_train = time.time() - t1
     model.eval()
     accs = [

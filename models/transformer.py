@@ -34,6 +34,7 @@ class ARConfig:
     tokens_per_frame: int = 64
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    class_embedding: bool = False  # add a learned class vector to every position (not in HF Llama)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,6 +168,9 @@ class ARVideoTransformer(nn.Module):
         d = config.dims
         self.model = LlamaBody(d, config.norm_eps)
         self.lm_head = nn.Linear(d.hidden, d.vocab, bias=False)
+        # Optional: conditioning through the prompt token alone is learned slowly by a small model
+        # trained briefly; a per-position class vector (row num_classes = unconditional) makes it direct.
+        self.class_embed = nn.Embedding(config.num_classes + 1, d.hidden) if config.class_embedding else None
         cos, sin = rope_tables(d.head_dim, max(config.seq_len, 1) + 1, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -193,14 +197,30 @@ class ARVideoTransformer(nn.Module):
         )
         return torch.cat([prompt[:, None], video_tokens[:, :-1]], dim=1)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def class_vector(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """(B,) class ids (-1 = unconditional) -> (B, hidden) added to every input, or None."""
+        if self.class_embed is None:
+            return None
+        idx = torch.where(labels < 0, torch.full_like(labels, self.config.num_classes), labels)
+        return self.class_embed(idx.to(self.class_embed.weight.device))
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, vocab); position s predicts visual token s."""
         t = ids.shape[1]
         self.ensure_rope(t)
         x = self.model.embed_tokens(ids)
+        if self.class_embed is not None:
+            if labels is None:
+                raise ValueError("this model adds a class vector to every position: pass labels")
+            x = x + self.class_vector(labels)[:, None]
         for layer in self.model.layers:
             x = layer(x, self.rope_cos, self.rope_sin)
         return self.lm_head(self.model.norm(x))
+
+    @property
+    def cfg(self) -> ARConfig:
+        """Alias of ``config`` (the simulator side reads ``model.cfg``)."""
+        return self.config
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

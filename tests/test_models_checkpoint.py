@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from models.checkpoint import hf_key_map, load_checkpoint, load_hf_llama, save_hf_llama
+from models.checkpoint import CLASS_EMBED_KEY, hf_key_map, load_checkpoint, load_hf_llama, save_hf_llama
 from models.fastcar import SamplingOptions, decode
 from models.testing import tiny_checkpoint, tiny_config, tiny_model
 
@@ -104,5 +105,7 @@ def test_shipped_layout_loads_model_and_tokenizer(tmp_path):
     path = tiny_checkpoint(tmp_path)
     model, vq, _ = load_checkpoint(path)
     assert model.config.tokens_per_frame == 16 and vq.size == 16
+    with safe_open(str(path), framework="pt") as sf:  # our one non-HF tensor comes back too
+        assert torch.equal(model.class_embed.weight, sf.get_tensor(CLASS_EMBED_KEY))
     frames = vq.decode(torch.zeros(2, 4, 16, dtype=torch.long))
     assert frames.shape == (2, 4, 16, 16, 3)

@@ -236,3 +236,11 @@ def test_decode_is_deterministic_for_a_seed():
         model, LABELS, policy=make_policy("random", target_replay_ratio=0.4), sampling=SamplingOptions(seed=9)
     )
     assert torch.equal(a.tokens, b.tokens) and np.array_equal(a.replay, b.replay)
+
+
+def test_per_layer_thresholds():
+    model = tiny_model()
+    n = model.config.tokens_per_frame
+    res = decode(model, LABELS, policy=TasPolicy([math.inf, -math.inf]))
+    assert not res.replay[:, 0].any()
+    assert res.replay[:, 1, n:].all()
