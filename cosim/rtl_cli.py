@@ -101,7 +101,7 @@ def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]
     ran = {k: v for k, v in lint.items() if not v.skipped}
     lint_ok = all(v.ok for v in ran.values())
     ok &= lint_ok
-    text = f"lint {'clean' if lint_ok else 'FAILED'} ({', '.join(ran) or 'no tools'})"
+    text = f"lint {'clean' if lint_ok else 'FAILED'} ({', '.join(ran)})" if ran else "lint skipped"
     skipped = [f"{k}: {v.skipped}" for k, v in lint.items() if v.skipped]
     if skipped:
         text += f" [skipped {'; '.join(skipped)}]"
