@@ -16,7 +16,7 @@ import hashlib
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class Bench:
         return hashlib.sha1(f"{self.name}{self.params!r}".encode()).hexdigest()[:12]
 
     def fresh(self) -> Bench:
+        """The same bench without simulation state, so one bench can run on several backends."""
         return type(self)(self.params, self.jobs)
 
 
@@ -239,7 +240,6 @@ class CheckResult:
     event_cycles: int
     outputs_equal: bool
     mismatch: str = ""
-    details: dict = field(default_factory=dict)
 
     @property
     def cycles_equal(self) -> bool:
