@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from accelerator.rtl.drs import DrsBench, DrsJob, DrsParams, drs_case
 from accelerator.rtl.harness import check
@@ -52,6 +53,31 @@ def test_drs_three_views(seed: int) -> None:
 @given(seed=SEEDS)
 def test_replay_cache_three_views(seed: int) -> None:
     _assert_ok(replay_case(np.random.default_rng(seed)))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    heads=st.sampled_from([1, 2, 3, 4, 6, 8]),
+    head_dim=st.integers(1, 40),
+    lanes=st.integers(1, 20),
+    width=st.sampled_from([4, 8, 16]),
+    strict=st.booleans(),
+    data=st.data(),
+)
+def test_tas_unit_drawn_parameters(
+    heads: int, head_dim: int, lanes: int, width: int, strict: bool, data
+) -> None:
+    """Parameters and vectors drawn by hypothesis directly (so a failure shrinks to a small design)."""
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    q = data.draw(arrays(np.int64, (heads, head_dim), elements=st.integers(lo, hi)))
+    k = data.draw(arrays(np.int64, (heads, head_dim), elements=st.integers(lo, hi)))
+    mean, _ = tas_fixed(q, k, 0, strict, heads)
+    tau = mean + data.draw(st.integers(-1, 1))
+    _assert_ok(
+        TasBench(
+            TasParams(heads=heads, head_dim=head_dim, lanes=lanes, width=width), [TasJob(q, k, tau, strict)]
+        )
+    )
 
 
 @pytest.mark.parametrize(
