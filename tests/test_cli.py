@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from tiny_workload import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "workloads" / "fastcar_vilau7b_u280.yaml"

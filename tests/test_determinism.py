@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 import yaml
-from conftest import TINY
+from tiny_workload import TINY
 
 
 def run(tmp_path, name, *extra):

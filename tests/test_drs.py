@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import compute_bound
+from tiny_workload import compute_bound
 
 from accelerator.cost import CostModel, drs_assign_cycles
 from accelerator.drs import filter_instructions, index_register, mapping_registers

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import compute_bound
+from tiny_workload import compute_bound
 
 from cosim.config import resolve
 from cosim.simulate import execute, make_job

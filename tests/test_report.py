@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import TINY
+from tiny_workload import TINY
 
 from reports.browser import chromium, rendered_dom
 
