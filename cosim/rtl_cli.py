@@ -110,13 +110,13 @@ def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]
     return ok, f"{module:18s} " + "  ".join(parts)
 
 
-def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
+def check_tas_cosim(verbose: bool = False, prompts: int = 4) -> tuple[bool, str]:
     """Fixed-point TAS vs the model's float decisions (informational unless the agreement is low)."""
     try:
         from accelerator.rtl.cocheck import capture_qk, cocheck, report
     except ImportError as exc:  # torch missing
         return True, f"{'tas co-check':18s} skipped ({exc})"
-    qk = capture_qk()
+    qk = capture_qk(prompts=prompts)
     results = report(qk)
     worst = min(r.agreement for r in results)
     causes = [d["cause"] for r in results for d in r.disagreements]
@@ -140,8 +140,9 @@ def check_tas_cosim(verbose: bool = False) -> tuple[bool, str]:
     return ok, line
 
 
-def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0) -> int:
-    """Run every module's cross-checks; print one line per module; 0 if all pass, 1 otherwise."""
+def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0, cocheck_prompts: int = 4) -> int:
+    """Run every module's cross-checks (``cases`` random cases each) and the TAS co-check (a dense decode
+    of ``cocheck_prompts`` prompts); print one line per module; 0 if all pass, 1 otherwise."""
     ok = True
     for i, module in enumerate(CASES):
         try:
@@ -154,7 +155,7 @@ def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0) -> int:
                 traceback.print_exc()
         ok &= m_ok
         print(line, flush=True)
-    c_ok, line = check_tas_cosim(verbose)
+    c_ok, line = check_tas_cosim(verbose, cocheck_prompts)
     ok &= c_ok
     print(line, flush=True)
     print(f"resources: {LABEL}")

@@ -193,8 +193,15 @@ def capture_qk(
     torch.manual_seed(seed)
     labels = [i % max(1, model.config.num_classes) for i in range(prompts)]
     store: list = []
-    with _record_tas_inputs(store):
-        decode(model, labels, policy=DensePolicy(), sampling=SamplingOptions(seed=seed))
+    threads = torch.get_num_threads()
+    # one thread: a small model decodes in well under a second, while several threads competing with
+    # other jobs on a shared machine spin for minutes
+    torch.set_num_threads(1)
+    try:
+        with _record_tas_inputs(store):
+            decode(model, labels, policy=DensePolicy(), sampling=SamplingOptions(seed=seed))
+    finally:
+        torch.set_num_threads(threads)
     q = np.concatenate([s[0] for s in store])
     kv = np.concatenate([s[1] for s in store])
     tas = np.concatenate([s[2] for s in store])

@@ -55,7 +55,7 @@ def test_replay_cache_three_views(seed: int) -> None:
     _assert_ok(replay_case(np.random.default_rng(seed)))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     heads=st.sampled_from([1, 2, 3, 4, 6, 8]),
     head_dim=st.integers(1, 40),

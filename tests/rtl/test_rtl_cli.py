@@ -14,7 +14,7 @@ from cosim.rtl_cli import rtl_check, rtl_export
 @pytest.mark.hdl
 def test_rtl_check_passes_and_reports_every_module(capsys: pytest.CaptureFixture[str], tools) -> None:
     tools("iverilog", "iverilog-vpi", "vvp", "verilator")
-    assert rtl_check(cases=2) == 0
+    assert rtl_check(cases=1, cocheck_prompts=1) == 0
     out = capsys.readouterr().out
     for module in ("gemv_tile", "tas_unit", "drs_scheduler", "replay_cache_ctrl", "tas co-check"):
         assert module in out
@@ -42,8 +42,8 @@ def test_check_module_reports_a_timing_mismatch(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("cosim.rtl_cli.missing", lambda *t: list(t))  # tools off: only the three views
     monkeypatch.setattr("cosim.rtl_cli.tool_checks", lambda bench: {})
     monkeypatch.setattr("cosim.rtl_cli.ghdl_replay", lambda bench: ReplayResult(False, 0, skipped="off"))
-    ok, line = check_module("drs_scheduler", cases=2)
+    ok, line = check_module("drs_scheduler", cases=1)
     assert ok and "cycles equal" in line
     monkeypatch.setattr(cost, "DRS_COMMIT_CYCLES", cost.DRS_COMMIT_CYCLES + 1)
-    ok, line = check_module("drs_scheduler", cases=2)
+    ok, line = check_module("drs_scheduler", cases=1)
     assert not ok and "cycles DIFFER" in line
