@@ -68,7 +68,9 @@ def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunRes
         full = w.model_copy(deep=True)
         full.sparse_attention.window = None
         summary["dense_full_attention_latency_s"] = execute(make_job(full, None), mode, 0, progress).latency_s
-        summary["speedup_vs_dense_full_attention"] = summary["dense_full_attention_latency_s"] / result.latency_s
+        summary["speedup_vs_dense_full_attention"] = (
+            summary["dense_full_attention_latency_s"] / result.latency_s
+        )
     return RunResult(w, bundle, result, dense, summary, layer_table(w, replay, result))
 
 
