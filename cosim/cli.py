@@ -60,6 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{s['avg_power_w']:.3g} W, {s['mode']} model, trace {s['trace_source']} -> {out} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )
+    if not s["fits_board"]:
+        print(f"warning: the design {s['fits_board_detail']}", file=sys.stderr)
     return 0
 
 

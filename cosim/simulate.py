@@ -125,6 +125,11 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
     }
     if bundle.quality:
         out["quality"] = bundle.quality
+    from accelerator.rtl.resources import estimate, fits
+
+    resources = estimate(hw)
+    out["resources_estimate"] = {k: resources[k] for k in ("luts", "ffs", "dsps", "brams", "label")}
+    out["fits_board"], out["fits_board_detail"] = fits(hw)
     return out
 
 

@@ -210,6 +210,14 @@ def write_run_report(run_dir: Path) -> Path:
         f"<tr><td>{html.escape(k)}</td><td class=v>{_fmt('{:.4g}', v)}</td><td></td></tr>"
         for k, v in quality.items()
     )
+    res = summary.get("resources_estimate")
+    resources = (
+        f"<p class=meta>Accelerator logic: {res['luts']:,.0f} LUT, {res['ffs']:,.0f} FF, {res['dsps']:,.0f} DSP, "
+        f"{res['brams']:,.0f} BRAM36 ({html.escape(res['label'])}); "
+        f"{'fits the board' if summary['fits_board'] else '<b>does not fit the board</b>'}.</p>"
+        if res
+        else ""
+    )
     banner_class = "real" if summary.get("trace_is_real") else "warn"
     banner = f"<div class='{banner_class}'>Replay decisions: {html.escape(summary['trace_label'])}</div>"
     hw = config["hardware"]
@@ -231,6 +239,7 @@ mode <b>{html.escape(summary["mode"])}</b>, batch {summary["batch"]} x {summary[
 {summary["tokens_per_frame"]} tokens, {hw["cores"]} cores x {hw["lanes_per_core"]} lanes at {hw["clock_MHz"]} MHz,
 seed {summary["seed"]}. Metric definitions: docs/metrics.md.</p>
 <h2>Headline</h2><table>{rows}</table>
+{resources}
 {"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
 {"".join(parts)}
 <p class=meta>Built from this run directory alone (summary.json, layers.csv, trace.parquet,

@@ -57,6 +57,7 @@ def test_run_writes_every_file(tmp_path):
     timeline = json.loads((out / "timeline.json").read_text())
     assert any(e["ph"] == "X" and e["name"] == "mlp" for e in timeline["traceEvents"])
     assert "synthetic" in summary["trace_label"] and "latency" in r.stdout
+    assert summary["fits_board"] and summary["resources_estimate"]["dsps"] > 0
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 0  # no temp dirs left
 
 
@@ -115,6 +116,12 @@ def test_paper_overrides_move_the_result_in_the_expected_direction(tmp_path):
     assert base["speedup_vs_dense"] > 1.3
     more_replay = paper(tmp_path, "policy.target_replay_ratio=0.8")
     assert more_replay["replay_ratio"] == pytest.approx(0.8) and more_replay["latency_s"] < base["latency_s"]
+    huge = paper(tmp_path, "hardware.lanes_per_core=8192")
+    assert (
+        huge["latency_s"] < base["latency_s"]
+        and not huge["fits_board"]
+        and "dsps" in huge["fits_board_detail"]
+    )
     static = paper(tmp_path, "scheduler.drs=false")
     assert static["latency_s"] > base["latency_s"] and static["drs_events"] == 0
     sparse = paper(tmp_path, "sparse_attention.window=16")
