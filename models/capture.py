@@ -8,6 +8,7 @@ dense, token agreement, and the relative MLP-output error of the replayed entrie
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,16 @@ from models.transformer import ARVideoTransformer
 
 #: PSNR reported for identical videos (JSON has no infinity).
 PSNR_IDENTICAL_DB = 100.0
+QUALITY_COLUMNS = (
+    "replay_ratio",
+    "psnr_db",
+    "ssim",
+    "token_agreement",
+    "forced_psnr_db",
+    "forced_ssim",
+    "forced_token_agreement",
+    "mlp_rel_error",
+)
 
 
 @dataclass
@@ -59,6 +70,7 @@ class CaptureSettings:
     temperature: float = 1.0
     top_k: int = 0
     measure_mlp_error: bool = True  # compute the true MLP of replayed rows too (costs the saving)
+    teacher_forced_quality: bool = True  # also decode fed the dense video: per-step error without drift
     threads: int | None = None  # torch threads; None = 1 for small models (hidden <= 512), else torch's
 
     def __post_init__(self) -> None:
@@ -210,6 +222,34 @@ class _Session:
         else:
             res = decode(self.model, self.labels, self.frames, policy, _options(s), _sampling(s))
         psnr, ssim, va, vb = _video_quality(self.vq, self.dense.tokens, res.tokens, self.frames)
+        forced: dict[str, float | None] = {
+            "forced_psnr_db": None,
+            "forced_ssim": None,
+            "forced_token_agreement": None,
+        }
+        if s.teacher_forced_quality and res is not self.dense:
+            fres = decode(
+                self.model,
+                self.labels,
+                self.frames,
+                make_policy(
+                    s.policy,
+                    threshold=threshold,
+                    target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
+                    strict=s.strict,
+                ),
+                dataclasses.replace(_options(s), measure_mlp_error=False),
+                _sampling(s),
+                force_tokens=self.dense.tokens,
+            )
+            fp, fs, _, _ = _video_quality(self.vq, self.dense.tokens, fres.tokens, self.frames)
+            forced = {
+                "forced_psnr_db": fp,
+                "forced_ssim": fs,
+                "forced_token_agreement": float((fres.tokens == self.dense.tokens).float().mean()),
+            }
+        elif s.teacher_forced_quality:
+            forced = {"forced_psnr_db": PSNR_IDENTICAL_DB, "forced_ssim": 1.0, "forced_token_agreement": 1.0}
         replayed = res.replay
         err = res.mlp_rel_error
         mean_err = float(np.nanmean(err[replayed])) if err is not None and replayed.any() else None
@@ -221,6 +261,7 @@ class _Session:
             "ssim": ssim,
             "token_agreement": float((res.tokens == self.dense.tokens).float().mean()),
             "mlp_rel_error": mean_err,
+            **forced,
             "replay_ratio": float(replayed.mean()),
             "tau": None if isinstance(threshold, list) or threshold is None else float(threshold),
             "tau_source": tau_source if s.policy == "tas" else None,
@@ -298,22 +339,14 @@ def tau_sweep(settings: CaptureSettings, taus: list[float] | np.ndarray) -> pd.D
         for tau in taus:
             s = CaptureSettings(**{**asdict(base), "threshold": float(tau)})
             q = session.run(s, keep_videos=False).quality
-            rows.append(
-                {
-                    "tau": float(tau),
-                    **{
-                        k: q[k]
-                        for k in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")
-                    },
-                }
-            )
+            rows.append({"tau": float(tau), **{k: q[k] for k in QUALITY_COLUMNS}})
     return pd.DataFrame(rows)
 
 
 def policy_comparison(settings: CaptureSettings, policies: list[str], target_ratio: float) -> pd.DataFrame:
     """Every policy at the same budget (tas calibrated to it), one shared dense reference."""
     rows = []
-    keys = ("replay_ratio", "psnr_db", "ssim", "token_agreement", "mlp_rel_error")
+    keys = QUALITY_COLUMNS
     with _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"})) as session:
         for name in policies:
             target = None if name == "dense" else target_ratio

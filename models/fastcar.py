@@ -95,8 +95,14 @@ def decode(
     options: DecodeOptions | None = None,
     sampling: SamplingOptions | None = None,
     keep_logits: bool = False,
+    force_tokens: torch.Tensor | None = None,
 ) -> DecodeResult:
-    """Generate one video per class label, CFG copies in the same batch (rows [cond..., uncond...])."""
+    """Generate one video per class label, CFG copies in the same batch (rows [cond..., uncond...]).
+
+    ``force_tokens`` (P, T*N): feed these tokens back instead of the sampled ones (teacher forcing on,
+    e.g., the dense run's video), so the sampled tokens measure each step's error without the drift that
+    follows a first differing token.
+    """
     import time
 
     opts = options or DecodeOptions()
@@ -221,7 +227,8 @@ def decode(
             kept_logits[:, s] = logits
         tok = sample(logits, gen, samp.temperature, samp.top_k)
         tokens[:, s] = tok.cpu()
-        ids = torch.cat([tok, tok]) if samp.cfg else tok
+        fed = tok if force_tokens is None else force_tokens[:, s].to(tok)
+        ids = torch.cat([fed, fed]) if samp.cfg else fed
     return DecodeResult(
         tokens=tokens,
         tas=tas_log,

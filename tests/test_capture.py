@@ -51,6 +51,7 @@ def test_capture_trace_round_trips_with_metadata(ckpt, tmp_path):
 def test_dense_capture_is_identical_to_reference(ckpt):
     q = capture(CaptureSettings(checkpoint=ckpt, prompts=2, policy="dense"), progress=False).quality
     assert q["replay_ratio"] == 0 and q["psnr_db"] == PSNR_IDENTICAL_DB and q["token_agreement"] == 1.0
+    assert q["forced_psnr_db"] == PSNR_IDENTICAL_DB
 
 
 def test_tau_sweep_replay_rises_as_tau_falls(ckpt):
@@ -59,6 +60,7 @@ def test_tau_sweep_replay_rises_as_tau_falls(ckpt):
     assert df.replay_ratio.is_monotonic_increasing
     assert df.replay_ratio.iloc[0] == 0 and df.replay_ratio.iloc[-1] == pytest.approx(0.75)
     assert df.psnr_db.iloc[0] == PSNR_IDENTICAL_DB and df.psnr_db.iloc[-1] < PSNR_IDENTICAL_DB
+    assert df.forced_psnr_db.iloc[-1] < PSNR_IDENTICAL_DB and df.forced_token_agreement.iloc[-1] < 1
 
 
 def test_bad_settings_are_rejected(ckpt):

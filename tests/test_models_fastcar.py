@@ -244,3 +244,18 @@ def test_per_layer_thresholds():
     res = decode(model, LABELS, policy=TasPolicy([math.inf, -math.inf]))
     assert not res.replay[:, 0].any()
     assert res.replay[:, 1, n:].all()
+
+
+def test_force_tokens_feeds_the_given_video():
+    model = tiny_model()
+    samp = SamplingOptions(seed=4)
+    dense = decode(model, LABELS, policy=DensePolicy(), sampling=samp)
+    again = decode(model, LABELS, policy=DensePolicy(), sampling=samp, force_tokens=dense.tokens)
+    assert torch.equal(again.tokens, dense.tokens)  # fed its own video, dense reproduces itself
+    other = torch.randint(
+        0, model.config.codebook_size, dense.tokens.shape, generator=torch.Generator().manual_seed(0)
+    )
+    nocfg = SamplingOptions(cfg=False, seed=4)
+    forced = decode(model, LABELS, policy=DensePolicy(), sampling=nocfg, force_tokens=other, keep_logits=True)
+    full = model(model.input_ids(torch.tensor(LABELS), other))[:, :, : model.config.codebook_size]
+    torch.testing.assert_close(forced.logits, full, rtol=1e-4, atol=1e-4)  # conditioned on the fed video
