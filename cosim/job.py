@@ -68,6 +68,3 @@ class SimResult:
 def unique_demands(fn, counts) -> dict:
     """Evaluate a per-count demand once per distinct count (the event model's hot path)."""
     return {int(n): fn(int(n)) for n in set(np.asarray(counts).ravel().tolist())}
-
-
-__all__ = ["DecodeJob", "SimResult", "CostModel", "unique_demands"]
