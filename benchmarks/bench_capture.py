@@ -27,7 +27,7 @@ from models.policies import DensePolicy, TasPolicy, threshold_for_ratio  # noqa:
 SECTION = "## Capture throughput"
 
 
-def run(prompts: int, repeats: int, threads: int, checkpoint: str | None) -> list[dict]:
+def run(prompts: int, repeats: int, threads: int, checkpoint: str | None) -> tuple:
     torch.set_num_threads(threads)
     model, _, _, name = load_model(checkpoint)
     labels = [i % model.config.num_classes for i in range(prompts)]
@@ -40,30 +40,65 @@ def run(prompts: int, repeats: int, threads: int, checkpoint: str | None) -> lis
     ]
     for target in (0.5, 0.8):
         cases.append((f"tas, target {target:.0%}", TasPolicy(threshold_for_ratio(calib.tas, target))))
-    rows = []
-    for label, policy in cases:
-        times, ratio, res = [], 0.0, None
-        for _ in range(repeats):
+    # Repeats outermost, cases interleaved: load from other work on a shared CPU hits every case alike.
+    times: dict[str, list[float]] = {label: [] for label, _ in cases}
+    last: dict[str, object] = {}
+    for _ in range(repeats):
+        for label, policy in cases:
             res = decode(model, labels, policy=policy, options=opts, sampling=samp)
-            times.append(res.seconds)
-            ratio = float(res.replay.mean())
-        sec = statistics.median(times)
+            times[label].append(res.seconds)
+            last[label] = res
+    rows = []
+    for label, _ in cases:
+        res = last[label]
+        sec = statistics.median(times[label])
         rows.append(
             {
                 "case": label,
-                "replay_ratio": ratio,
+                "replay_ratio": float(res.replay.mean()),
                 "seconds": sec,
                 "tokens_per_s": res.tokens.numel() / sec,
                 "mlp_rows": res.mlp_rows,
             }
         )
-    base = rows[0]["seconds"]
+    base, dense = rows[0]["seconds"], rows[1]["seconds"]
     for r in rows:
         r["speedup"] = base / r["seconds"]
-    return rows, name, model, len(labels)
+        r["speedup_dense"] = dense / r["seconds"]
+    share = mlp_time_share(model, labels, samp, opts)
+    for r in rows:
+        r["ideal_speedup"] = 1.0 / (1.0 - r["replay_ratio"] * share)
+    return rows, name, model, len(labels), share
 
 
-def markdown(rows: list[dict], name: str, model, prompts: int, threads: int, repeats: int) -> str:
+def mlp_time_share(model, labels, samp, opts) -> float:
+    """Share of the plain decode's wall time spent inside the MLPs (timed around each call)."""
+    import time
+
+    spent = [0.0]
+    originals = []
+    for layer in model.model.layers:
+        fwd = layer.mlp.forward
+        originals.append((layer.mlp, fwd))
+
+        def timed(x, fwd=fwd):
+            t = time.perf_counter()
+            y = fwd(x)
+            spent[0] += time.perf_counter() - t
+            return y
+
+        layer.mlp.forward = timed
+    try:
+        res = decode(model, labels, policy=None, options=opts, sampling=samp)
+    finally:
+        for mod, fwd in originals:
+            mod.forward = fwd
+    return spent[0] / res.seconds
+
+
+def markdown(
+    rows: list[dict], name: str, model, prompts: int, threads: int, repeats: int, share: float
+) -> str:
     cfg = model.config
     d = cfg.dims
     lines = [
@@ -76,14 +111,26 @@ def markdown(rows: list[dict], name: str, model, prompts: int, threads: int, rep
         f"on {platform.processor() or platform.machine()}, {threads} thread(s), median of {repeats}. Decode tokens/s "
         "counts generated video tokens (one per prompt per step).",
         "",
-        "| case | replay ratio | decode time (s) | decode tokens/s | MLP rows computed | speedup vs plain |",
-        "|---|---|---|---|---|---|",
+        "| case | replay ratio | decode time (s) | decode tokens/s | MLP rows computed | speedup vs plain | "
+        "speedup vs dense policy | bound if only the MLP time shrank |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['replay_ratio']:.3f} | {r['seconds']:.3f} | {r['tokens_per_s']:.0f} | "
-            f"{r['mlp_rows']} | {r['speedup']:.2f}x |"
+            f"{r['mlp_rows']} | {r['speedup']:.2f}x | {r['speedup_dense']:.2f}x | {r['ideal_speedup']:.2f}x |"
         )
+    lines += [
+        "",
+        f"The MLPs take {share:.0%} of the plain decode's wall time at these dims (timed around each call), so "
+        "replaying a share r of them can save at most r x that share; the last column is that bound. The rest "
+        "is attention over the growing context, the QKV/O projections and per-op Python/PyTorch overhead of a "
+        "6-layer, 128-wide model decoded one token at a time. Replay is real (the MLP runs on the gathered "
+        "computing rows only, see the MLP rows column); the TAS computation and the decision bookkeeping cost "
+        "the difference between the first two rows. Timings on this shared 2-core machine vary by about 10% "
+        "between runs. On the FPGA the MLP is two thirds of the weights streamed per "
+        "token (FASTCAR.md), which is where the simulator, not this CPU run, models the saving.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,13 +149,13 @@ def write_section(text: str, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
-    rows, name, model, prompts = run(a.prompts, a.repeats, a.threads, a.checkpoint)
-    text = markdown(rows, name, model, prompts, a.threads, a.repeats)
+    rows, name, model, prompts, share = run(a.prompts, a.repeats, a.threads, a.checkpoint)
+    text = markdown(rows, name, model, prompts, a.threads, a.repeats, share)
     print(text)
     if a.write_docs:
         write_section(text, ROOT / "docs" / "performance.md")
