@@ -91,3 +91,12 @@ def test_trace_from_reference_style_step_logs():
     bad = [[torch.ones(b, 1, dtype=torch.bool) for _ in range(entries)] for _ in range(layers)]
     with pytest.raises(ValueError, match="first frame"):
         trace_from_step_logs(bad, tokens_per_frame=n, frames=frames, checkpoint="x")
+
+
+def test_capture_is_deterministic_for_a_seed(ckpt):
+    s = CaptureSettings(checkpoint=ckpt, prompts=2, policy="random", target_replay_ratio=0.5, seed=3)
+    a, b = capture(s, progress=False), capture(s, progress=False)
+    assert a.quality == b.quality  # no wall-clock numbers in quality (they live in .timing)
+    assert a.trace.meta.to_json() == b.trace.meta.to_json()
+    assert a.trace.table.equals(b.trace.table)
+    assert a.timing["decode_seconds"] > 0
