@@ -265,7 +265,8 @@ class _Session:
             "mlp_rel_error": mean_err,
             **forced,
             "replay_ratio": float(replayed.mean()),
-            "tau": None if isinstance(threshold, list) or threshold is None else float(threshold),
+            "tau": float(threshold) if s.policy == "tas" and isinstance(threshold, (int, float)) else None,
+            "threshold": float(threshold) if isinstance(threshold, (int, float)) else None,
             "tau_source": tau_source if s.policy == "tas" else None,
             "policy": s.policy,
             "mlp_rows": res.mlp_rows,
@@ -281,9 +282,7 @@ class _Session:
             source="captured",
             source_detail=self.name,
             policy=s.policy,
-            threshold=quality["tau"]
-            if s.policy == "tas"
-            else (None if threshold is None or isinstance(threshold, list) else float(threshold)),
+            threshold=quality["threshold"],
             model=cfg.dims.model_dump(),
             extra={
                 "cfg": s.cfg,
