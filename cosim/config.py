@@ -302,7 +302,14 @@ def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> W
 
 
 def load_workload(path: str | Path, overrides: list[str] | None = None) -> Workload:
-    return resolve(load_yaml(path), overrides, origin=str(path))
+    """Relative ``trace.path`` and ``trace.checkpoint`` are taken relative to the workload file."""
+    w = resolve(load_yaml(path), overrides, origin=str(path))
+    base = Path(path).resolve().parent
+    for key in ("path", "checkpoint"):
+        value = getattr(w.trace, key)
+        if value and not Path(value).is_absolute():
+            setattr(w.trace, key, str(base / value))
+    return w
 
 
 def dump_resolved(w: Workload) -> str:

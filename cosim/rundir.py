@@ -40,6 +40,7 @@ def atomic_dir(out: Path, fill: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         fill(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a run directory is meant to be shared
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)

@@ -167,6 +167,7 @@ def write_trace(trace: Trace, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a trace is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -87,3 +87,11 @@ def test_yaml_is_loaded_safely(tmp_path):
     )
     with pytest.raises(WorkloadError):
         load_workload(evil)
+
+
+def test_relative_trace_paths_are_relative_to_the_workload_file(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    path = sub / "w.yaml"
+    path.write_text("version: 1\nmodel: {preset: tiny}\ntrace: {source: file, path: t.parquet}\n")
+    assert load_workload(path).trace.path == str(sub / "t.parquet")
