@@ -10,14 +10,7 @@ from cosim.trace import read_trace, write_trace
 from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, tau_sweep
 from models.testing import tiny_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: thread hand-off costs more than it saves, and the CPU is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +67,6 @@ def test_bad_settings_are_rejected(ckpt):
 
 def test_trace_from_reference_style_step_logs():
     """Logs shaped like the reference code's per-layer lists: (B, 1) bools per single-token forward."""
-    import torch
 
     from models.export import trace_from_step_logs
 

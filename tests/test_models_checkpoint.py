@@ -11,14 +11,7 @@ from models.checkpoint import CLASS_EMBED_KEY, hf_key_map, load_checkpoint, load
 from models.fastcar import SamplingOptions, decode
 from models.testing import tiny_checkpoint, tiny_config, tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: thread hand-off costs more than it saves, and the CPU is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hf_round_trip_preserves_weights_and_outputs(tmp_path):

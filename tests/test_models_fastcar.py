@@ -22,13 +22,7 @@ from models.transformer import apply_rope
 LABELS = [0, 2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: thread hand-off costs more than it saves, and the CPU is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _rows_counter(model):
