@@ -37,8 +37,8 @@ def train(
     out: Path,
     *,
     seed: int = 0,
-    steps: int = 800,
-    batch: int = 16,
+    steps: int = 1700,
+    batch: int = 8,
     lr: float = 2e-3,
     train_videos: int = 16000,
     val_videos: int = 512,
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "checkpoints")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=800)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=1700)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
