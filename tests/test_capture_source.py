@@ -94,3 +94,16 @@ def test_paper_workload_on_a_transferred_capture(tmp_path):
     assert summary["trace_label"] == "transferred from fastcar_tiny.safetensors (not a direct capture)"
     assert summary["replay_ratio"] == pytest.approx(0.5, abs=1e-3)  # resampled TAS has ties at tau
     assert abs(summary["latency_s"] / 475.3 - 1) < 0.05
+
+
+def test_readme_quickstart_workload_runs(tmp_path):
+    from cosim.config import WORKLOADS_DIR
+
+    out = tmp_path / "quickstart"
+    r = subprocess.run(
+        [sys.executable, "-m", "cosim", "run", str(WORKLOADS_DIR / "quickstart.yaml"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.html").is_file() and "trace captured" in r.stdout
