@@ -91,8 +91,8 @@ class PolicySection(_Section):
     kind: Literal["dense", "tas", "fixed_interval", "random", "input_similarity", "topk", "oracle"] = Field(
         "tas", description="replay policy"
     )
-    threshold: float | None = Field(
-        None, description="tau: replay when TAS >= tau (a raw logit, usually negative)"
+    threshold: float | list[float] | None = Field(
+        None, description="tau: replay when TAS >= tau (a raw logit, usually negative); or one tau per layer"
     )
     target_replay_ratio: float | None = Field(
         None, ge=0, lt=1, description="choose tau (or the budget) so that this share of all MLPs replays"
@@ -166,6 +166,15 @@ class Workload(_Section):
         if p.kind in CAPTURE_ONLY_POLICIES and t.source != "capture":
             raise ValueError(
                 f"policy.kind: {p.kind} needs the model's MLP inputs/outputs, so it needs trace.source: capture"
+            )
+        if p.kind == "tas" and p.threshold is not None and p.target_replay_ratio is not None:
+            raise ValueError(
+                "policy: set threshold or target_replay_ratio, not both "
+                "(e.g. --set policy.target_replay_ratio=null to use a threshold)"
+            )
+        if isinstance(p.threshold, list) and len(p.threshold) != self.model.layers:
+            raise ValueError(
+                f"policy.threshold: {len(p.threshold)} per-layer values for {self.model.layers} layers"
             )
         if t.source in ("file", "transfer") and not t.path:
             raise ValueError(f"trace.path: required when trace.source is {t.source}")

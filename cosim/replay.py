@@ -52,7 +52,7 @@ def apply_policy(
     tokens_per_frame: int,
     seed: int,
     cfg: bool,
-) -> tuple[np.ndarray, float | None]:
+) -> tuple[np.ndarray, float | list[float] | None]:
     """Replay cube and the tau used (None for policies without one) for a trace-level policy."""
     b, layers, steps = tas.shape
     first = np.zeros(steps, dtype=bool)
@@ -62,7 +62,7 @@ def apply_policy(
     if policy.cfg_coherent and cfg:
         pair = score.reshape(b // 2, 2, layers, steps).mean(axis=1)
         score = np.repeat(pair, 2, axis=0)
-    tau: float | None = None
+    tau: float | list[float] | None = None
     target = policy.target_replay_ratio
     kind = policy.kind
     if kind == "dense":
@@ -71,7 +71,8 @@ def apply_policy(
         tau = policy.threshold if target is None else threshold_for_ratio(score, target)
         if tau is None:
             raise ValueError("policy: kind tas needs threshold or target_replay_ratio")
-        replay = (score > tau) if policy.strict else (score >= tau)
+        per_layer = np.asarray(tau, dtype=np.float64).reshape(-1, 1)  # one tau, or one per layer
+        replay = (score > per_layer) if policy.strict else (score >= per_layer)
     elif kind == "topk":
         ratio = _budget(policy)
         replay = _per_frame_topk(score, tokens_per_frame, ratio * steps / (steps - tokens_per_frame))

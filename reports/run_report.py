@@ -27,7 +27,7 @@ METRIC_ROWS = [
     ("dense_latency_s", "Dense latency", "{} s", "same workload, no replay, no TAS, no DRS"),
     ("speedup_vs_dense", "Speedup vs dense", "{:.3f}x", "dense latency / latency"),
     ("replay_ratio", "Replay ratio", "{:.1%}", "replayed MLPs / (layers x decode steps x batch)"),
-    ("tau", "Threshold tau", "{:.4g}", "replay when TAS >= tau (raw logit)"),
+    ("tau", "Threshold tau", "{}", "replay when TAS >= tau (raw logit); one per layer if a list"),
     (
         "energy_j",
         "Energy",
@@ -52,7 +52,9 @@ def _fmt(fmt: str, value) -> str:
     if value is None:
         return "n/a"
     try:
-        if fmt.startswith("{} ") and isinstance(value, int | float):
+        if isinstance(value, list):  # e.g. one tau per layer
+            return html.escape(", ".join(num(v) for v in value))
+        if fmt.startswith("{}") and isinstance(value, int | float):
             return fmt.format(num(value))
         return fmt.format(value)
     except (ValueError, TypeError):
@@ -129,7 +131,7 @@ def layers_figure(layers: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def tas_figure(tas: np.ndarray, replay: np.ndarray, tau: float | None) -> go.Figure:
+def tas_figure(tas: np.ndarray, replay: np.ndarray, tau: float | list[float] | None) -> go.Figure:
     rng = np.random.default_rng(0)
     tas, replay = tas.ravel(), replay.ravel()
     ok = ~np.isnan(tas)
@@ -143,7 +145,7 @@ def tas_figure(tas: np.ndarray, replay: np.ndarray, tau: float | None) -> go.Fig
     fig.add_histogram(
         x=tas[idx][~replay[idx]], name="computed", marker_color="#4c78a8", opacity=0.75, nbinsx=80
     )
-    if tau is not None and np.isfinite(tau):
+    if isinstance(tau, int | float) and np.isfinite(tau):  # one tau (a per-layer list gets no line)
         fig.add_vline(x=tau, line_dash="dash", annotation_text=f"tau = {tau:.3g}")
     fig.update_layout(
         barmode="overlay",

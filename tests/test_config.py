@@ -56,6 +56,7 @@ def test_set_overrides_with_types(tiny_raw):
         ("trace.source=file", "trace.path: required"),
         ("hardware.placement.weights=hbm", "placement.weights names memory group 'hbm'"),
         ("version=2", "version"),
+        ("policy.threshold=-4", "set threshold or target_replay_ratio, not both"),
         ("hardware.precision.weights_bits=7", "weights_bits must be one of"),
     ],
 )
@@ -95,3 +96,11 @@ def test_relative_trace_paths_are_relative_to_the_workload_file(tmp_path):
     path = sub / "w.yaml"
     path.write_text("version: 1\nmodel: {preset: tiny}\ntrace: {source: file, path: t.parquet}\n")
     assert load_workload(path).trace.path == str(sub / "t.parquet")
+
+
+def test_per_layer_threshold_needs_one_value_per_layer(tiny_raw):
+    tiny_raw["policy"] = {"kind": "tas", "threshold": [-3.0, -3.0, -3.0, -3.0]}
+    assert resolve(tiny_raw).policy.threshold == [-3.0] * 4
+    tiny_raw["policy"]["threshold"] = [-3.0, -3.0]
+    with pytest.raises(WorkloadError, match="2 per-layer values for 4 layers"):
+        resolve(tiny_raw)

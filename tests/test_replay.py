@@ -61,3 +61,13 @@ def test_staleness_cap_limits_runs():
     assert capped.tolist() == [False, True, True, False, True, True]
     once = cap_staleness(replay, 2, 1).reshape(6, 2)[:, 0]
     assert once.tolist() == [False, True, False, True, False, True]
+
+
+def test_per_layer_thresholds(tas):
+    taus = [0.0, -2.0, -4.0, -6.0, -8.0, -10.0]
+    replay, tau = apply_policy(tas, PolicySection(threshold=taus), N, 0, True)
+    assert tau == taus
+    per_layer = replay.mean(axis=(0, 2))
+    assert all(b >= a for a, b in zip(per_layer, per_layer[1:], strict=False))  # lower tau, more replay
+    layer2 = np.nan_to_num(tas[:, 2], nan=-np.inf) >= -4.0
+    assert np.array_equal(replay[:, 2], layer2)
