@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from accelerator.cost import CostModel, drs_mapping
+from accelerator.cost import CostModel, drs_core_counts, drs_mapping
 
 INDEX_REGISTER_BITS = 32
 
@@ -62,6 +62,7 @@ class DrsScheduler:
             return np.bincount(mapping[mapping >= 0], minlength=self.cores)
         counts = self._counts.get(int(compute))
         if counts is None:
-            base, rest = divmod(int(compute), self.cores)
-            counts = self._counts[int(compute)] = np.array([base + (c < rest) for c in range(self.cores)])
+            counts = self._counts[int(compute)] = drs_core_counts(
+                np.arange(self.batch) < int(compute), self.cores
+            )
         return counts

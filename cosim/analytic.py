@@ -42,15 +42,12 @@ def run_analytic(job: DecodeJob) -> SimResult:
     t_qkv = chip_seconds(cost, qkv)
     t_attn = chip_seconds(cost, both)
 
-    scored = np.zeros(shape, dtype=bool)
-    if job.uses_tas:
-        scored[:, job.tokens_per_frame :] = True
+    step = np.arange(steps)[None, :]
+    scored = np.broadcast_to(job.scores(step), shape)
     tas = cost.tas(np.where(scored, job.batch, 0))
     t_tas = np.where(scored, np.maximum(t_attn, t_qkv + cost.roofline_seconds(tas)), t_attn)
 
-    scheduling = np.zeros(shape, dtype=bool)
-    if job.drs and job.uses_cache:
-        scheduling[:, job.tokens_per_frame :] = True
+    scheduling = np.broadcast_to(job.schedules(step), shape)
     t_drs = t_tas + np.where(scheduling, cost.seconds(cost.drs(job.batch).cycles), 0.0)
 
     compute = job.compute.transpose(1, 2, 0)  # (layers, steps, batch) -> counts per core below

@@ -11,12 +11,17 @@ cosim.calibration`` to redo the fit after a change of the cost model.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import numpy as np
+
+from accelerator.cost import drs_core_counts
 from cosim.config import WORKLOADS_DIR, load_workload
 from cosim.simulate import energy_j, execute, make_job, simulate
 from cosim.sources import load_trace
 
 PAPER_WORKLOAD = WORKLOADS_DIR / "fastcar_vilau7b_u280.yaml"
+TRANSFERRED_WORKLOAD = WORKLOADS_DIR / "fastcar_vilau7b_u280_transferred.yaml"
 #: FASTCAR.md, "Published numbers the project calibrates on" (VILA-U 7B, 8 x 256 tokens, B = 10, U280).
 PAPER_DENSE_LATENCY_S = 689.7
 PAPER_REPLAY50_LATENCY_S = 475.3
@@ -53,6 +58,23 @@ def check(mode: str = "event") -> dict:
     return {k: {"simulated": a, "paper": b, "error": a / b - 1} for k, (a, b) in rows.items()}
 
 
+def core_balance(workload: Path) -> dict:
+    """How a workload's replay decisions fall on the two cores' MLP work, per layer and step from frame 1:
+    the mean number of computing entries, how often that number is odd (one core runs one MLP more), how
+    often every entry replays, and the mean MLPs on the busier core under DRS."""
+    w = load_workload(workload)
+    computing = (~load_trace(w).trace.replay_cube()).sum(axis=0)[:, w.video.tokens_per_frame :]
+    busier = drs_core_counts(computing[None] > np.arange(w.video.batch)[:, None, None], w.hardware.cores).max(
+        axis=0
+    )
+    return {
+        "mean_computing": float(computing.mean()),
+        "odd_share": float((computing % 2).mean()),
+        "all_replay_share": float((computing == 0).mean()),
+        "mean_busier_core_mlps": float(busier.mean()),
+    }
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "analytic"
     print("fit:", fit(mode))
@@ -60,3 +82,6 @@ if __name__ == "__main__":
         print(
             f"{key:20s} simulated {row['simulated']:10.4g}  paper {row['paper']:8.4g}  error {row['error']:+.2%}"
         )
+    for path in (PAPER_WORKLOAD, TRANSFERRED_WORKLOAD):
+        balance = ", ".join(f"{k} {v:.3g}" for k, v in core_balance(path).items())
+        print(f"{path.name}: {balance}")

@@ -94,7 +94,7 @@ def _walk(model: type[BaseModel], indent: int, lines: list[str]) -> None:
         pad = "  " * indent
         desc = field.description or ""
         if sub is not None and get_origin(ann) is None:
-            lines.append(f"{pad}{name}:  # {desc}".rstrip(" #:") if desc else f"{pad}{name}:")
+            lines.append(f"{pad}{name}:  # {desc}" if desc else f"{pad}{name}:")
             _walk(sub, indent + 1, lines)
             continue
         if field.is_required():

@@ -212,7 +212,7 @@ def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
         if "=" not in item:
             raise WorkloadError(f"--set {item!r}: expected KEY=VALUE, e.g. hardware.cores=8")
         key, _, raw = item.partition("=")
-        parts = [p for p in key.strip().split(".")]
+        parts = key.strip().split(".")
         if not all(parts):
             raise WorkloadError(f"--set {item!r}: malformed key {key!r}")
         try:
@@ -293,9 +293,7 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     elif "input" in err and not isinstance(err["input"], dict | list):
         msg = f"{msg} (got {err['input']!r})"
     prefix = f"{origin}: " if origin else ""
-    if not loc or msg.split(":")[0].strip() in loc or (loc and msg.startswith(loc.split(".")[0] + ".")):
-        return f"{prefix}{msg}"
-    return f"{prefix}{loc}: {msg}"
+    return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"  # cross-section checks name their keys
 
 
 def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> Workload:

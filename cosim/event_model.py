@@ -35,7 +35,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     cache = ReplayCacheController(env, cost, memory, timeline)
     drs = DrsScheduler(cost, job.batch, hw.cores)
 
-    layers, steps, n_tok, batch = job.layers, job.steps, job.tokens_per_frame, job.batch
+    layers, steps, batch = job.layers, job.steps, job.batch
     phase_s = np.zeros((layers + 1, len(PHASES)))
     layer_bytes = np.zeros(layers)
     static_n = static_core_counts(np.ones(batch, dtype=bool), hw.cores).tolist()
@@ -55,8 +55,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
         for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
             timeline.enabled = s < timeline_steps
             attention = unique_demands(lambda n, c=ctx[s]: plan(cost, memory, cost.attention(n, c)), static_n)
-            scored = job.uses_tas and s >= n_tok
-            schedules = job.schedules(s)
+            scored, schedules = bool(job.scores(s)), bool(job.schedules(s))
             for layer in range(layers):
                 t0, b0 = env.now, moved()
                 qkv_end = [cores[c].execute("qkv", qkv[n], n) for c, n in per_core]

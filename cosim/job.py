@@ -41,9 +41,13 @@ class DecodeJob:
         """Context length at each decode step: the prompt, the tokens decoded so far, and this one."""
         return self.prompt_tokens + np.arange(self.steps) + 1
 
-    def schedules(self, step: int) -> bool:
+    def scores(self, steps):
+        """The TAS unit scores every entry from frame 1 on (frame 0 has no aligned key)."""
+        return self.uses_tas & (np.asarray(steps) >= self.tokens_per_frame)
+
+    def schedules(self, steps):
         """DRS runs a scheduling event once a layer's replay decisions exist (none in frame 0)."""
-        return self.drs and self.uses_cache and step >= self.tokens_per_frame
+        return (self.drs and self.uses_cache) & (np.asarray(steps) >= self.tokens_per_frame)
 
 
 @dataclass

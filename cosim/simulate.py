@@ -86,7 +86,8 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
     """Top-line metrics; every key is defined in docs/metrics.md."""
     hw, v = w.hardware, w.video
     tokens = v.batch * v.steps
-    energy, dense_energy = energy_j(w, r), energy_j(w, dense)
+    parts = energy_breakdown_j(w, r)
+    energy, dense_energy = sum(parts.values()), energy_j(w, dense)
     util = {g: r.bytes_by_group[g] / (r.latency_s * hw.memory[g].bandwidth_GBps * 1e9) for g in hw.memory}
     trace = bundle.trace
     out = {
@@ -108,7 +109,7 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
         "tau": bundle.tau,
         "energy_j": energy,
         "dense_energy_j": dense_energy,
-        "energy_breakdown_j": energy_breakdown_j(w, r),
+        "energy_breakdown_j": parts,
         "avg_power_w": energy / r.latency_s,
         "tokens_per_s": tokens / r.latency_s,
         "tokens_per_j": tokens / energy if energy > 0 else None,

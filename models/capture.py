@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from cosim.replay import threshold_for_ratio
 from cosim.trace import Trace, TraceMeta
 from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from models.fastcar import DecodeOptions, DecodeResult, SamplingOptions, decode
@@ -131,14 +132,6 @@ def _sampling(s: CaptureSettings) -> SamplingOptions:
     )
 
 
-def _threshold_for_ratio(tas: np.ndarray, target: float) -> float:
-    try:  # the simulator's helper, when present, so both sides count the same way
-        from cosim.replay import threshold_for_ratio
-    except ImportError:
-        from models.policies import threshold_for_ratio
-    return float(threshold_for_ratio(tas, target))
-
-
 def _video_quality(
     vq: PatchVQ, ref: torch.Tensor, test: torch.Tensor, frames: int
 ) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -210,7 +203,7 @@ class _Session:
         if s.policy == "tas" and threshold is None:
             if s.target_replay_ratio is None:
                 raise ValueError("policy 'tas' needs threshold or target_replay_ratio")
-            threshold = _threshold_for_ratio(self.calibration(s).tas, s.target_replay_ratio)
+            threshold = threshold_for_ratio(self.calibration(s).tas, s.target_replay_ratio)
             tau_source = "calibrated"
         policy = make_policy(
             s.policy,

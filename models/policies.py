@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cosim.replay import threshold_for_ratio  # noqa: F401  (re-exported: one way to count the ratio)
+
 
 @dataclass
 class DecisionContext:
@@ -300,21 +302,3 @@ def make_policy(
 
 
 POLICY_NAMES = ("dense", "tas", "fixed_interval", "random", "input_similarity", "topk", "oracle")
-
-
-def threshold_for_ratio(tas: np.ndarray, target_ratio: float) -> float:
-    """tau such that the fraction of entries with TAS >= tau is target_ratio.
-
-    The ratio counts over ALL entries (NaN ones, i.e. the first frame, included but never replaying), the
-    same counting as :meth:`cosim.trace.Trace.replay_ratio`.
-    """
-    flat = np.asarray(tas, dtype=np.float64).ravel()
-    valid = np.sort(flat[~np.isnan(flat)])[::-1]
-    want = int(round(target_ratio * flat.size))
-    if want <= 0:
-        return float(valid[0] + 1.0) if valid.size else 0.0
-    if want > valid.size:
-        raise ValueError(
-            f"target ratio {target_ratio} needs {want} replays but only {valid.size} entries are eligible"
-        )
-    return float(valid[want - 1])

@@ -57,5 +57,5 @@ def test_rejects_first_frame_replay_and_bad_shapes(tmp_path):
 
 
 def test_synthetic_and_transferred_labels():
-    assert "not captured" in small_trace().meta.__class__(1, 2, 1, 1, "synthetic").label()
+    assert "not captured" in TraceMeta(1, 2, 1, 1, "synthetic").label()
     assert "transferred from x" in TraceMeta(1, 2, 1, 1, "transferred", "x").label()
