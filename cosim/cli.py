@@ -19,11 +19,11 @@ from cosim.config import (
     load_workload,
     preset_names,
 )
+from cosim.errors import InputError
 from cosim.fmt import num
-from cosim.trace import TraceError
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Bad command-line input (exit 2)."""
 
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (WorkloadError, TraceError, UsageError) as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

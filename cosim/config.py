@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from accelerator.spec import HardwareSpec
+from cosim.errors import InputError
 from models.dims import ModelDims
 
 WORKLOAD_VERSION = 1
@@ -24,7 +25,7 @@ MODEL_PRESETS_DIR = WORKLOADS_DIR / "models"
 BOARD_PRESETS_DIR = WORKLOADS_DIR / "boards"
 
 
-class WorkloadError(ValueError):
+class WorkloadError(InputError):
     """Bad input: the message is shown to the user as is."""
 
 

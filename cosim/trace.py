@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cosim.errors import InputError
+
 SCHEMA_VERSION = 1
 META_KEY = b"fastcar.trace"
 
@@ -37,7 +39,7 @@ COLUMNS: dict[str, str] = {
 OPTIONAL_COLUMNS: dict[str, str] = {"mlp_rel_error": "float32"}
 
 
-class TraceError(ValueError):
+class TraceError(InputError):
     """A trace file or table that does not follow the schema."""
 
 
