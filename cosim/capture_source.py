@@ -38,13 +38,15 @@ def capture_settings(w: Workload):
 
 
 def check_checkpoint(w: Workload) -> None:
-    """Fail before decoding anything if the workload does not describe the checkpoint."""
+    """Fail before decoding anything if the workload does not describe the checkpoint, or if the checkpoint
+    (or its tokenizer) is unusable: missing, truncated, corrupt, inconsistent with its own config."""
     from models.capture import load_model
+    from models.checkpoint import CheckpointError
 
     try:
         model, _, _, name = load_model(w.trace.checkpoint)
-    except FileNotFoundError as exc:
-        raise WorkloadError(f"trace.checkpoint: {exc}") from None
+    except CheckpointError as exc:
+        raise type(exc)(f"trace.checkpoint: {exc}") from None
     cfg = model.cfg
     wanted = {
         "model.layers": (w.model.layers, cfg.dims.layers),

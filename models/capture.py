@@ -93,7 +93,10 @@ _CACHE: dict[str, tuple[ARVideoTransformer, PatchVQ, dict[str, Any]]] = {}
 
 
 def load_model(checkpoint: str | None) -> tuple[ARVideoTransformer, PatchVQ, dict[str, Any], str]:
-    """Load (and memoise) a checkpoint; returns model, tokenizer, training info and its display name."""
+    """Load (and memoise) a checkpoint; returns model, tokenizer, training info and its display name.
+
+    An unusable checkpoint or tokenizer raises :class:`models.checkpoint.CheckpointError` (bad input)
+    naming the file and the reason; nothing is memoised for it."""
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     key = str(path.resolve())
     if key not in _CACHE:

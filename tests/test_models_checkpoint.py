@@ -7,7 +7,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from models.checkpoint import CLASS_EMBED_KEY, hf_key_map, load_checkpoint, load_hf_llama, save_hf_llama
+from models.checkpoint import (
+    CLASS_EMBED_KEY,
+    CheckpointError,
+    hf_key_map,
+    load_checkpoint,
+    load_hf_llama,
+    save_hf_llama,
+)
 from models.fastcar import SamplingOptions, decode
 from models.testing import tiny_checkpoint, tiny_config, tiny_model
 
@@ -88,7 +95,7 @@ def test_mismatched_dims_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="mlp"):
         load_hf_llama(path, wrong, num_classes=3)
     deeper = model.config.dims.model_copy(update={"layers": 3})
-    with pytest.raises(KeyError, match="model.layers.2"):
+    with pytest.raises(CheckpointError, match="model.layers.2"):
         load_hf_llama(path, deeper, num_classes=3)
     with pytest.raises(FileNotFoundError):
         load_hf_llama(tmp_path / "missing.safetensors", model.config.dims)
