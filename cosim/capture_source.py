@@ -79,15 +79,10 @@ def capture_bundle(w: Workload, progress: bool = False) -> TraceBundle:
     return TraceBundle(result.trace, result.trace.meta.threshold, dict(result.quality))
 
 
-def write_capture(w: Workload, out: Path, progress: bool = False) -> TraceBundle:
-    from cosim.rundir import atomic_dir, dumps
+def fill_capture(bundle: TraceBundle, d: Path) -> None:
+    """Write a capture directory's files into ``d`` (a staging directory, see :mod:`cosim.outdir`)."""
+    from cosim.rundir import dumps
     from cosim.trace import write_trace
 
-    bundle = capture_bundle(w, progress=progress)
-
-    def fill(d: Path) -> None:
-        write_trace(bundle.trace, d / "trace.parquet")
-        (d / "quality.json").write_text(dumps(bundle.quality))
-
-    atomic_dir(out, fill)
-    return bundle
+    write_trace(bundle.trace, d / "trace.parquet")
+    (d / "quality.json").write_text(dumps(bundle.quality))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
+import signal
 import sys
 import time
 import traceback
@@ -21,6 +24,7 @@ from cosim.config import (
 )
 from cosim.errors import InputError
 from cosim.fmt import num
+from cosim.outdir import MARKER, OutputDir, claim, marker_kind, owned_by_tool
 
 
 class UsageError(InputError):
@@ -35,14 +39,31 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 
 def _out_dir(args: argparse.Namespace, w: Workload, sub: str = "runs") -> Path:
-    out = Path(args.out) if args.out else Path(sub) / w.name
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    return out
+    """``--out``, or ``<sub>/<name>`` with the overrides spelled into the name, so that variants of one
+    workload (``--set ...``, ``--seed``) land side by side instead of replacing each other."""
+    if args.out:
+        return Path(args.out)
+    overrides = list(args.set or [])
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"seed={args.seed}")
+    return Path(sub) / variant_name(w.name, overrides)
+
+
+def variant_name(name: str, overrides: list[str]) -> str:
+    if not overrides:
+        return name
+    slug = "--".join(re.sub(r"[^A-Za-z0-9._=-]+", "_", o.strip()) for o in overrides)
+    if len(slug) > 80:  # keep it a legal, readable file name; the digest keeps variants apart
+        slug = slug[:64] + "-" + hashlib.sha256("\0".join(overrides).encode()).hexdigest()[:12]
+    return f"{name}--{slug}"
+
+
+def _replaced(target: OutputDir) -> str:
+    return f" (replaced {target.replaced})" if target.replaced else ""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cosim.rundir import write_run
+    from cosim.rundir import fill_run
     from cosim.simulate import simulate
     from cosim.sources import load_trace
 
@@ -50,14 +71,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out_dir(args, w)
     progress = not args.quiet and sys.stderr.isatty()
     t0 = time.perf_counter()
-    bundle = load_trace(w, progress=progress)
-    run = simulate(w, bundle, progress=progress)
-    write_run(run, out)
+    with claim(out, "run", force=args.force) as target:  # an unusable --out fails here, before the work
+        bundle = load_trace(w, progress=progress)
+        run = simulate(w, bundle, progress=progress)
+        target.commit(lambda d: fill_run(run, d))
     s = run.summary
     print(
         f"{w.name}: latency {num(s['latency_s'])} s (dense {num(s['dense_latency_s'])} s, "
         f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {num(s['energy_j'])} J, "
-        f"{s['avg_power_w']:.3g} W, {s['mode']} model, trace {s['trace_source']} -> {out} "
+        f"{s['avg_power_w']:.3g} W, {s['mode']} model, trace {s['trace_source']} -> {out}{_replaced(target)} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )
     if not s["fits_board"]:
@@ -140,7 +162,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from cosim.capture_source import write_capture
+    from cosim.capture_source import capture_bundle, fill_capture
 
     w = _workload(args)
     if w.trace.source != "capture":
@@ -148,8 +170,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
             f"{args.workload}: trace.source is {w.trace.source}; capture needs trace.source: capture"
         )
     out = _out_dir(args, w, "captures")
-    write_capture(w, out, progress=not args.quiet and sys.stderr.isatty())
-    print(f"{w.name}: trace.parquet and quality.json -> {out}")
+    with claim(out, "capture", force=args.force) as target:
+        bundle = capture_bundle(w, progress=not args.quiet and sys.stderr.isatty())
+        target.commit(lambda d: fill_capture(bundle, d))
+    print(f"{w.name}: trace.parquet and quality.json -> {out}{_replaced(target)}")
     return 0
 
 
@@ -159,6 +183,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     d = Path(args.dir)
     if not (d / "summary.json").is_file():
         raise UsageError(f"{d}: not a run directory (no summary.json)")
+    if marker_kind(d) != "run" and not owned_by_tool(d, "run"):
+        raise UsageError(
+            f"{d}: not a run directory written by this tool (no {MARKER}, and it holds files a run does "
+            "not write); report writes report.html only into run directories"
+        )
     print(write_run_report(d))
     return 0
 
@@ -168,7 +197,15 @@ def cmd_rtl(args: argparse.Namespace) -> int:
 
     if args.rtl_command == "check":
         return rtl_cli.rtl_check(verbose=args.verbose)
-    return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd)
+    return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd, force=args.force)
+
+
+def _force_flag(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output directory even if this tool did not write it (its contents are deleted)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if out:
             sp.add_argument("--out", help="output directory")
+            _force_flag(sp)
             sp.add_argument("--quiet", action="store_true", help="no progress bars")
         return sp
 
@@ -208,13 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--verbose", action="store_true")
     exp = rtl_sub.add_parser("export", help="write Verilog/VHDL, resource table, optional VCD")
     exp.add_argument("--out", required=True)
+    _force_flag(exp)
     exp.add_argument("--vcd", action="store_true", help="also write VCD waveforms of a short stimulus")
     rtl.set_defaults(func=cmd_rtl)
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: unwinding removes staging directories and releases locks."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except InputError as exc:
@@ -223,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:  # an internal failure: say so, keep the traceback for the bug report
         traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

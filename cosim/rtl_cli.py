@@ -10,9 +10,7 @@ table; then the fixed-point TAS co-check. One line per module.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +27,7 @@ from accelerator.rtl.tas_unit import TasBench, tas_case
 from accelerator.rtl.tools import missing
 from accelerator.rtl.vhdl_sim import ghdl_replay
 from accelerator.spec import HardwareSpec
+from cosim.outdir import MARKER, OutputError, claim
 
 #: module name -> random case generator (numpy Generator -> Bench)
 CASES: dict[str, Callable[[np.random.Generator], Bench]] = {
@@ -194,14 +193,13 @@ def export_benches(hw: HardwareSpec | None = None) -> list[Bench]:
     ]
 
 
-def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None) -> int:
+def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None, force: bool = False) -> int:
     """Write Verilog and VHDL of every module, the resource table (CSV), the estimate for ``hw`` and,
-    with ``vcd``, waveforms of a short random stimulus per module. Written atomically."""
+    with ``vcd``, waveforms of a short random stimulus per module. Written atomically, and only over an
+    earlier export (:mod:`cosim.outdir`)."""
     out_dir = Path(out_dir)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=".rtl-export-", dir=out_dir.parent if out_dir.parent.exists() else None)
-    )
-    try:
+
+    def fill(tmp: Path) -> None:
         manifest = {"label": LABEL, "modules": {}}
         for bench in export_benches(hw):
             convert(bench, "Verilog", tmp / "verilog")
@@ -217,13 +215,16 @@ def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None)
         except FileNotFoundError:
             manifest["estimate"] = None
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        print(f"rtl export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    files = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
-    print(f"wrote {len(files)} files to {out_dir}: " + ", ".join(map(str, files)))
+
+    with claim(out_dir, "rtl-export", force=force) as target:  # refused here, before any conversion
+        try:
+            target.commit(fill)
+        except OutputError:
+            raise
+        except Exception as exc:
+            print(f"rtl export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+    files = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file() and p.name != MARKER)
+    replaced = f" (replaced {target.replaced})" if target.replaced else ""
+    print(f"wrote {len(files)} files to {out_dir}{replaced}: " + ", ".join(map(str, files)))
     return 0

@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 
+from cosim.outdir import MARKER
 from cosim.trace import read_trace
 from models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -46,7 +47,7 @@ def test_run_from_a_live_capture(tmp_path):
 def test_capture_command_writes_trace_and_quality(tmp_path):
     r = cosim(tmp_path, "capture", CAPTURE, "--out", str(tmp_path / "cap"))
     assert r.returncode == 0, r.stderr
-    assert {p.name for p in (tmp_path / "cap").iterdir()} == {"trace.parquet", "quality.json"}
+    assert {p.name for p in (tmp_path / "cap").iterdir()} == {"trace.parquet", "quality.json", MARKER}
     assert json.loads((tmp_path / "cap" / "quality.json").read_text())["policy"] == "tas"
 
 
