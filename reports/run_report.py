@@ -1,22 +1,28 @@
 """The report of one run, built from its run directory alone (so it can be rebuilt years later).
 
-One self-contained HTML page: plotly.js is embedded once, so the page opens offline.
+One self-contained HTML page: plotly.js is embedded once, so the page opens offline. The run directory is
+data, not trusted markup: every value read from it is HTML-escaped where it lands in the page, and the
+JSON inside each figure's ``<script>`` cannot end the script (see :func:`script_json`). The page
+replaces an older report atomically, so a full disk never leaves a truncated report behind.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import yaml
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
 
 from accelerator.cost import PHASES
 from cosim.fmt import num
-from cosim.trace import read_trace
+from cosim.outdir import atomic_write_text
+from reports.inputs import ReportError, read_run_dir
+
+__all__ = ["ReportError", "figure_html", "script_json", "write_run_report"]
 
 PHASE_COLORS = dict(
     zip(PHASES, ["#4c78a8", "#72b7b2", "#f58518", "#e45756", "#54a24b", "#b279a2", "#9d755d"], strict=True)
@@ -48,22 +54,65 @@ METRIC_ROWS = [
 ]
 
 
+def _esc(value) -> str:
+    """Any value from a file, as HTML text."""
+    return html.escape(str(value), quote=True)
+
+
 def _fmt(fmt: str, value) -> str:
+    """A value from summary.json formatted for a table cell: always HTML-escaped, whatever its type."""
     if value is None:
         return "n/a"
     try:
         if isinstance(value, list):  # e.g. one tau per layer
-            return html.escape(", ".join(num(v) for v in value))
-        if fmt.startswith("{}") and isinstance(value, int | float):
-            return fmt.format(num(value))
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return html.escape(str(value))
+            text = ", ".join(num(v) for v in value)
+        elif fmt.startswith("{}") and isinstance(value, int | float) and not isinstance(value, bool):
+            text = fmt.format(num(value))
+        else:
+            text = fmt.format(value)
+    except (ValueError, TypeError, AttributeError):
+        text = str(value)
+    return _esc(text)
+
+
+#: What JSON inside a ``<script>`` element must not contain literally (``</script``, ``<!--``, ``]]>``, and
+#: the two line separators JavaScript string literals reject); the escapes read back as the same text.
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(text: str) -> str:
+    """A JSON document made safe to sit inside ``<script>...</script>`` as a JavaScript literal."""
+    return text.translate(_SCRIPT_ESCAPES)
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """One figure: a div and the script that draws it (plotly.js is embedded once, see :func:`_plotlyjs`).
+
+    The figure's JSON may hold strings from the run directory; :func:`script_json` keeps it from ending
+    the script, whatever the plotting library's own escaping does."""
+    spec = script_json(pio.to_json(fig, validate=False, remove_uids=True))
+    height = fig.layout.height or 450
+    return (
+        f'<div id="{div_id}" class="plotly-graph-div" style="height:{int(height)}px; width:100%;"></div>\n'
+        f"<script>(function () {{ var fig = {spec}; "
+        f'Plotly.newPlot("{div_id}", fig.data, fig.layout, {{"displaylogo": false, "responsive": true}}); '
+        "})();</script>\n"
+    )
+
+
+def _plotlyjs() -> str:
+    """plotly.js, embedded once (as ``include_plotlyjs=True`` would), so the page opens offline."""
+    return (
+        "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
+        f"<script>{get_plotlyjs()}</script>\n"
+    )
 
 
 def breakdown_figure(summary: dict) -> go.Figure:
     fig = go.Figure()
-    runs = [("dense", summary["dense_breakdown_s"]), (summary["policy"], summary["breakdown_s"])]
+    runs = [("dense", summary["dense_breakdown_s"]), (_esc(summary["policy"]), summary["breakdown_s"])]
     for phase in PHASES:
         fig.add_bar(
             name=phase,
@@ -85,7 +134,7 @@ def breakdown_figure(summary: dict) -> go.Figure:
 
 
 def energy_figure(summary: dict) -> go.Figure:
-    parts = {k: v for k, v in (summary.get("energy_breakdown_j") or {}).items() if v > 0}
+    parts = {_esc(k): v for k, v in (summary.get("energy_breakdown_j") or {}).items() if v > 0}
     fig = go.Figure(
         go.Bar(
             x=list(parts.values()),
@@ -184,11 +233,14 @@ def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
 
 
 def write_run_report(run_dir: Path) -> Path:
+    """(Re)build ``report.html`` from the run directory's files alone.
+
+    An incomplete or corrupt run directory raises :class:`ReportError` (bad input) naming the file and
+    the reason, before anything is written; the old report, if any, stays as it was.
+    """
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    layers = pd.read_csv(run_dir / "layers.csv")
-    config = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
-    trace = read_trace(run_dir / "trace.parquet")
+    files = read_run_dir(run_dir)
+    summary, layers, config, trace = files.summary, files.layers, files.config, files.trace
     tas, replay = trace.tas_cube(), trace.replay_cube()
 
     figures = [breakdown_figure(summary), energy_figure(summary), layers_figure(layers)]
@@ -197,10 +249,7 @@ def write_run_report(run_dir: Path) -> Path:
             tas_figure(tas, replay, summary.get("tau")),
             replay_map_figure(replay, trace.meta.tokens_per_frame),
         ]
-    parts = [
-        f.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
-        for i, f in enumerate(figures)
-    ]
+    parts = [_plotlyjs()] + [figure_html(f, f"figure-{i}") for i, f in enumerate(figures)]
 
     rows = "".join(
         f"<tr><td>{label}</td><td class=v>{_fmt(fmt, summary.get(key))}</td><td class=d>{doc}</td></tr>"
@@ -209,21 +258,22 @@ def write_run_report(run_dir: Path) -> Path:
     )
     quality = summary.get("quality") or {}
     qrows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td class=v>{_fmt('{:.4g}', v)}</td><td></td></tr>"
+        f"<tr><td>{_esc(k)}</td><td class=v>{_fmt('{:.4g}', v)}</td><td></td></tr>"
         for k, v in quality.items()
     )
     res = summary.get("resources_estimate")
     resources = (
         f"<p class=meta>Accelerator logic: {res['luts']:,.0f} LUT, {res['ffs']:,.0f} FF, {res['dsps']:,.0f} DSP, "
-        f"{res['brams']:,.0f} BRAM36 ({html.escape(res['label'])}); "
+        f"{res['brams']:,.0f} BRAM36 ({_esc(res['label'])}); "
         f"{'fits the board' if summary['fits_board'] else '<b>does not fit the board</b>'}.</p>"
         if res
         else ""
     )
     banner_class = "real" if summary.get("trace_is_real") else "warn"
-    banner = f"<div class='{banner_class}'>Replay decisions: {html.escape(summary['trace_label'])}</div>"
+    banner = f"<div class='{banner_class}'>Replay decisions: {_esc(summary['trace_label'])}</div>"
     hw = config["hardware"]
-    title = html.escape(f"{summary['workload']}: {summary['model']} on {summary['hardware']}")
+    title = _esc(f"{summary['workload']}: {summary['model']} on {summary['hardware']}")
+    events = f"{files.timeline_events:,} trace events; " if files.timeline_events else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -236,18 +286,19 @@ td.v {{ font-weight: 600; text-align: right; }} td.d {{ color: #666; font-size: 
 </style></head><body>
 <h1>{title}</h1>
 {banner}
-<p class=meta>policy <b>{html.escape(str(summary["policy"]))}</b>, DRS <b>{"on" if summary["drs"] else "off"}</b>,
-mode <b>{html.escape(summary["mode"])}</b>, batch {summary["batch"]} x {summary["frames"]} frames x
-{summary["tokens_per_frame"]} tokens, {hw["cores"]} cores x {hw["lanes_per_core"]} lanes at {hw["clock_MHz"]} MHz,
-seed {summary["seed"]}. Metric definitions: docs/metrics.md.</p>
+<p class=meta>policy <b>{_esc(summary["policy"])}</b>, DRS <b>{"on" if summary["drs"] else "off"}</b>,
+mode <b>{_esc(summary["mode"])}</b>, batch {_esc(summary["batch"])} x {_esc(summary["frames"])} frames x
+{_esc(summary["tokens_per_frame"])} tokens, {_esc(hw["cores"])} cores x {_esc(hw["lanes_per_core"])} lanes at
+{_esc(hw["clock_MHz"])} MHz, seed {_esc(summary["seed"])}. Metric definitions: docs/metrics.md.</p>
 <h2>Headline</h2><table>{rows}</table>
 {resources}
 {"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
 {"".join(parts)}
 <p class=meta>Built from this run directory alone (summary.json, layers.csv, trace.parquet,
-config.resolved.yaml). timeline.json opens in ui.perfetto.dev or chrome://tracing.</p>
+config.resolved.yaml). timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or
+chrome://tracing.</p>
 </body></html>
 """
     out = run_dir / "report.html"
-    out.write_text(page)
+    atomic_write_text(out, page)  # a full disk or a crash leaves the old report whole, never a stub
     return out

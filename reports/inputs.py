@@ -1,0 +1,253 @@
+"""Reading a run directory for its report: every file checked before anything is drawn.
+
+A report is rebuilt from files alone, possibly years later, from a directory that may be incomplete
+(a file deleted, a copy cut short) or edited by hand. Every such problem is a :class:`ReportError`, one
+line naming the file and the reason (exit code 2 from the CLI), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from accelerator.cost import PHASES
+from cosim.errors import InputError
+from cosim.trace import Trace, read_trace
+
+
+class ReportError(InputError):
+    """A run directory the report cannot be built from: one line naming the file and the reason."""
+
+
+@dataclass
+class RunFiles:
+    """The checked contents of a run directory."""
+
+    summary: dict[str, Any]
+    layers: pd.DataFrame
+    config: dict[str, Any]
+    trace: Trace
+    timeline_events: int
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_number_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
+
+
+def _is_tau(v: Any) -> bool:
+    return v is None or _is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v))
+
+
+#: summary.json keys the report needs, and what each must be.
+SUMMARY_REQUIRED: dict[str, tuple[Any, str]] = {
+    "workload": (_is_str, "a string"),
+    "model": (_is_str, "a string"),
+    "hardware": (_is_str, "a string"),
+    "policy": (_is_str, "a string"),
+    "mode": (_is_str, "a string"),
+    "trace_label": (_is_str, "a string"),
+    "drs": (_is_bool, "true or false"),
+    "batch": (_is_int, "an integer"),
+    "frames": (_is_int, "an integer"),
+    "tokens_per_frame": (_is_int, "an integer"),
+    "seed": (_is_int, "an integer"),
+    "energy_j": (_is_number, "a number"),
+    "breakdown_s": (_is_number_map, "an object of numbers"),
+    "dense_breakdown_s": (_is_number_map, "an object of numbers"),
+}
+#: Keys the report uses when they are there (the metric rows take any value and show it as text).
+SUMMARY_OPTIONAL: dict[str, tuple[Any, str]] = {
+    "trace_is_real": (_is_bool, "true or false"),
+    "energy_breakdown_j": (_is_number_map, "an object of numbers"),
+    "quality": (_is_dict, "an object"),
+    "resources_estimate": (_is_dict, "an object"),
+    "fits_board": (_is_bool, "true or false"),
+    "tau": (_is_tau, "a number or a list of numbers"),
+}
+RESOURCES: dict[str, tuple[Any, str]] = {
+    "luts": (_is_number, "a number"),
+    "ffs": (_is_number, "a number"),
+    "dsps": (_is_number, "a number"),
+    "brams": (_is_number, "a number"),
+    "label": (_is_str, "a string"),
+}
+HARDWARE: dict[str, tuple[Any, str]] = {
+    "cores": (_is_int, "an integer"),
+    "lanes_per_core": (_is_int, "an integer"),
+    "clock_MHz": (_is_number, "a number"),
+}
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check(data: dict, schema: dict, where: str, required: bool) -> None:
+    for key, (ok, what) in schema.items():
+        if key not in data:
+            if required:
+                raise ReportError(f"{where}: missing key {key!r}")
+            continue
+        if not ok(data[key]):
+            raise ReportError(f"{where}: {key} is {_short(data[key])}, it must be {what}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes; a missing, unreadable or empty file is a ReportError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing (incomplete run directory)") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    if not data.strip():
+        raise ReportError(f"{path}: empty file (incomplete run directory)")
+    return data
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{path}: a JSON {type(summary).__name__}, not an object")
+    _check(summary, SUMMARY_REQUIRED, str(path), required=True)
+    _check(summary, SUMMARY_OPTIONAL, str(path), required=False)
+    res = summary.get("resources_estimate")
+    if res is not None:
+        _check(res, RESOURCES, f"{path}: resources_estimate", required=True)
+        if "fits_board" not in summary:
+            raise ReportError(f"{path}: missing key 'fits_board' (resources_estimate is there)")
+    for key in ("breakdown_s", "dense_breakdown_s", "energy_breakdown_j"):
+        if key in summary and any(not math.isfinite(v) for v in summary[key].values()):
+            raise ReportError(f"{path}: {key} holds a value that is not a finite number")
+    return summary
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ReportError(
+            f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or 'parse error'})"
+        ) from None
+    if not isinstance(config, dict):
+        raise ReportError(f"{path}: a YAML {type(config).__name__}, not a mapping")
+    hw = config.get("hardware")
+    if not isinstance(hw, dict):
+        raise ReportError(
+            f"{path}: hardware is {'missing' if hw is None else _short(hw)}, it must be a mapping"
+        )
+    _check(hw, HARDWARE, f"{path}: hardware", required=True)
+    return config
+
+
+def read_layers(path: Path) -> pd.DataFrame:
+    _read_bytes(path)
+    try:
+        layers = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ReportError(f"{path}: empty file (incomplete run directory)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(f"{path}: not a valid CSV table ({_one_line(exc)})") from None
+    if layers.empty:
+        raise ReportError(f"{path}: no rows (one per layer expected)")
+    numeric = ["layer", "replay_ratio"] + [f"{p}_s" for p in PHASES if f"{p}_s" in layers]
+    for col in numeric:
+        if col not in layers:
+            raise ReportError(f"{path}: missing column {col!r}")
+        if not pd.api.types.is_numeric_dtype(layers[col]) or pd.api.types.is_bool_dtype(layers[col]):
+            raise ReportError(f"{path}: column {col!r} holds values that are not numbers")
+    return layers
+
+
+def read_trace_file(path: Path) -> Trace:
+    _read_bytes(path)
+    try:
+        trace = read_trace(path)
+    except InputError as exc:  # the trace reader's own checks: name the file once, keep the reason
+        msg = str(exc)
+        raise ReportError(msg if str(path) in msg else f"{path}: {msg}") from None
+    m = trace.meta
+    if m.tokens_per_frame < 1 or m.steps % m.tokens_per_frame:
+        raise ReportError(
+            f"{path}: {m.steps} decode steps are not whole frames of {m.tokens_per_frame} tokens"
+        )
+    if len(trace.table) != m.batch * m.layers * m.steps:
+        raise ReportError(
+            f"{path}: {len(trace.table)} rows, its metadata says {m.batch} x {m.layers} x {m.steps}"
+        )
+    return trace
+
+
+def count_timeline_events(path: Path) -> int:
+    """timeline.json is Chrome/Perfetto trace-event JSON: an object with ``traceEvents``, or a list."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
+    events = data.get("traceEvents") if isinstance(data, dict) else data
+    if not isinstance(events, list):
+        raise ReportError(f"{path}: not Chrome trace-event JSON (no traceEvents list)")
+    return len(events)
+
+
+def read_run_dir(run_dir: str | Path) -> RunFiles:
+    """Every file the report is built from, checked; the first problem raises :class:`ReportError`."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise ReportError(f"{d}: not a directory")
+    summary = read_summary(d / "summary.json")
+    config = read_config(d / "config.resolved.yaml")
+    layers = read_layers(d / "layers.csv")
+    trace = read_trace_file(d / "trace.parquet")
+    events = count_timeline_events(d / "timeline.json")
+    return RunFiles(summary, layers, config, trace, events)
