@@ -24,7 +24,7 @@ from accelerator.rtl.pe_lane import GemvBench, gemv_case
 from accelerator.rtl.replay_cache import ReplayBench, replay_case
 from accelerator.rtl.resources import LABEL, SWEEPS, bench_for, estimate, load_table, write_csv
 from accelerator.rtl.tas_unit import TasBench, tas_case
-from accelerator.rtl.tools import missing
+from accelerator.rtl.tools import cache_root, missing
 from accelerator.rtl.vhdl_sim import ghdl_replay
 from accelerator.spec import HardwareSpec
 from cosim.outdir import MARKER, OutputError, claim
@@ -142,6 +142,7 @@ def check_tas_cosim(verbose: bool = False, prompts: int = 4) -> tuple[bool, str]
 def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0, cocheck_prompts: int = 4) -> int:
     """Run every module's cross-checks (``cases`` random cases each) and the TAS co-check (a dense decode
     of ``cocheck_prompts`` prompts); print one line per module; 0 if all pass, 1 otherwise."""
+    cache_root()  # an unsafe or unusable build cache is bad input (exit 2), refused before any check
     ok = True
     for i, module in enumerate(CASES):
         try:

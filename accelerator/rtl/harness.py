@@ -11,7 +11,6 @@ returns per-job latencies (see :mod:`accelerator.rtl.common` for the convention)
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
@@ -20,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import myhdl
 from myhdl import Cosimulation, Signal, StopSimulation, always, block, delay, instance, traceSignals
 
-from accelerator.rtl.tools import cache_dir, run
+from accelerator.rtl.tools import build_key, cache_dir, check_private_file, run, sources_digest, tool_version
 
 HALF_PERIOD = 5
 MAX_JOB_CYCLES = 1 << 20
@@ -201,14 +201,25 @@ def simulate(
     return SimResult(latencies, bench.outputs(), sum(latencies))
 
 
+def cosim_key(bench: Bench) -> str:
+    """Names the compiled co-simulation of ``bench``: its module and parameters, every
+    ``accelerator/**/*.py`` source (the twins import the cost model and spec), the myhdl version (its
+    converter writes the Verilog), the Icarus version and the VPI module it runs with."""
+    from accelerator.rtl.cosim import vpi_key
+
+    return build_key(
+        bench.name, bench.key(), sources_digest(), myhdl.__version__, tool_version("iverilog"), vpi_key()
+    )
+
+
 def _icarus_dut(bench: Bench, ports: dict[str, Signal]):
     """Convert the module to Verilog (with MyHDL's co-simulation test bench) and attach it via the VPI."""
     from accelerator.rtl.cosim import vpi_module
 
     vpi = vpi_module()
     top = bench.name
-    vvp = cache_dir("cosim") / f"{top}_{bench.key()}_{_rtl_digest()}.vvp"
-    if not vvp.exists():  # build aside and move into place, so concurrent runs never see half a file
+    vvp = cache_dir("cosim") / f"{top}_{cosim_key(bench)}.vvp"
+    if not vvp.is_file():  # build aside and move into place, so concurrent runs never see half a file
         with tempfile.TemporaryDirectory(dir=vvp.parent) as tmp:
             conv_ports = {**bench.ports(), "clk": Signal(bool(0))}
             inst = bench.dut(conv_ports)
@@ -217,16 +228,9 @@ def _icarus_dut(bench: Bench, ports: dict[str, Signal]):
                 inst.convert(hdl="Verilog", path=tmp, name=top, testbench=True)
             run(["iverilog", "-o", "sim.vvp", f"{top}.v", f"tb_{top}.v"], cwd=Path(tmp))
             os.replace(Path(tmp) / "sim.vvp", vvp)
-    return Cosimulation(f"vvp -M {vpi.parent} -m {vpi.stem} {vvp}", **ports)
-
-
-@functools.cache
-def _rtl_digest() -> str:
-    """Hash of the RTL sources, so cached co-simulation builds never outlive an edit of the design."""
-    h = hashlib.sha1()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:10]
+    # An argument list, not a command string: MyHDL splits a string at every space, which broke a cache
+    # path with a space in it. The VPI is named by its full path, so vvp never searches elsewhere for it.
+    return Cosimulation(["vvp", "-m", str(vpi), str(check_private_file(vvp))], **ports)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 These are pre-place-and-route numbers from generic synthesis, without I/O buffers (``-noiopad``) since the
 modules are blocks inside a design, not top levels. They are the basis of the resource table that
-``accelerator.rtl.resources`` uses. Results are cached by the hash of the Verilog text.
+``accelerator.rtl.resources`` uses. Results are cached under :func:`result_key`: a hash of the converted
+Verilog text (which captures every source and the myhdl version that produced it), the Yosys version, the
+synthesis script and this file (which turns cell counts into resources).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from accelerator.rtl.convert import convert
 from accelerator.rtl.harness import Bench
-from accelerator.rtl.tools import cache_dir, missing, run
+from accelerator.rtl.tools import build_key, cache_dir, files_digest, missing, run, tool_version
 
 SCRIPT = (
     "read_verilog {src}; synth_xilinx -family xcup -noiopad -noclkbuf -top {top}; tee -q -o {out} stat -json"
@@ -50,6 +52,18 @@ def summarize(cells: dict[str, int]) -> dict[str, float]:
     }
 
 
+def result_key(verilog: str) -> str:
+    """Names a cached synthesis result by everything it depends on."""
+    body = [ln for ln in verilog.splitlines() if not ln.startswith(("// File:", "// Date:"))]
+    return build_key(
+        "yosys",
+        hashlib.sha256("\n".join(body).encode()).hexdigest(),
+        tool_version("yosys"),
+        SCRIPT,
+        files_digest([Path(__file__)]),
+    )
+
+
 def synthesize(bench: Bench) -> dict:
     """Synthesize ``bench``'s module for its parameters; returns the resource summary and cell counts."""
     if missing("yosys"):
@@ -57,10 +71,8 @@ def synthesize(bench: Bench) -> dict:
     with tempfile.TemporaryDirectory(dir=cache_dir("yosys")) as tmp:
         work = Path(tmp)
         src = convert(bench, "Verilog", work)[0]
-        body = [ln for ln in src.read_text().splitlines() if not ln.startswith(("// File:", "// Date:"))]
-        digest = hashlib.sha1("\n".join(body).encode()).hexdigest()[:16]
-        cached = cache_dir("yosys", "results") / f"{bench.name}_{digest}.json"
-        if cached.exists():
+        cached = cache_dir("yosys", "results") / f"{bench.name}_{result_key(src.read_text())}.json"
+        if cached.is_file():
             return json.loads(cached.read_text())
         out = work / "stat.json"
         t0 = time.perf_counter()
