@@ -63,6 +63,17 @@ def _decide(trace: Trace, w: Workload) -> TraceBundle:
     return TraceBundle(Trace(table, meta), tau)
 
 
+#: The workload key behind each transfer_trace argument, for error messages.
+_TRANSFER_KEYS = {
+    "trace": "trace.path",
+    "layers": "model.layers",
+    "tokens_per_frame": "video.tokens_per_frame",
+    "frames": "video.frames",
+    "batch": "video.prompts",  # batch = prompts x (2 with video.cfg)
+    "seed": "simulation.seed",
+}
+
+
 def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
     source, v = w.trace.source, w.video
     if source == "synthetic":
@@ -93,16 +104,23 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
         except TraceError as exc:
             raise WorkloadError(f"trace.path: {exc}") from None
         if source == "transfer":
-            from cosim.transfer import transfer_trace
+            from cosim.transfer import TransferError, transfer_trace
 
-            trace = transfer_trace(
-                trace,
-                layers=w.model.layers,
-                tokens_per_frame=v.tokens_per_frame,
-                frames=v.frames,
-                batch=v.batch,
-                seed=w.seed,
-            )
+            try:
+                trace = transfer_trace(
+                    trace,
+                    layers=w.model.layers,
+                    tokens_per_frame=v.tokens_per_frame,
+                    frames=v.frames,
+                    batch=v.batch,
+                    seed=w.seed,
+                )
+            except TransferError as exc:
+                key = _TRANSFER_KEYS.get(exc.param, "trace.path")
+                if exc.param == "seed" and w.trace.seed is not None:
+                    key = "trace.seed"
+                hint = " (video.cfg: true, or an even video.prompts)" if exc.param == "batch" else ""
+                raise WorkloadError(f"{key}: cannot transfer {path}: {exc.reason}{hint}") from None
         else:
             _check_shape(trace, w, str(path))
         return _decide(trace, w)

@@ -25,10 +25,20 @@ The replay ratio over eligible frames is preserved up to sampling; the overall r
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import numpy as np
 
-from cosim.trace import Trace, TraceMeta
+from cosim.trace import Trace, TraceError, TraceMeta
+
+
+class TransferError(TraceError):
+    """A transfer that cannot be made. ``param`` names the :func:`transfer_trace` argument at fault
+    (``trace`` for the source trace itself), ``reason`` says why, so a caller can name its own key."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        self.param, self.reason = param, reason
+        super().__init__(f"transfer {param}: {reason}")
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -48,7 +58,11 @@ def _frame_map(src: int, dst: int) -> np.ndarray:
     out = np.zeros(dst, int)
     if dst > 1:
         if src < 2:
-            raise ValueError("cannot transfer to several frames from a one-frame trace")
+            raise TransferError(
+                "trace",
+                f"the source trace has {src} frame; {dst} frames need a source with at least 2 "
+                f"(frame 0 never replays, so a one-frame trace holds no replay decision to copy)",
+            )
         f = np.arange(1, dst)
         out[1:] = 1 + ((f - 1) * (src - 1)) // (dst - 1)
     return out
@@ -87,14 +101,24 @@ def transfer_trace(
     under ``extra["transfer"]["source_model"]``).
     The result has ``source="transferred"`` and the original's ``source_detail`` (the checkpoint), so every
     report says "transferred from <checkpoint>". With CFG in the source, ``batch`` must be even and keeps
-    the layout rows [0, B/2) conditional, [B/2, B) unconditional.
+    the layout rows [0, B/2) conditional, [B/2, B) unconditional. The result keeps the source's
+    ``integrity`` (an edited or unchecked source stays labelled so). A transfer that cannot be made raises
+    :class:`TransferError` naming the argument at fault.
     """
     m = trace.meta
-    if min(layers, tokens_per_frame, frames, batch) < 1:
-        raise ValueError("transfer target dims must all be >= 1")
+    dims = {"layers": layers, "tokens_per_frame": tokens_per_frame, "frames": frames, "batch": batch}
+    for name, value in dims.items():
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise TransferError(name, f"the target {name} must be a positive integer, got {value!r}")
+    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
+        raise TransferError("seed", f"the seed must be a non-negative integer, got {seed!r}")
+    if model is not None and not isinstance(model, dict):
+        raise TransferError("model", f"the target model dims must be a mapping, got {type(model).__name__}")
     cfg, src_units = _pairs(m)
     if cfg and batch % 2:
-        raise ValueError(f"the source trace uses CFG pairs; target batch {batch} must be even")
+        raise TransferError(
+            "batch", f"the source trace holds CFG pairs, so the target batch must be even, got {batch}"
+        )
     dst_units = batch // 2 if cfg else batch
     rng = np.random.default_rng(seed)
     order = rng.permutation(src_units)
@@ -157,5 +181,6 @@ def transfer_trace(
         threshold=m.threshold,
         model=model if model is not None else m.model,
         extra=extra,
+        integrity=m.integrity,  # an edited or unchecked source stays labelled so after transfer
     )
     return Trace.from_arrays(tas, replay, meta, mlp_rel_error=err)

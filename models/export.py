@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.trace import Trace, TraceMeta
+from cosim.trace import Trace, TraceError, TraceMeta
 
 
 def _np(e: Any) -> np.ndarray:
@@ -42,27 +42,37 @@ def trace_from_step_logs(
     """Build a captured Trace from per-layer lists of per-decode-step decisions.
 
     ``skip[layer][e]`` is the (B,) or (B, 1) replay decision of single-token forward ``e``; ``tas`` the
-    matching scores (NaN or missing where not computed). Steps that produced a token without a logged
-    single-token forward -- in the reference code the first video token comes out of the prefill pass -- are
-    ``leading_steps`` non-replaying steps prepended, so step = e + leading_steps. Extra trailing entries
-    (e.g. an end token) are dropped.
+    matching scores. A trace holds a finite TAS for every step after the first frame (the first frame's
+    are set to NaN here), so ``tas`` is required and may be NaN only inside the first frame. Steps that
+    produced a token without a logged single-token forward -- in the reference code the first video token
+    comes out of the prefill pass -- are ``leading_steps`` non-replaying steps prepended, so
+    step = e + leading_steps. Extra trailing entries (e.g. an end token) are dropped.
     """
     steps = frames * tokens_per_frame
     batch = int(_np(skip[0][0]).size)
     rep = _stack(skip, batch) > 0.5
-    sc = _stack(tas, batch) if tas is not None else np.full(rep.shape, np.nan)
     need = steps - leading_steps
     if rep.shape[2] < need:
         raise ValueError(
             f"logs hold {rep.shape[2]} steps per layer, {need} needed for {frames} x {tokens_per_frame}"
         )
-    rep, sc = rep[:, :, :need], sc[:, :, :need]
     pad = ((0, 0), (0, 0), (leading_steps, 0))
-    rep = np.pad(rep, pad, constant_values=False)
-    sc = np.pad(sc, pad, constant_values=np.nan)
-    sc[:, :, :tokens_per_frame] = np.nan
+    rep = np.pad(rep[:, :, :need], pad, constant_values=False)
     if rep[:, :, :tokens_per_frame].any():
         raise ValueError("the logs replay inside the first frame; check tokens_per_frame and leading_steps")
+    if tas is None:
+        raise TraceError(
+            "trace_from_step_logs: tas is required: a trace needs a TAS for every step after the first "
+            "frame (log the score next to each decision)"
+        )
+    sc = _stack(tas, batch)
+    if sc.shape[:2] != rep.shape[:2] or sc.shape[2] < need:
+        raise TraceError(
+            f"trace_from_step_logs: tas logs have shape (batch, layers, entries) = {sc.shape}, "
+            f"{rep.shape[:2]} with at least {need} entries needed"
+        )
+    sc = np.pad(sc[:, :, :need], pad, constant_values=np.nan)
+    sc[:, :, :tokens_per_frame] = np.nan
     meta = TraceMeta(
         layers=rep.shape[1],
         frames=frames,
