@@ -134,6 +134,7 @@ class CostModel:
             d.hidden, hw.precision.replay_cache_bits, hw.replay_port_bits
         )
         self.replay_bytes = d.hidden * self.rc_bytes
+        self.kv_token_bytes = 2 * d.kv_dim * self.kv_bytes  # one token's key and value in one layer
         self.extra_cycles = ceil_div(d.extra_macs_per_token, lanes) if d.extra_macs_per_token else 0
 
     # -- context -------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class CostModel:
 
     def kv_bytes_per_entry(self, ctx):
         """Read the attended keys and values, append this token's key and value."""
-        return 2 * self.dims.kv_dim * self.kv_bytes * (self.attended(ctx) + 1)
+        return self.kv_token_bytes * (self.attended(ctx) + 1)
 
     def weight_bytes(self, per_entry_bytes: float, entries):
         """Weights streamed by a core that runs ``entries`` batch entries of one phase."""

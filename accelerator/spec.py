@@ -6,24 +6,56 @@ the defaults describe a modest design, not any particular board.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from models.dims import InputModel
+
+#: A memory group name: it becomes part of summary keys (``memory_<group>_static``) and report labels.
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: Upper bound of widths and latencies in cycles (lanes, port bits, pipeline depth): far above any FPGA,
+#: low enough that cycle counts stay exact integers in the cost model.
+MAX_WIDTH = 1 << 20
+#: Bounds of rates and powers: wide enough for any board and for test harnesses (a 1 Hz clock, a memory
+#: that never binds), narrow enough that every latency and energy the tool computes stays finite.
+MIN_RATE = 1e-6
+MAX_POWER_W = 1e6
+MAX_ENERGY_PJ = 1e6
+MAX_CAPACITY_GIB = 1e9
+MAX_COUNT = 10**9
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def at_least_min_rate(value: float) -> float:
+    if value < MIN_RATE:
+        raise ValueError(f"must be at least {MIN_RATE:g}: a smaller rate makes latency and energy overflow")
+    return value
+
+
+class _Strict(InputModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
 
 class MemoryGroup(_Strict):
     """A set of memory channels that transfers are striped across (e.g. HBM pseudo-channels)."""
 
-    channels: int = Field(1, gt=0, description="number of channels in the group")
+    channels: int = Field(1, gt=0, le=MAX_WIDTH, description="number of channels in the group")
     bandwidth_GBps: float = Field(gt=0, description="peak bandwidth of the whole group, GB/s (1e9 B/s)")
     efficiency: float = Field(
         0.8, gt=0, le=1, description="sustained fraction of peak for long sequential bursts"
     )
-    capacity_GiB: float = Field(8.0, gt=0, description="capacity, GiB")
-    energy_pJ_per_byte: float = Field(60.0, ge=0, description="dynamic access energy, pJ per byte")
-    static_W: float = Field(0.0, ge=0, description="static power of the group's controllers and PHYs, W")
+    capacity_GiB: float = Field(8.0, gt=0, le=MAX_CAPACITY_GIB, description="capacity, GiB")
+    energy_pJ_per_byte: float = Field(
+        60.0, ge=0, le=MAX_ENERGY_PJ, description="dynamic access energy, pJ per byte"
+    )
+    static_W: float = Field(
+        0.0, ge=0, le=MAX_POWER_W, description="static power of the group's controllers and PHYs, W"
+    )
+
+    @field_validator("bandwidth_GBps", "efficiency")
+    @classmethod
+    def _not_vanishing(cls, value: float) -> float:
+        return at_least_min_rate(value)
 
     @property
     def sustained_Bps(self) -> float:
@@ -58,22 +90,31 @@ class Power(_Strict):
     Setting every dynamic term to zero gives constant average power (energy proportional to latency).
     """
 
-    static_W: float = Field(10.0, ge=0, description="board static + idle power not given to a component, W")
-    core_static_W: float = Field(0.0, ge=0, description="static power of each core, W")
-    tas_static_W: float = Field(
-        0.0, ge=0, description="static power of the TAS unit, DRS and replay-cache controller, W"
+    static_W: float = Field(
+        10.0, ge=0, le=MAX_POWER_W, description="board static + idle power not given to a component, W"
     )
-    mac_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per MAC on a PE lane, pJ")
-    tas_energy_pJ: float = Field(1.0, ge=0, description="dynamic energy per TAS-unit MAC, pJ")
+    core_static_W: float = Field(0.0, ge=0, le=MAX_POWER_W, description="static power of each core, W")
+    tas_static_W: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_POWER_W,
+        description="static power of the TAS unit, DRS and replay-cache controller, W",
+    )
+    mac_energy_pJ: float = Field(
+        1.0, ge=0, le=MAX_ENERGY_PJ, description="dynamic energy per MAC on a PE lane, pJ"
+    )
+    tas_energy_pJ: float = Field(
+        1.0, ge=0, le=MAX_ENERGY_PJ, description="dynamic energy per TAS-unit MAC, pJ"
+    )
 
 
 class Resources(_Strict):
     """Board capacity, for fit checks against the RTL resource estimates."""
 
-    luts: int = Field(0, ge=0, description="LUTs on the device (0 = unknown)")
-    ffs: int = Field(0, ge=0, description="flip-flops on the device")
-    dsps: int = Field(0, ge=0, description="DSP slices on the device")
-    brams: int = Field(0, ge=0, description="36 Kb block RAMs on the device")
+    luts: int = Field(0, ge=0, le=MAX_COUNT, description="LUTs on the device (0 = unknown)")
+    ffs: int = Field(0, ge=0, le=MAX_COUNT, description="flip-flops on the device")
+    dsps: int = Field(0, ge=0, le=MAX_COUNT, description="DSP slices on the device")
+    brams: int = Field(0, ge=0, le=MAX_COUNT, description="36 Kb block RAMs on the device")
 
 
 class HardwareSpec(_Strict):
@@ -81,13 +122,18 @@ class HardwareSpec(_Strict):
     source: str = Field("", description="where the board numbers come from")
     clock_MHz: float = Field(200.0, gt=0, le=1000, description="accelerator clock, MHz")
     cores: int = Field(2, gt=0, le=32, description="compute cores (DRS maps batch entries onto these)")
-    lanes_per_core: int = Field(256, gt=0, description="MAC lanes per core (MACs per cycle per core)")
-    pe_pipeline_cycles: int = Field(
-        3, ge=0, description="fill/drain latency of the PE lane pipeline, paid once per instruction"
+    lanes_per_core: int = Field(
+        256, gt=0, le=MAX_WIDTH, description="MAC lanes per core (MACs per cycle per core)"
     )
-    tas_lanes: int = Field(16, gt=0, description="parallel MAC lanes of the TAS unit")
+    pe_pipeline_cycles: int = Field(
+        3,
+        ge=0,
+        le=MAX_WIDTH,
+        description="fill/drain latency of the PE lane pipeline, paid once per instruction",
+    )
+    tas_lanes: int = Field(16, gt=0, le=MAX_WIDTH, description="parallel MAC lanes of the TAS unit")
     replay_port_bits: int = Field(
-        512, gt=0, description="data width of the replay-cache controller port, bits per cycle"
+        512, gt=0, le=MAX_WIDTH, description="data width of the replay-cache controller port, bits per cycle"
     )
     weights_shared_across_batch: bool = Field(
         True,
@@ -102,6 +148,24 @@ class HardwareSpec(_Strict):
     precision: Precision = Field(default_factory=Precision)
     power: Power = Field(default_factory=Power)
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("clock_MHz")
+    @classmethod
+    def _clock_not_vanishing(cls, value: float) -> float:
+        return at_least_min_rate(value)
+
+    @field_validator("memory")
+    @classmethod
+    def _check_groups(cls, memory: dict[str, MemoryGroup]) -> dict[str, MemoryGroup]:
+        if not memory:
+            raise ValueError("needs at least one memory group")
+        for name in memory:
+            if not GROUP_NAME.fullmatch(name):
+                raise ValueError(
+                    f"group name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter "
+                    "or digit, at most 64 characters"
+                )
+        return memory
 
     @model_validator(mode="after")
     def _check_placement(self) -> HardwareSpec:

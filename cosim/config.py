@@ -8,15 +8,17 @@ Every failure is a :class:`WorkloadError` whose message names the key path and t
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from accelerator.spec import HardwareSpec
 from cosim.errors import InputError
-from models.dims import ModelDims
+from models.dims import InputModel, ModelDims
 
 WORKLOAD_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,13 +26,40 @@ WORKLOADS_DIR = ROOT / "workloads"
 MODEL_PRESETS_DIR = WORKLOADS_DIR / "models"
 BOARD_PRESETS_DIR = WORKLOADS_DIR / "boards"
 
+#: A workload name becomes a directory under runs/, a preset name a file under workloads/: both are plain
+#: file names (no separators, no leading dot, so never "", ".", ".." or a path).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
+#: Seeds feed numpy (any non-negative int) and torch; the common range is an unsigned 32-bit word.
+MAX_SEED = 2**32 - 1
+#: The trace table stores the frame index as int16 and seq, step and token as int32 (docs/traces.md).
+MAX_FRAMES = 2**15 - 1
+MAX_INT32 = 2**31 - 1
+#: Deepest YAML nesting accepted (a workload needs 4 levels: hardware.memory.<group>.<key>).
+MAX_YAML_DEPTH = 32
+#: Bound of the synthetic generator's knobs (logit units; TAS values are a few units): keeps every TAS
+#: finite in the float32 trace column.
+MAX_LOGIT = 1000.0
+
 
 class WorkloadError(InputError):
     """Bad input: the message is shown to the user as is."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CapacityError(WorkloadError):
+    """A well-formed design whose data do not fit its memory groups (see :mod:`accelerator.capacity`).
+
+    Its own class so that a design-space sweep can record such a point as infeasible and go on."""
+
+
+def check_safe_name(value: str) -> str:
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"not a plain file name: use {SAFE_NAME_RULE}")
+    return value
+
+
+class _Section(InputModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSection(ModelDims):
@@ -38,14 +67,31 @@ class ModelSection(ModelDims):
 
 
 class VideoSection(_Section):
-    frames: int = Field(8, gt=1, description="frames T per video")
-    tokens_per_frame: int = Field(256, gt=0, description="spatial tokens N per frame")
-    prompts: int = Field(1, gt=0, description="videos decoded together (distinct prompts or copies)")
+    frames: int = Field(8, gt=1, le=MAX_FRAMES, description="frames T per video")
+    tokens_per_frame: int = Field(256, gt=0, le=MAX_INT32, description="spatial tokens N per frame")
+    prompts: int = Field(
+        1, gt=0, le=MAX_INT32 // 2, description="videos decoded together (distinct prompts or copies)"
+    )
     cfg: bool = Field(
         True, description="classifier-free guidance: a conditional and an unconditional row per prompt"
     )
     cfg_scale: float = Field(3.0, ge=0, description="guidance scale (capture only)")
-    prompt_tokens: int = Field(16, ge=0, description="context tokens before the first video token")
+    prompt_tokens: int = Field(
+        16, ge=0, le=MAX_INT32, description="context tokens before the first video token"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoSection:
+        if self.steps > MAX_INT32:
+            raise ValueError(
+                f"frames x tokens_per_frame = {self.steps} decode steps exceeds {MAX_INT32} "
+                "(the trace stores the step as int32)"
+            )
+        if self.prompt_tokens + self.steps > MAX_INT32:
+            raise ValueError(
+                f"prompt_tokens + decode steps = {self.prompt_tokens + self.steps} exceeds {MAX_INT32}"
+            )
+        return self
 
     @property
     def batch(self) -> int:
@@ -61,11 +107,18 @@ class SyntheticSection(_Section):
 
     moving_fraction: float = Field(0.15, ge=0, le=1, description="share of tokens covered by moving objects")
     depth_profile: float = Field(
-        1.5, ge=0, description="how much lower middle layers score than shallow/deep ones (logit units)"
+        1.5,
+        ge=0,
+        le=MAX_LOGIT,
+        description="how much lower middle layers score than shallow/deep ones (logit units)",
     )
-    motion_drop: float = Field(3.0, ge=0, description="TAS drop where an object moves (logit units)")
-    noise: float = Field(0.6, ge=0, description="per-decision noise (logit units)")
-    cfg_noise: float = Field(0.3, ge=0, description="extra noise that separates the CFG copies (logit units)")
+    motion_drop: float = Field(
+        3.0, ge=0, le=MAX_LOGIT, description="TAS drop where an object moves (logit units)"
+    )
+    noise: float = Field(0.6, ge=0, le=MAX_LOGIT, description="per-decision noise (logit units)")
+    cfg_noise: float = Field(
+        0.3, ge=0, le=MAX_LOGIT, description="extra noise that separates the CFG copies (logit units)"
+    )
 
 
 class TraceSection(_Section):
@@ -79,7 +132,19 @@ class TraceSection(_Section):
     classes: list[int] | None = Field(
         None, description="capture: class ids of the prompts (default 0..prompts-1)"
     )
-    seed: int | None = Field(None, description="trace seed; default: simulation.seed")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="trace seed; default: simulation.seed")
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None:
+            if not classes:
+                raise ValueError("needs at least one class id (or null for the default)")
+            bad = [c for c in classes if c < 0]
+            if bad:
+                raise ValueError(f"class ids are >= 0, got {bad[0]}")
+        return classes
+
     synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
 
 
@@ -90,7 +155,9 @@ CAPTURE_ONLY_POLICIES = ("input_similarity", "oracle")
 
 class PolicySection(_Section):
     kind: Literal["dense", "tas", "fixed_interval", "random", "input_similarity", "topk", "oracle"] = Field(
-        "tas", description="replay policy"
+        "tas",
+        description="replay policy; tas and input_similarity need threshold or target_replay_ratio, "
+        "topk, random and oracle need target_replay_ratio (with a synthetic or captured trace)",
     )
     threshold: float | list[float] | None = Field(
         None, description="tau: replay when TAS >= tau (a raw logit, usually negative); or one tau per layer"
@@ -98,11 +165,13 @@ class PolicySection(_Section):
     target_replay_ratio: float | None = Field(
         None, ge=0, lt=1, description="choose tau (or the budget) so that this share of all MLPs replays"
     )
-    interval: int = Field(2, ge=2, description="fixed_interval: compute every k-th frame, replay the others")
+    interval: int = Field(
+        2, ge=2, le=MAX_FRAMES, description="fixed_interval: compute every k-th frame, replay the others"
+    )
     strict: bool = Field(False, description="reference-code compare: TAS > tau instead of >=")
     query_pre_rope: bool = Field(False, description="reference-code TAS: query before RoPE (capture only)")
     staleness_cap: int | None = Field(
-        None, gt=0, description="at most this many replays in a row per position"
+        None, gt=0, le=MAX_FRAMES, description="at most this many replays in a row per position"
     )
     no_twice_in_row: bool = Field(False, description="never replay two frames in a row (staleness cap 1)")
     cfg_coherent: bool = Field(False, description="the CFG copies of a prompt share one decision")
@@ -113,9 +182,11 @@ class PolicySection(_Section):
 
 
 class SparseAttentionSection(_Section):
-    sink_tokens: int = Field(4, ge=0, description="StreamingLLM attention sinks (first tokens kept)")
+    sink_tokens: int = Field(
+        4, ge=0, le=MAX_INT32, description="StreamingLLM attention sinks (first tokens kept)"
+    )
     window: int | None = Field(
-        None, gt=0, description="local window; null = full attention (sparse attention off)"
+        None, gt=0, le=MAX_INT32, description="local window; null = full attention (sparse attention off)"
     )
 
 
@@ -126,25 +197,28 @@ class HardwareSection(HardwareSpec):
 class SchedulerSection(_Section):
     drs: bool = Field(True, description="Dynamic Resource Scheduling; false = static batch-to-core mapping")
     overhead_cycles: int = Field(
-        1000, ge=0, description="DRS control overhead per scheduling event beyond the register scan, cycles"
+        1000,
+        ge=0,
+        le=MAX_INT32,
+        description="DRS control overhead per scheduling event beyond the register scan, cycles",
     )
 
 
 class SimulationSection(_Section):
     mode: Literal["event", "analytic"] = Field("event", description="SimPy event model or closed form")
-    seed: int = Field(0, description="seed for every random choice")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for every random choice")
 
 
 class OutputsSection(_Section):
     report: bool = Field(True, description="write report.html")
     timeline_steps: int = Field(
-        4, ge=0, description="decode steps recorded in timeline.json (bounds its size)"
+        4, ge=0, le=MAX_INT32, description="decode steps recorded in timeline.json (bounds its size)"
     )
 
 
 class Workload(_Section):
     version: Literal[1] = Field(description="workload schema version")
-    name: str = Field("workload", description="run name")
+    name: str = Field("workload", description=f"run name, the directory under runs/ ({SAFE_NAME_RULE})")
     model: ModelSection
     video: VideoSection = Field(default_factory=VideoSection)
     trace: TraceSection = Field(default_factory=TraceSection)
@@ -155,8 +229,35 @@ class Workload(_Section):
     simulation: SimulationSection = Field(default_factory=SimulationSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_safe_name(name)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Workload:
+        v, t = self.video, self.trace
+        self._check_policy()
+        if t.source in ("file", "transfer") and not t.path:
+            raise ValueError(f"trace.path: required when trace.source is {t.source}")
+        if t.classes is not None and len(t.classes) != v.prompts:
+            raise ValueError(
+                f"trace.classes: {len(t.classes)} class ids for video.prompts = {v.prompts} prompts"
+            )
+        if self.scheduler.drs and v.batch > 32:
+            raise ValueError(
+                f"video: batch {v.batch} exceeds the 32 entries of the DRS index register "
+                "(set scheduler.drs: false for the static batch-to-core mapping)"
+            )
+        return self
+
+    def _check_policy(self) -> None:
+        """Each policy's required settings, so that ``validate`` rejects what ``run`` would.
+
+        A policy decides afresh (synthetic and capture sources always do) from ``threshold`` or
+        ``target_replay_ratio``; a file or transferred trace with neither keeps the decisions stored in
+        the trace when they were made by the same policy (which only the trace file can tell).
+        """
         v, p, t = self.video, self.policy, self.trace
         max_ratio = (v.frames - 1) / v.frames
         if p.target_replay_ratio is not None and p.target_replay_ratio > max_ratio:
@@ -168,20 +269,28 @@ class Workload(_Section):
             raise ValueError(
                 f"policy.kind: {p.kind} needs the model's MLP inputs/outputs, so it needs trace.source: capture"
             )
-        if p.kind == "tas" and p.threshold is not None and p.target_replay_ratio is not None:
+        if isinstance(p.threshold, list):
+            if p.kind != "tas":
+                raise ValueError(f"policy.threshold: one value per layer is for kind tas, not {p.kind}")
+            if len(p.threshold) != self.model.layers:
+                raise ValueError(
+                    f"policy.threshold: {len(p.threshold)} per-layer values for {self.model.layers} layers"
+                )
+        both = p.threshold is not None and p.target_replay_ratio is not None
+        if p.kind in ("tas", "input_similarity") and both:
             raise ValueError(
                 "policy: set threshold or target_replay_ratio, not both "
                 "(e.g. --set policy.target_replay_ratio=null to use a threshold)"
             )
-        if isinstance(p.threshold, list) and len(p.threshold) != self.model.layers:
+        decides = t.source in ("synthetic", "capture")
+        neither = p.threshold is None and p.target_replay_ratio is None
+        if decides and p.kind in ("tas", "input_similarity") and neither:
             raise ValueError(
-                f"policy.threshold: {len(p.threshold)} per-layer values for {self.model.layers} layers"
+                f"policy: kind {p.kind} needs threshold or target_replay_ratio "
+                f"(trace.source {t.source} decides afresh)"
             )
-        if t.source in ("file", "transfer") and not t.path:
-            raise ValueError(f"trace.path: required when trace.source is {t.source}")
-        if self.scheduler.drs and v.batch > 32:
-            raise ValueError(f"video: batch {v.batch} exceeds the 32 entries of the DRS index register")
-        return self
+        if decides and p.kind in ("random", "topk", "oracle") and p.target_replay_ratio is None:
+            raise ValueError(f"policy.target_replay_ratio: required by kind {p.kind} (its replay budget)")
 
     @property
     def seed(self) -> int:
@@ -193,21 +302,82 @@ class Workload(_Section):
 # ---------------------------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (YAML says they are an error; PyYAML keeps the last one
+    silently) and nesting deeper than :data:`MAX_YAML_DEPTH` (which would exhaust Python's stack)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class says so
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first + 1})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {reason}"
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text to Python data with the workload loader (safe, no duplicate keys, bounded nesting)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+
+
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkloadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise WorkloadError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, offset {exc.start})"
+        ) from None
+    try:
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise WorkloadError(f"{path}: malformed YAML{where}: {reason}") from None
+        raise WorkloadError(f"{path}: malformed YAML{_yaml_reason(exc)}") from None
+    except RecursionError:
+        raise WorkloadError(f"{path}: malformed YAML: nested too deeply") from None
 
 
 def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
-    """``KEY=VALUE`` pairs; VALUE is read as YAML (so 8, 0.5, true, null and [1, 2] have their types)."""
+    """``KEY=VALUE`` pairs; VALUE is read as YAML (so 8, 0.5, true, null and [1, 2] have their types);
+    a VALUE that is not YAML at all is taken as a string."""
     out = []
     for item in items or []:
         if "=" not in item:
@@ -217,9 +387,13 @@ def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
         if not all(parts):
             raise WorkloadError(f"--set {item!r}: malformed key {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
+        except (yaml.constructor.ConstructorError, yaml.composer.ComposerError) as exc:
+            raise WorkloadError(f"--set {key}: malformed YAML value{_yaml_reason(exc)}") from None
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise WorkloadError(f"--set {key}: malformed YAML value: nested too deeply") from None
         out.append((parts, value))
     return out
 
@@ -257,14 +431,16 @@ def preset_names(kind: str) -> list[str]:
 
 def load_preset(kind: str, name: Any) -> dict:
     """A preset file is a partial workload: a model preset sets ``model`` (and ``video`` defaults such as
-    tokens per frame), a board preset sets ``hardware``."""
+    tokens per frame), a board preset sets ``hardware``. Presets are names, never paths."""
     folder = MODEL_PRESETS_DIR if kind == "model" else BOARD_PRESETS_DIR
     section = "model" if kind == "model" else "hardware"
-    path = folder / f"{name}.yaml"
-    if not isinstance(name, str) or not path.is_file():
+    names = preset_names(kind)
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name not in names:
         raise WorkloadError(
-            f"{section}.preset: unknown preset {name!r}; choose one of {', '.join(preset_names(kind))}"
+            f"{section}.preset: unknown preset {name!r}; choose one of {', '.join(names)} "
+            "(a preset is a name, not a path)"
         )
+    path = folder / f"{name}.yaml"
     data = load_yaml(path)
     allowed = {"model", "video"} if kind == "model" else {"hardware"}
     if not isinstance(data, dict) or not set(data) <= allowed or section not in data:
@@ -281,9 +457,21 @@ def expand_presets(raw: dict) -> dict:
     return raw
 
 
+#: Location parts pydantic adds for the members of a union (``threshold: float | list[float]``).
+_UNION_TAG = re.compile(r"int|float|str|bool|\w+\[.*\]")
+
+
 def _format_error(exc: ValidationError, origin: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    errors = exc.errors()
+    # A union reports one error per member; show the member the input was meant for (a list input is
+    # meant for the list member, not for the scalar one).
+    meant = [
+        e
+        for e in errors
+        if not (e["loc"] and _UNION_TAG.fullmatch(str(e["loc"][-1])) and isinstance(e.get("input"), list))
+    ]
+    err = (meant or errors)[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.fullmatch(p)))
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -292,9 +480,15 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg} (got {err['input']!r})"
+        msg = f"{msg} (got {_short(err['input'])})"
     prefix = f"{origin}: " if origin else ""
     return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"  # cross-section checks name their keys
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """One line, bounded: a value echoed back in an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> Workload:
@@ -310,14 +504,149 @@ def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> W
 
 
 def load_workload(path: str | Path, overrides: list[str] | None = None) -> Workload:
-    """Relative ``trace.path`` and ``trace.checkpoint`` are taken relative to the workload file."""
+    """Relative ``trace.path`` and ``trace.checkpoint`` are taken relative to the workload file.
+
+    After the schema, the checks that need the whole design: that its data fit the board's memory
+    (:class:`CapacityError`) and that the simulation fits this machine's memory."""
     w = resolve(load_yaml(path), overrides, origin=str(path))
     base = Path(path).resolve().parent
     for key in ("path", "checkpoint"):
         value = getattr(w.trace, key)
         if value and not Path(value).is_absolute():
             setattr(w.trace, key, str(base / value))
+    check_host_memory(w, origin=str(path))
+    check_capacity(w, origin=str(path))
     return w
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks of the whole design
+# ---------------------------------------------------------------------------------------------------
+
+
+def memory_use(w: Workload) -> dict:
+    """What each of the design's memory groups holds at the end of the decode (accelerator.capacity)."""
+    from accelerator.capacity import memory_use as use
+    from accelerator.cost import CostModel
+
+    v = w.video
+    return use(
+        CostModel(w.hardware, w.model),
+        batch=v.batch,
+        context_tokens=v.prompt_tokens + v.steps,
+        tokens_per_frame=v.tokens_per_frame,
+        replay_cache=w.policy.uses_replay,
+    )
+
+
+#: Host memory per trace row (one sequence x layer x decode step), end to end: trace generation or loading,
+#: re-deciding, simulation, Parquet and the report. Measured as peak RSS (``ru_maxrss``) minus the RSS after
+#: imports, divided by the rows, on runs of 4.2M and 16.8M rows (tiny model, KV260, batch 32): 234 B/row
+#: for a synthetic trace, 280 B/row for a file or transferred trace (report on; Python 3.11, numpy 2,
+#: pandas 2). Rounded up.
+HOST_BYTES_PER_ROW = 300
+#: Simulator arrays per (layer, decode step): ``hardware.cores`` x this, plus a fixed part. The analytic
+#: model holds several (cores, layers, steps) int64/float64 arrays: measured 117 B per core on 524,288
+#: layer-steps with 2 and 32 cores; the event model holds one Python list per layer-step: about 16 B per core.
+HOST_BYTES_PER_CORE_STEP = {"analytic": 128, "event": 16}
+HOST_BYTES_PER_LAYER_STEP = 128
+#: ``timeline.json``: events per recorded layer-step and active core, as dicts and then as JSON: measured
+#: 5.5 to 6.9 KB (2 and 8 cores, batch 1 and 32, 65,536 recorded layer-steps).
+HOST_BYTES_PER_TIMELINE_CORE_STEP = 7 * 1024
+#: Live capture (PyTorch decode): float32 K and V caches per row (8 x kv_dim bytes), MLP input and
+#: output caches per (sequence, layer, position in a frame) (8 x hidden bytes), plus decision logs and
+#: results. Measured on fastcar-tiny with 8 to 96 rows of batch: 750 to 870 B/row, of which the two caches
+#: are 640 B/row; the rest rounded up to this.
+HOST_CAPTURE_EXTRA_BYTES_PER_ROW = 256
+#: Interpreter, numpy/pandas/pyarrow/plotly (measured 122 MB after imports, 160 MB at the end of a small
+#: run), and PyTorch plus the model for a capture (about 280 MB more).
+HOST_BASE_BYTES = 256 << 20
+HOST_CAPTURE_BASE_BYTES = 512 << 20
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory, or the control group's limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def host_memory_estimate(w: Workload) -> tuple[int, str]:
+    """Bytes of host memory a run of ``w`` needs (estimate) and the breakdown naming the keys."""
+    v, layers, cores = w.video, w.model.layers, w.hardware.cores
+    rows = v.batch * layers * v.steps
+    batch = f"batch {v.batch} (video.prompts {v.prompts}{' x 2 for video.cfg' if v.cfg else ''})"
+    parts = [
+        (
+            rows * HOST_BYTES_PER_ROW,
+            f"trace rows {batch} x model.layers {layers} x video.frames {v.frames} x "
+            f"video.tokens_per_frame {v.tokens_per_frame} = {rows:,} rows x {HOST_BYTES_PER_ROW} B",
+        )
+    ]
+    mode = w.simulation.mode
+    per_step = HOST_BYTES_PER_LAYER_STEP + cores * HOST_BYTES_PER_CORE_STEP[mode]
+    parts.append(
+        (
+            layers * v.steps * per_step,
+            f"{mode} model arrays model.layers x decode steps x (hardware.cores {cores} x "
+            f"{HOST_BYTES_PER_CORE_STEP[mode]} B + {HOST_BYTES_PER_LAYER_STEP} B)",
+        )
+    )
+    recorded = min(w.outputs.timeline_steps, v.steps) if mode == "event" else 0
+    if recorded:
+        active = min(cores, v.batch)
+        parts.append(
+            (
+                recorded * layers * active * HOST_BYTES_PER_TIMELINE_CORE_STEP,
+                f"timeline outputs.timeline_steps {recorded} x model.layers x {active} cores x "
+                f"{HOST_BYTES_PER_TIMELINE_CORE_STEP} B",
+            )
+        )
+    base = HOST_BASE_BYTES
+    if w.trace.source == "capture":
+        m = w.model
+        per_row = 8 * m.kv_dim + 8 * m.hidden // v.frames + HOST_CAPTURE_EXTRA_BYTES_PER_ROW
+        parts.append((rows * per_row, f"capture (model.hidden, model.kv_heads x head_dim) {per_row} B/row"))
+        base += HOST_CAPTURE_BASE_BYTES
+    parts.append((base, "interpreter and libraries"))
+    total = sum(b for b, _ in parts)
+    return total, "; ".join(f"{_gib(b)} {what}" for b, what in parts)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def check_host_memory(w: Workload, origin: str = "") -> None:
+    """Refuse a workload whose simulation would not fit this machine's memory (instead of a MemoryError,
+    swapping or the kernel's OOM killer hours later)."""
+    need, breakdown = host_memory_estimate(w)
+    have = host_memory_bytes()
+    if need > have:
+        prefix = f"{origin}: " if origin else ""
+        raise WorkloadError(
+            f"{prefix}video.prompts x model.layers x video.frames x video.tokens_per_frame: too large to "
+            f"simulate here: about {_gib(need)} of host memory needed, this machine has {_gib(have)} "
+            f"({breakdown})"
+        )
+
+
+def check_capacity(w: Workload, origin: str = "") -> None:
+    """Raise :class:`CapacityError` naming every memory group too small for what is placed in it."""
+    from accelerator.capacity import shortfalls
+
+    short = shortfalls(memory_use(w))
+    if short:
+        prefix = f"{origin}: " if origin else ""
+        raise CapacityError(
+            prefix
+            + "; ".join(f"hardware.memory.{u.group}.capacity_GiB: too small: {u.describe()}" for u in short)
+        )
 
 
 def dump_resolved(w: Workload) -> str:

@@ -33,7 +33,8 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     cores = [Core(env, c, cost, memory, timeline) for c in range(hw.cores)]
     tas_unit = TasUnit(env, cost, memory, timeline)
     cache = ReplayCacheController(env, cost, memory, timeline)
-    drs = DrsScheduler(cost, job.batch, hw.cores)
+    # The static mapping needs no index register, so it has no 32-entry limit; only DRS is built with one.
+    drs = DrsScheduler(cost, job.batch, hw.cores) if job.drs and job.uses_cache else None
 
     layers, steps, batch = job.layers, job.steps, job.batch
     phase_s = np.zeros((layers + 1, len(PHASES)))
@@ -105,7 +106,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
         bytes_by_group={name: m.bytes_moved for name, m in memory.items()},
         pe_macs=sum(c.macs for c in cores),
         tas_macs=tas_unit.macs,
-        drs_events=drs.events,
+        drs_events=drs.events if drs else 0,
         replay_reads=cache.reads,
         replay_writes=cache.writes,
         timeline=timeline.to_json() if timeline_steps else None,

@@ -25,8 +25,10 @@ def threshold_for_ratio(tas: np.ndarray, target_ratio: float) -> float:
             f"target replay ratio {target_ratio} needs {k} replays but only {eligible.size} of "
             f"{flat.size} decisions can replay"
         )
-    if k == 0:
-        return float(np.inf)
+    if k == 0:  # a tau above every score, finite so that traces and summaries can store it; float32
+        # steps, as TAS columns and tensors are float32 (torch compares a float32 tensor in float32)
+        top = np.float32(eligible[0]) if eligible.size else np.float32(0.0)
+        return float(np.nextafter(top, np.float32(np.inf)))
     return float(eligible[k - 1])
 
 

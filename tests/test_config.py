@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("model", preset_names("model"))
 @pytest.mark.parametrize("board", preset_names("board"))
 def test_every_preset_pair_resolves(model, board):
-    w = resolve({"version": 1, "model": {"preset": model}, "hardware": {"preset": board}})
+    policy = {"kind": "tas", "target_replay_ratio": 0.5}  # a tas policy states its threshold or target
+    w = resolve({"version": 1, "model": {"preset": model}, "hardware": {"preset": board}, "policy": policy})
     assert w.model.layers > 0 and w.hardware.cores > 0
     assert w.hardware.placement.weights in w.hardware.memory
     assert w.model.source and w.hardware.source  # every preset names where its numbers come from
@@ -30,9 +31,10 @@ def test_required_presets_exist():
 
 
 def test_model_preset_sets_video_defaults_user_keys_win():
-    w = resolve({"version": 1, "model": {"preset": "vila-u-7b-384"}})
+    base = {"version": 1, "model": {"preset": "vila-u-7b-384"}, "policy": {"kind": "dense"}}
+    w = resolve(base)
     assert w.video.tokens_per_frame == 729
-    w = resolve({"version": 1, "model": {"preset": "vila-u-7b-384"}, "video": {"tokens_per_frame": 100}})
+    w = resolve({**base, "video": {"tokens_per_frame": 100}})
     assert w.video.tokens_per_frame == 100
 
 
