@@ -263,7 +263,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cosim", "run", str(PAPER), "--out", str(out), "--quiet",
-         "--set", "video.frames=32"],
+         "--set", "video.frames=32", "--set", "hardware.placement.kv_cache=ddr4"],  # 10 GiB KV: not in HBM
         stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )  # fmt: skip
     deadline = time.monotonic() + 60
