@@ -32,7 +32,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
 #: Seeds feed numpy (any non-negative int) and torch; the common range is an unsigned 32-bit word.
 MAX_SEED = 2**32 - 1
-#: The trace table stores the frame index as int16 and seq, step and token as int32 (docs/traces.md).
+#: Far above any video a model decodes; also what trace files of the first format (int16 frame ids) hold.
 MAX_FRAMES = 2**15 - 1
 MAX_INT32 = 2**31 - 1
 #: Deepest YAML nesting accepted (a workload needs 4 levels: hardware.memory.<group>.<key>).

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 #: Upper bound of every model dimension: far above any real model, low enough that the cost model's
 #: integer products (rows x columns x batch) stay inside int64.
 MAX_DIM = 1 << 20
-#: Most decoder layers: the trace table stores the layer index as int16 (docs/traces.md).
+#: Most decoder layers: far above any real model; also what trace files of the first format (int16 layer
+#: ids) hold.
 MAX_LAYERS = (1 << 15) - 1
 #: Most non-LLM MACs per token (1e12, a hundred times a 7B model's whole decode step).
 MAX_EXTRA_MACS = 10**12
