@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import yaml
+from tiny_workload import TINY_CAPTURE
 
 from cosim.outdir import MARKER
 from cosim.trace import read_trace
@@ -13,16 +14,7 @@ from models.checkpoint import DEFAULT_CHECKPOINT
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped checkpoint missing")
 
-CAPTURE = {
-    "version": 1,
-    "name": "cap",
-    "model": {"preset": "fastcar-tiny"},
-    "video": {"frames": 3, "prompts": 1, "cfg": True},
-    "trace": {"source": "capture"},
-    "policy": {"kind": "tas", "target_replay_ratio": 0.4},
-    "hardware": {"preset": "kv260"},
-    "outputs": {"report": False, "timeline_steps": 1},
-}
+CAPTURE = TINY_CAPTURE
 
 
 def cosim(tmp_path, command, raw, *extra):

@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tiny_workload import TINY_CAPTURE
 
 from cosim.errors import InputError
 from models.checkpoint import (
@@ -307,16 +308,7 @@ def test_hf_loader_on_bad_shards(tmp_path):
 
 # -- the CLI: exit 2, one error line, nothing written ------------------------------------------------
 
-WORKLOAD = {
-    "version": 1,
-    "name": "cap",
-    "model": {"preset": "fastcar-tiny"},
-    "video": {"frames": 2, "prompts": 1, "cfg": True},
-    "trace": {"source": "capture"},
-    "policy": {"kind": "tas", "target_replay_ratio": 0.4},
-    "hardware": {"preset": "kv260"},
-    "outputs": {"report": False, "timeline_steps": 1},
-}
+WORKLOAD = dict(TINY_CAPTURE, video={"frames": 2, "prompts": 1, "cfg": True})
 
 
 def run_cli(tmp_path: Path, command: str, checkpoint: Path) -> subprocess.CompletedProcess:

@@ -1,28 +1,16 @@
 """The report is self-contained and renders in a real browser with no network."""
 
 import re
-import subprocess
-import sys
 
 import pytest
-import yaml
-from tiny_workload import TINY
+from tiny_workload import run_tiny_with_report
 
 from reports.browser import chromium, rendered_dom
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("report")
-    path = tmp / "w.yaml"
-    path.write_text(yaml.safe_dump(dict(TINY, outputs={"report": True, "timeline_steps": 1})))
-    r = subprocess.run(
-        [sys.executable, "-m", "cosim", "run", str(path), "--out", str(tmp / "run")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    return tmp / "run" / "report.html"
+    return run_tiny_with_report(tmp_path_factory.mktemp("report")) / "report.html"
 
 
 def test_self_contained(report):

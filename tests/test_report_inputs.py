@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_workload import TINY
+from tiny_workload import run_tiny_with_report
 
 from cosim.errors import InputError
 from reports.browser import chromium, rendered_dom
@@ -21,16 +21,7 @@ from reports.run_report import ReportError, figure_html, script_json, write_run_
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("report_inputs")
-    path = tmp / "w.yaml"
-    path.write_text(yaml.safe_dump(dict(TINY, outputs={"report": True, "timeline_steps": 1})))
-    r = subprocess.run(
-        [sys.executable, "-m", "cosim", "run", str(path), "--out", str(tmp / "run")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    return tmp / "run"
+    return run_tiny_with_report(tmp_path_factory.mktemp("report_inputs"))
 
 
 @pytest.fixture

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
 
 TINY = {
     "version": 1,
@@ -27,3 +32,29 @@ def compute_bound(raw: dict) -> dict:
         "memory": {"ddr4": {"bandwidth_GBps": 1e9, "efficiency": 1.0}},
     }
     return raw
+
+
+#: A live capture of the shipped model, as small as it gets (one prompt with CFG).
+TINY_CAPTURE = {
+    "version": 1,
+    "name": "cap",
+    "model": {"preset": "fastcar-tiny"},
+    "video": {"frames": 3, "prompts": 1, "cfg": True},
+    "trace": {"source": "capture"},
+    "policy": {"kind": "tas", "target_replay_ratio": 0.4},
+    "hardware": {"preset": "kv260"},
+    "outputs": {"report": False, "timeline_steps": 1},
+}
+
+
+def run_tiny_with_report(tmp: Path) -> Path:
+    """Run TINY through the CLI with its report on; the run directory."""
+    path = tmp / "w.yaml"
+    path.write_text(yaml.safe_dump(dict(TINY, outputs={"report": True, "timeline_steps": 1})))
+    r = subprocess.run(
+        [sys.executable, "-m", "cosim", "run", str(path), "--out", str(tmp / "run")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return tmp / "run"
