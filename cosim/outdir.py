@@ -45,6 +45,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "timeline.json",
         "report.html",
         "provenance.json",
+        ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporary)
     ),
     "capture": ("quality.json", "trace.parquet"),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),

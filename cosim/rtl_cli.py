@@ -27,7 +27,8 @@ from accelerator.rtl.tas_unit import TasBench, tas_case
 from accelerator.rtl.tools import cache_root, missing
 from accelerator.rtl.vhdl_sim import ghdl_replay
 from accelerator.spec import HardwareSpec
-from cosim.outdir import MARKER, OutputError, claim
+from cosim.errors import InputError
+from cosim.outdir import MARKER, claim
 
 #: module name -> random case generator (numpy Generator -> Bench)
 CASES: dict[str, Callable[[np.random.Generator], Bench]] = {
@@ -217,14 +218,14 @@ def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None,
             manifest["estimate"] = None
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
-    with claim(out_dir, "rtl-export", force=force) as target:  # refused here, before any conversion
-        try:
+    try:
+        with claim(out_dir, "rtl-export", force=force) as target:  # refused here, before any conversion
             target.commit(fill)
-        except OutputError:
-            raise
-        except Exception as exc:
-            print(f"rtl export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
+    except InputError:
+        raise
+    except Exception as exc:
+        print(f"rtl export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     files = sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file() and p.name != MARKER)
     replaced = f" (replaced {target.replaced})" if target.replaced else ""
     print(f"wrote {len(files)} files to {out_dir}{replaced}: " + ", ".join(map(str, files)))

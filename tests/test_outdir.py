@@ -297,3 +297,11 @@ def test_claim_refuses_what_it_did_not_write(tmp_path):
     with pytest.raises(OutputError, match="verilog/mine.sv"):
         claim(out, "rtl-export").__enter__()
     assert (out / "verilog" / "mine.sv").is_file()
+
+
+def test_a_report_temporary_left_by_a_killed_report_does_not_make_a_run_foreign(tmp_path):
+    wl, out = tiny_file(tmp_path), tmp_path / "out"
+    assert cosim("run", wl, "--out", out).returncode == 0
+    (out / ".report.html.k3j2.tmp").write_text("<html>half")  # `report` SIGKILLed mid-write
+    assert cosim("run", wl, "--out", out).returncode == 0
+    assert not (out / ".report.html.k3j2.tmp").exists()
