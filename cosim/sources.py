@@ -60,7 +60,7 @@ def _decide(trace: Trace, w: Workload) -> TraceBundle:
     meta.policy, meta.threshold = p.kind, tau
     table = trace.table.copy()
     table["replay"] = replay.ravel()
-    return TraceBundle(Trace(table, meta), tau)
+    return TraceBundle(Trace(table, meta, grid_known=True), tau)  # ids unchanged from a checked trace
 
 
 #: The workload key behind each transfer_trace argument, for error messages.
