@@ -166,7 +166,11 @@ class PolicySection(_Section):
         None, ge=0, lt=1, description="choose tau (or the budget) so that this share of all MLPs replays"
     )
     interval: int = Field(
-        2, ge=2, le=MAX_FRAMES, description="fixed_interval: compute every k-th frame, replay the others"
+        2,
+        ge=2,
+        le=MAX_FRAMES,
+        description="fixed_interval: compute every k-th frame, replay the others (with "
+        "target_replay_ratio set, a staggered schedule at that budget is used instead)",
     )
     strict: bool = Field(False, description="reference-code compare: TAS > tau instead of >=")
     query_pre_rope: bool = Field(False, description="reference-code TAS: query before RoPE (capture only)")

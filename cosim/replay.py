@@ -12,6 +12,32 @@ import numpy as np
 from cosim.config import PolicySection
 
 
+def eligible_fraction(target_ratio: float, frames: int) -> float:
+    """Overall ratio (all frames) -> fraction of the eligible frames (1..T-1) to replay."""
+    if frames < 2:
+        raise ValueError("a replay budget needs at least 2 frames")
+    cap = (frames - 1) / frames
+    if not 0.0 <= target_ratio <= cap + 1e-9:
+        raise ValueError(
+            f"target_replay_ratio {target_ratio} is outside [0, (T-1)/T = {cap:.4f}] for T={frames}"
+        )
+    return min(1.0, target_ratio * frames / (frames - 1))
+
+
+def staggered_interval_schedule(target_ratio: float, frames: int, layers: int, tokens_per_frame: int):
+    """fixed_interval at a budget: each (layer, token) position replays on a Bresenham schedule with its
+    own phase (golden-ratio spaced), so refreshes are staggered and the total meets the budget.
+    (frames, layers, tokens_per_frame) bool, frame 0 never replays."""
+    q = eligible_fraction(target_ratio, frames)
+    golden = (np.sqrt(5) - 1) / 2
+    idx = np.arange(layers)[:, None] * tokens_per_frame + np.arange(tokens_per_frame)[None]
+    phase = (idx * golden) % 1.0  # (L, N)
+    f = np.arange(frames)[:, None, None]
+    rep = np.floor(f * q + phase) - np.floor((f - 1) * q + phase) >= 1  # (T, L, N)
+    rep[0] = False
+    return rep
+
+
 def threshold_for_ratio(tas: np.ndarray, target_ratio: float) -> float:
     """The tau at which ``tas >= tau`` replays ``target_ratio`` of all entries (NaN = cannot replay).
 
@@ -83,6 +109,10 @@ def apply_policy(
         rng = np.random.default_rng(seed)
         u = np.where(eligible, rng.random(tas.shape), np.nan)
         replay = u >= threshold_for_ratio(u, ratio)
+    elif kind == "fixed_interval" and target is not None:  # the capture policy's budgeted schedule
+        frames = steps // tokens_per_frame
+        rep = staggered_interval_schedule(target, frames, layers, tokens_per_frame)  # (T, L, N)
+        replay = np.broadcast_to(rep.transpose(1, 0, 2).reshape(layers, steps), tas.shape).copy()
     elif kind == "fixed_interval":
         frame = np.arange(steps) // tokens_per_frame
         replay = np.broadcast_to((frame % policy.interval) != 0, tas.shape).copy()

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cosim.replay import threshold_for_ratio  # noqa: F401  (re-exported: one way to count the ratio)
+from cosim.replay import (  # noqa: F401  (re-exported: one way to count the ratio and the budget)
+    eligible_fraction,
+    staggered_interval_schedule,
+    threshold_for_ratio,
+)
 
 
 @dataclass
@@ -50,18 +54,6 @@ class ReplayPolicy:
 
     def commit(self, ctx: DecisionContext, replay: torch.Tensor) -> None:
         pass
-
-
-def eligible_fraction(target_ratio: float, frames: int) -> float:
-    """Overall ratio (all frames) -> fraction of the eligible frames (1..T-1) to replay."""
-    if frames < 2:
-        raise ValueError("a replay budget needs at least 2 frames")
-    cap = (frames - 1) / frames
-    if not 0.0 <= target_ratio <= cap + 1e-9:
-        raise ValueError(
-            f"target_replay_ratio {target_ratio} is outside [0, (T-1)/T = {cap:.4f}] for T={frames}"
-        )
-    return min(1.0, target_ratio * frames / (frames - 1))
 
 
 def frame_quotas(target_ratio: float, frames: int, n: int) -> np.ndarray:
@@ -158,13 +150,7 @@ class FixedIntervalPolicy(ReplayPolicy):
     def reset(self, batch: int, layers: int, frames: int, tokens_per_frame: int, seed: int) -> None:
         super().reset(batch, layers, frames, tokens_per_frame, seed)
         if self.target is not None:
-            q = eligible_fraction(self.target, frames)
-            golden = (math.sqrt(5) - 1) / 2
-            idx = np.arange(layers)[:, None] * tokens_per_frame + np.arange(tokens_per_frame)[None]
-            phase = (idx * golden) % 1.0  # (L, N)
-            f = np.arange(frames)[:, None, None]
-            rep = np.floor(f * q + phase) - np.floor((f - 1) * q + phase) >= 1  # (T, L, N)
-            rep[0] = False
+            rep = staggered_interval_schedule(self.target, frames, layers, tokens_per_frame)
             self.schedule = torch.as_tensor(rep)
 
     def wants_replay(self, ctx: DecisionContext) -> torch.Tensor:

@@ -71,3 +71,19 @@ def test_per_layer_thresholds(tas):
     assert all(b >= a for a, b in zip(per_layer, per_layer[1:], strict=False))  # lower tau, more replay
     layer2 = np.nan_to_num(tas[:, 2], nan=-np.inf) >= -4.0
     assert np.array_equal(replay[:, 2], layer2)
+
+
+@pytest.mark.parametrize("target", [0.2, 0.5, 0.7])
+def test_fixed_interval_at_a_budget_meets_it_on_any_trace(tas, target):
+    """A target on fixed_interval is the budget of a staggered schedule (as in a live capture), not
+    silently replaced by the default interval."""
+    policy = PolicySection(kind="fixed_interval", target_replay_ratio=target)
+    replay, _ = apply_policy(tas, policy, N, seed=0, cfg=True)
+    assert not replay[..., :N].any()  # frame 0 never replays
+    # Each position replays on its own Bresenham schedule: the total is the budget up to one frame per
+    # (layer, token) position, i.e. within 1/frames of the target.
+    assert abs(replay.mean() - target) <= 1 / 5
+    assert abs(replay.mean() - target) < 0.03  # and on these sizes, much closer
+    per_position = replay[0].reshape(6, 5, N).sum(axis=1)  # replays per (layer, token) over the frames
+    assert per_position.max() - per_position.min() <= 1  # staggered evenly, not whole frames at once
+    assert (replay == replay[:1]).all()  # content-blind: the same for every batch entry
