@@ -6,14 +6,10 @@ the defaults describe a modest design, not any particular board.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from models.dims import InputModel
+from models.dims import SAFE_NAME, SAFE_NAME_RULE, InputModel
 
-#: A memory group name: it becomes part of summary keys (``memory_<group>_static``) and report labels.
-GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: Upper bound of widths and latencies in cycles (lanes, port bits, pipeline depth): far above any FPGA,
 #: low enough that cycle counts stay exact integers in the cost model.
 MAX_WIDTH = 1 << 20
@@ -33,7 +29,7 @@ def at_least_min_rate(value: float) -> float:
 
 
 class _Strict(InputModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True)  # with InputModel's: unknown keys, non-finite refused
 
 
 class MemoryGroup(_Strict):
@@ -160,11 +156,8 @@ class HardwareSpec(_Strict):
         if not memory:
             raise ValueError("needs at least one memory group")
         for name in memory:
-            if not GROUP_NAME.fullmatch(name):
-                raise ValueError(
-                    f"group name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter "
-                    "or digit, at most 64 characters"
-                )
+            if not SAFE_NAME.fullmatch(name):  # it becomes part of summary keys and report labels
+                raise ValueError(f"group name {name!r}: use {SAFE_NAME_RULE}")
         return memory
 
     @model_validator(mode="after")

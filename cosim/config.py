@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from accelerator.spec import HardwareSpec
-from cosim.errors import InputError
-from models.dims import InputModel, ModelDims
+from cosim.errors import InputError, shown
+from models.dims import SAFE_NAME, SAFE_NAME_RULE, InputModel, ModelDims
 
 WORKLOAD_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +26,8 @@ WORKLOADS_DIR = ROOT / "workloads"
 MODEL_PRESETS_DIR = WORKLOADS_DIR / "models"
 BOARD_PRESETS_DIR = WORKLOADS_DIR / "boards"
 
-#: A workload name becomes a directory under runs/, a preset name a file under workloads/: both are plain
-#: file names (no separators, no leading dot, so never "", ".", ".." or a path).
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
+#: A workload name becomes a directory under runs/, a preset name a file under workloads/: both are
+#: plain file names (models.dims.SAFE_NAME).
 #: Seeds feed numpy (any non-negative int) and torch; the common range is an unsigned 32-bit word.
 MAX_SEED = 2**32 - 1
 #: Far above any video a model decodes; also what trace files of the first format (int16 frame ids) hold.
@@ -59,7 +57,7 @@ def check_safe_name(value: str) -> str:
 
 
 class _Section(InputModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """A workload section (unknown keys and non-finite numbers refused, as :class:`InputModel` does)."""
 
 
 class ModelSection(ModelDims):
@@ -484,15 +482,9 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg} (got {_short(err['input'])})"
+        msg = f"{msg} (got {shown(err['input'], 80)})"
     prefix = f"{origin}: " if origin else ""
     return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"  # cross-section checks name their keys
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """One line, bounded: a value echoed back in an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> Workload:
@@ -547,7 +539,7 @@ def memory_use(w: Workload) -> dict:
 #: re-deciding, simulation, Parquet and the report. Measured as peak RSS (``ru_maxrss``) minus the RSS after
 #: imports, divided by the rows, on runs of 4.2M and 16.8M rows (tiny model, KV260, batch 32): 234 B/row
 #: for a synthetic trace, 280 B/row for a file or transferred trace (report on; Python 3.11, numpy 2,
-#: pandas 2). Rounded up.
+#: pandas 3). Rounded up.
 HOST_BYTES_PER_ROW = 300
 #: Simulator arrays per (layer, decode step): ``hardware.cores`` x this, plus a fixed part. The analytic
 #: model holds several (cores, layers, steps) int64/float64 arrays: measured 117 B per core on 524,288
@@ -582,6 +574,8 @@ def host_memory_bytes() -> int:
 
 def host_memory_estimate(w: Workload) -> tuple[int, str]:
     """Bytes of host memory a run of ``w`` needs (estimate) and the breakdown naming the keys."""
+    from accelerator.capacity import gib
+
     v, layers, cores = w.video, w.model.layers, w.hardware.cores
     rows = v.batch * layers * v.steps
     batch = f"batch {v.batch} (video.prompts {v.prompts}{' x 2 for video.cfg' if v.cfg else ''})"
@@ -619,23 +613,21 @@ def host_memory_estimate(w: Workload) -> tuple[int, str]:
         base += HOST_CAPTURE_BASE_BYTES
     parts.append((base, "interpreter and libraries"))
     total = sum(b for b, _ in parts)
-    return total, "; ".join(f"{_gib(b)} {what}" for b, what in parts)
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB"
+    return total, "; ".join(f"{gib(b)} {what}" for b, what in parts)
 
 
 def check_host_memory(w: Workload, origin: str = "") -> None:
     """Refuse a workload whose simulation would not fit this machine's memory (instead of a MemoryError,
     swapping or the kernel's OOM killer hours later)."""
+    from accelerator.capacity import gib
+
     need, breakdown = host_memory_estimate(w)
     have = host_memory_bytes()
     if need > have:
         prefix = f"{origin}: " if origin else ""
         raise WorkloadError(
             f"{prefix}video.prompts x model.layers x video.frames x video.tokens_per_frame: too large to "
-            f"simulate here: about {_gib(need)} of host memory needed, this machine has {_gib(have)} "
+            f"simulate here: about {gib(need)} of host memory needed, this machine has {gib(have)} "
             f"({breakdown})"
         )
 

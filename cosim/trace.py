@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
 from dataclasses import InitVar, dataclass, field
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosim.errors import InputError
+from cosim.errors import InputError, is_finite_number, is_int, reason, shown
 
 SCHEMA_VERSION = 1
 META_KEY = b"fastcar.trace"
@@ -72,11 +70,6 @@ REQUIRED_META = ("schema_version", "layers", "frames", "tokens_per_frame", "batc
 
 class TraceError(InputError):
     """A trace file or table that does not follow the schema."""
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -155,21 +148,13 @@ def _parse_meta(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, Integral) and not isinstance(v, bool)
-
-
-def _is_finite_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_meta(meta: TraceMeta, where: str = "trace") -> None:
     """Types and ranges of every metadata field; raises :class:`TraceError` naming the field."""
 
     def bad(name: str, want: str, value: Any) -> TraceError:
-        return TraceError(f"{where}: metadata field {name} must be {want}, got {_short(value)}")
+        return TraceError(f"{where}: metadata field {name} must be {want}, got {shown(value)}")
 
-    if not _is_int(meta.schema_version):
+    if not is_int(meta.schema_version):
         raise bad("schema_version", "an integer", meta.schema_version)
     if meta.schema_version != SCHEMA_VERSION:
         raise TraceError(
@@ -177,7 +162,7 @@ def check_meta(meta: TraceMeta, where: str = "trace") -> None:
         )
     for name in ("layers", "frames", "tokens_per_frame", "batch"):
         value = getattr(meta, name)
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise bad(name, "a positive integer", value)
         if value > INT32_MAX:
             raise bad(name, f"at most {INT32_MAX} (ids are int32)", value)
@@ -195,9 +180,9 @@ def check_meta(meta: TraceMeta, where: str = "trace") -> None:
             raise bad(name, "a string", getattr(meta, name))
     t = meta.threshold
     if isinstance(t, list):
-        if len(t) != meta.layers or not all(_is_finite_number(x) for x in t):
+        if len(t) != meta.layers or not all(is_finite_number(x) for x in t):
             raise bad("threshold", f"null, a finite number or a list of {meta.layers} finite numbers", t)
-    elif t is not None and not _is_finite_number(t):
+    elif t is not None and not is_finite_number(t):
         raise bad("threshold", f"null, a finite number or a list of {meta.layers} finite numbers", t)
     for name in ("model", "extra"):
         if not isinstance(getattr(meta, name), dict):
@@ -296,7 +281,7 @@ def validate_table(
     (seq, layer, step) order, a fresh index. Raises :class:`TraceError` naming ``where`` and the reason.
 
     ``grid_known``: the id columns are int32 and laid out canonically by construction (the tool built them
-    itself), so only the values (TAS, replay, errors) are checked: a fifth of the time and memory."""
+    itself, or checked them already), so only the values (TAS, replay, errors) are checked."""
     check_meta(meta, where)
     if not isinstance(table, pd.DataFrame):
         raise TraceError(f"{where}: a trace table must be a pandas DataFrame, got {type(table).__name__}")
@@ -510,11 +495,6 @@ def write_trace(trace: Trace, path: str | os.PathLike) -> None:
             os.unlink(tmp)
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def read_trace(path: str | os.PathLike) -> Trace:
     """Read and check a trace file. A file whose data no longer matches its checksum still loads, with
     ``meta.integrity = "checksum mismatch"`` (labelled "edited after writing", not a real capture); a file
@@ -530,7 +510,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
         raw = (table.schema.metadata or {}).get(META_KEY)
         frame = table.to_pandas() if raw is not None else None
     except Exception as exc:
-        raise TraceError(f"cannot read trace file {path}: {_one_line(exc)}") from None
+        raise TraceError(f"cannot read trace file {path}: {reason(exc)}") from None
     if raw is None:
         raise TraceError(f"{path} has no FastCar trace metadata (key {META_KEY.decode()})")
     try:
@@ -542,7 +522,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
     if stored is not None and (not isinstance(stored, str) or not _CHECKSUM_RE.fullmatch(stored)):
         raise TraceError(
             f"{where}: metadata field checksum must be '{CHECKSUM_PREFIX}' and 64 hex digits, got "
-            f"{_short(stored)}"
+            f"{shown(stored)}"
         )
     meta = TraceMeta.from_dict(data, where)
     dup = sorted({c for c in names if names.count(c) > 1})
@@ -554,4 +534,4 @@ def read_trace(path: str | os.PathLike) -> Trace:
             meta.integrity = NO_CHECKSUM
     elif stored != data_checksum(canonical):
         meta.integrity = CHECKSUM_MISMATCH
-    return Trace(canonical, meta)
+    return Trace(canonical, meta, grid_known=True)  # checked in full just above

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from cosim.errors import InputError
+from cosim.errors import InputError, is_finite_number, is_int, reason
 from models.dims import ModelDims
 from models.tokenizer import PatchVQ
 from models.transformer import ARConfig, ARVideoTransformer
@@ -98,11 +98,6 @@ def _shape(shape: tuple[int, ...] | list[int]) -> str:
     return "(" + ", ".join(str(n) for n in shape) + (",)" if len(shape) == 1 else ")")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 @contextmanager
 def _open(path: Path, what: str = "checkpoint") -> Iterator[Any]:
     """``safe_open`` with every way a file can be unusable turned into a :class:`CheckpointError`."""
@@ -111,10 +106,10 @@ def _open(path: Path, what: str = "checkpoint") -> Iterator[Any]:
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: {what} not found") from None
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or _one_line(exc)})") from None
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or reason(exc)})") from None
     except SafetensorError as exc:
         raise CheckpointError(
-            f"{path}: not a valid safetensors file, truncated or corrupt ({_one_line(exc)})"
+            f"{path}: not a valid safetensors file, truncated or corrupt ({reason(exc)})"
         ) from None
     with sf:
         yield sf
@@ -124,7 +119,7 @@ def _dtype(sf: Any, key: str, path: Path) -> str:
     try:
         return str(sf.get_slice(key).get_dtype())
     except (SafetensorError, OSError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: tensor {key} cannot be read ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: tensor {key} cannot be read ({reason(exc)})") from None
 
 
 def _tensor(sf: Any, key: str, path: Path) -> torch.Tensor:
@@ -137,7 +132,7 @@ def _tensor(sf: Any, key: str, path: Path) -> torch.Tensor:
     try:
         tensor = sf.get_tensor(key)
     except (SafetensorError, OSError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: tensor {key} cannot be read ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: tensor {key} cannot be read ({reason(exc)})") from None
     if not bool(torch.isfinite(tensor).all()):
         raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values (corrupt data)")
     return tensor
@@ -183,7 +178,7 @@ def load_hf_llama(
             class_embedding=class_embedding,
         )
     except ValueError as exc:
-        raise CheckpointError(f"{path}: the config does not describe a model ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: the config does not describe a model ({reason(exc)})") from None
     if dims.mlp_kind != "swiglu":
         raise CheckpointError(
             f"{path}: mlp_kind {dims.mlp_kind!r}: only the SwiGLU MLP (Llama) is implemented"
@@ -266,16 +261,6 @@ def load_tokenizer(path: str | Path, codebook_size: int | None = None) -> PatchV
         return PatchVQ(_tensor(sf, "codebook", path), patch)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    )
-
-
 def config_from_metadata(path: str | Path, meta: dict[str, str]) -> ARConfig:
     """Our config (``fastcar.config``, JSON in the safetensors header), checked field by field."""
     path = Path(path)
@@ -307,12 +292,12 @@ def config_from_metadata(path: str | Path, meta: dict[str, str]) -> ARConfig:
         loc = ".".join(str(p) for p in err["loc"])
         raise CheckpointError(f"{where}: dims{'.' + loc if loc else ''}: {err['msg']}") from None
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: dims: {_one_line(exc)}") from None
+        raise CheckpointError(f"{where}: dims: {reason(exc)}") from None
     for key in ("codebook_size", "num_classes", "frames", "tokens_per_frame"):
-        if key in d and not _positive_int(d[key]):
+        if key in d and not (is_int(d[key]) and d[key] > 0):
             raise CheckpointError(f"{where}: {key} is {d[key]!r}, it must be a positive integer")
     for key in ("rope_theta", "norm_eps"):
-        if key in d and not _positive_number(d[key]):
+        if key in d and not (is_finite_number(d[key]) and d[key] > 0):
             raise CheckpointError(f"{where}: {key} is {d[key]!r}, it must be a positive number")
     if "class_embedding" in d and not isinstance(d["class_embedding"], bool):
         raise CheckpointError(
@@ -329,7 +314,7 @@ def config_from_metadata(path: str | Path, meta: dict[str, str]) -> ARConfig:
     try:
         return ARConfig(**{**d, "dims": dims})
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: {_one_line(exc)}") from None
+        raise CheckpointError(f"{where}: {reason(exc)}") from None
 
 
 def load_checkpoint(path: str | Path | None = None) -> tuple[ARVideoTransformer, PatchVQ, dict[str, Any]]:

@@ -6,6 +6,7 @@ Kept free of torch so the hardware side can import it cheaply.
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -20,6 +21,12 @@ MAX_DIM = 1 << 20
 MAX_LAYERS = (1 << 15) - 1
 #: Most non-LLM MACs per token (1e12, a hundred times a 7B model's whole decode step).
 MAX_EXTRA_MACS = 10**12
+
+
+#: A name a user gives that becomes a file or directory name or a summary key (a run name, a preset, a
+#: memory group): a plain file name (no separators, no leading dot, so never "", ".", ".." or a path).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
 
 
 def _scalar_kinds(annotation: Any) -> set[type]:

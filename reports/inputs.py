@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from accelerator.cost import PHASES
-from cosim.errors import InputError
+from cosim.errors import InputError, is_int, is_number, reason, shown
 from cosim.trace import Trace, read_trace
 
 
@@ -36,14 +36,6 @@ class RunFiles:
     timeline_events: int
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
@@ -57,11 +49,11 @@ def _is_dict(v: Any) -> bool:
 
 
 def _is_number_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
+    return isinstance(v, dict) and all(isinstance(k, str) and is_number(x) for k, x in v.items())
 
 
 def _is_tau(v: Any) -> bool:
-    return v is None or _is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v))
+    return v is None or is_number(v) or (isinstance(v, list) and all(is_number(x) for x in v))
 
 
 #: summary.json keys the report needs, and what each must be.
@@ -73,11 +65,11 @@ SUMMARY_REQUIRED: dict[str, tuple[Any, str]] = {
     "mode": (_is_str, "a string"),
     "trace_label": (_is_str, "a string"),
     "drs": (_is_bool, "true or false"),
-    "batch": (_is_int, "an integer"),
-    "frames": (_is_int, "an integer"),
-    "tokens_per_frame": (_is_int, "an integer"),
-    "seed": (_is_int, "an integer"),
-    "energy_j": (_is_number, "a number"),
+    "batch": (is_int, "an integer"),
+    "frames": (is_int, "an integer"),
+    "tokens_per_frame": (is_int, "an integer"),
+    "seed": (is_int, "an integer"),
+    "energy_j": (is_number, "a number"),
     "breakdown_s": (_is_number_map, "an object of numbers"),
     "dense_breakdown_s": (_is_number_map, "an object of numbers"),
 }
@@ -91,26 +83,17 @@ SUMMARY_OPTIONAL: dict[str, tuple[Any, str]] = {
     "tau": (_is_tau, "a number or a list of numbers"),
 }
 RESOURCES: dict[str, tuple[Any, str]] = {
-    "luts": (_is_number, "a number"),
-    "ffs": (_is_number, "a number"),
-    "dsps": (_is_number, "a number"),
-    "brams": (_is_number, "a number"),
+    "luts": (is_number, "a number"),
+    "ffs": (is_number, "a number"),
+    "dsps": (is_number, "a number"),
+    "brams": (is_number, "a number"),
     "label": (_is_str, "a string"),
 }
 HARDWARE: dict[str, tuple[Any, str]] = {
-    "cores": (_is_int, "an integer"),
-    "lanes_per_core": (_is_int, "an integer"),
-    "clock_MHz": (_is_number, "a number"),
+    "cores": (is_int, "an integer"),
+    "lanes_per_core": (is_int, "an integer"),
+    "clock_MHz": (is_number, "a number"),
 }
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _check(data: dict, schema: dict, where: str, required: bool) -> None:
@@ -120,7 +103,7 @@ def _check(data: dict, schema: dict, where: str, required: bool) -> None:
                 raise ReportError(f"{where}: missing key {key!r}")
             continue
         if not ok(data[key]):
-            raise ReportError(f"{where}: {key} is {_short(data[key])}, it must be {what}")
+            raise ReportError(f"{where}: {key} is {shown(data[key], 40)}, it must be {what}")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -132,7 +115,7 @@ def _read_bytes(path: Path) -> bytes:
     except IsADirectoryError:
         raise ReportError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
-        raise ReportError(f"{path}: cannot read ({exc.strerror or _one_line(exc)})") from None
+        raise ReportError(f"{path}: cannot read ({exc.strerror or reason(exc)})") from None
     if not data.strip():
         raise ReportError(f"{path}: empty file (incomplete run directory)")
     return data
@@ -146,13 +129,17 @@ def _read_text(path: Path) -> str:
         raise ReportError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
-def read_summary(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
-        summary = json.loads(_read_text(path))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise ReportError(
             f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
         ) from None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    summary = _read_json(path)
     if not isinstance(summary, dict):
         raise ReportError(f"{path}: a JSON {type(summary).__name__}, not an object")
     _check(summary, SUMMARY_REQUIRED, str(path), required=True)
@@ -182,7 +169,7 @@ def read_config(path: Path) -> dict[str, Any]:
     hw = config.get("hardware")
     if not isinstance(hw, dict):
         raise ReportError(
-            f"{path}: hardware is {'missing' if hw is None else _short(hw)}, it must be a mapping"
+            f"{path}: hardware is {'missing' if hw is None else shown(hw, 40)}, it must be a mapping"
         )
     _check(hw, HARDWARE, f"{path}: hardware", required=True)
     return config
@@ -195,7 +182,7 @@ def read_layers(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise ReportError(f"{path}: empty file (incomplete run directory)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise ReportError(f"{path}: not a valid CSV table ({_one_line(exc)})") from None
+        raise ReportError(f"{path}: not a valid CSV table ({reason(exc)})") from None
     if layers.empty:
         raise ReportError(f"{path}: no rows (one per layer expected)")
     numeric = ["layer", "replay_ratio"] + [f"{p}_s" for p in PHASES if f"{p}_s" in layers]
@@ -214,26 +201,12 @@ def read_trace_file(path: Path) -> Trace:
     except InputError as exc:  # the trace reader's own checks: name the file once, keep the reason
         msg = str(exc)
         raise ReportError(msg if str(path) in msg else f"{path}: {msg}") from None
-    m = trace.meta
-    if m.tokens_per_frame < 1 or m.steps % m.tokens_per_frame:
-        raise ReportError(
-            f"{path}: {m.steps} decode steps are not whole frames of {m.tokens_per_frame} tokens"
-        )
-    if len(trace.table) != m.batch * m.layers * m.steps:
-        raise ReportError(
-            f"{path}: {len(trace.table)} rows, its metadata says {m.batch} x {m.layers} x {m.steps}"
-        )
-    return trace
+    return trace  # read_trace checked the grid, the rows and the metadata
 
 
 def count_timeline_events(path: Path) -> int:
     """timeline.json is Chrome/Perfetto trace-event JSON: an object with ``traceEvents``, or a list."""
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise ReportError(
-            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
-        ) from None
+    data = _read_json(path)
     events = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(events, list):
         raise ReportError(f"{path}: not Chrome trace-event JSON (no traceEvents list)")
