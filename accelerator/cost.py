@@ -51,6 +51,40 @@ def gemv_cycles(rows, cols, lanes: int, pipeline_cycles: int):
     return ceil_div(rows, lanes) * cols + pipeline_cycles
 
 
+def input_write_cycles(elems, elems_per_cycle: int):
+    """Write an input vector into the tile's input buffer through its write port."""
+    return ceil_div(elems, elems_per_cycle)
+
+
+def exposed_input_cycles(write_cycles, before_cycles, input_buffers: int):
+    """Cycles a GEMV waits for its input vector. With two (ping-pong) buffers the input is written into
+    the idle buffer while the instruction before it computes (an output is written back as it leaves the
+    tile), so only the excess shows; with one buffer the tile reads it until the end, so the write follows."""
+    if input_buffers >= 2:
+        return np.maximum(np.asarray(write_cycles) - before_cycles, 0)
+    return write_cycles
+
+
+def attention_head_cycles(keys, head_dim: int, lanes: int, pipeline_cycles: int, write_port: int, buffers: int):
+    """One head of one entry on the GEMV tile, which broadcasts one input element per cycle: scores
+    (lanes own keys, q_h broadcast), then values (lanes own the head's output dims, softmax(scores)
+    broadcast; lanes beyond ``head_dim`` idle). The softmax output is written into the input buffer as the
+    scores leave the tile, the next head's query while this head's values run."""
+    scores = gemv_cycles(keys, head_dim, lanes, pipeline_cycles)
+    values = gemv_cycles(head_dim, keys, lanes, pipeline_cycles)
+    p_wait = exposed_input_cycles(input_write_cycles(keys, write_port), scores, buffers)
+    q_wait = exposed_input_cycles(input_write_cycles(head_dim, write_port), values, buffers)
+    return scores + p_wait + values + q_wait
+
+
+def weight_block_rows(rows: int, cols: int, lanes: int, weight_bits: int, buffer_bytes: int) -> list[int]:
+    """Row blocks of a weight matrix as the compiler issues them: whole PE tiles (``lanes`` rows), as many
+    as fit one operand buffer, and at least one tile."""
+    tile_bytes = lanes * cols * weight_bits / 8
+    per_block = max(1, int(buffer_bytes // tile_bytes)) * lanes
+    return [min(per_block, rows - r) for r in range(0, rows, per_block)]
+
+
 def tas_cycles(heads: int, head_dim: int, lanes: int) -> int:
     """TAS unit: per head, ``lanes`` products of q and the aligned key per cycle, reduced by an adder
     tree; heads stream back to back; the mean over heads and the compare with tau end the pipeline."""
@@ -111,17 +145,42 @@ class CostModel:
         self.rc_bytes = p.replay_cache_bits / 8
         lanes, pipe = hw.lanes_per_core, hw.pe_pipeline_cycles
         d = dims
-        # Per entry per layer, independent of context.
-        self.qkv_cycles = gemv_cycles(d.q_dim + 2 * d.kv_dim, d.hidden, lanes, pipe)
-        self.o_cycles = gemv_cycles(d.hidden, d.q_dim, lanes, pipe)
-        if d.mlp_kind == "swiglu":
-            self.mlp_cycles = gemv_cycles(2 * d.mlp_hidden, d.hidden, lanes, pipe) + gemv_cycles(
-                d.hidden, d.mlp_hidden, lanes, pipe
-            )
-        else:
-            self.mlp_cycles = gemv_cycles(d.mlp_hidden, d.hidden, lanes, pipe) + gemv_cycles(
-                d.hidden, d.mlp_hidden, lanes, pipe
-            )
+        up_rows = (2 if d.mlp_kind == "swiglu" else 1) * d.mlp_hidden
+        #: The layer's weight matrices as (rows, cols): the operands of its GEMV instructions.
+        self.matrices = {
+            "qkv": (d.q_dim + 2 * d.kv_dim, d.hidden),
+            "o": (d.hidden, d.q_dim),
+            "up": (up_rows, d.hidden),
+            "down": (d.hidden, d.mlp_hidden),
+        }
+        buffer_bytes = hw.weight_buffer_KiB * 1024
+        #: Row blocks the compiler issues per matrix, each filling one operand buffer.
+        self.blocks = {
+            m: weight_block_rows(rows, cols, lanes, p.weights_bits, buffer_bytes)
+            for m, (rows, cols) in self.matrices.items()
+        }
+        raw = {
+            m: sum(gemv_cycles(r, self.matrices[m][1], lanes, pipe) for r in self.blocks[m])
+            for m in self.matrices
+        }
+        # The input each matrix waits for, and the instruction that writes it (the layer before's down
+        # projection for qkv). The attention instruction's own inputs are inside attention_entry_cycles.
+        port, buffers = hw.input_write_elems_per_cycle, hw.input_buffers
+        before = {"qkv": raw["down"], "up": raw["o"], "down": raw["up"]}
+        wait = {m: int(exposed_input_cycles(input_write_cycles(self.matrices[m][1], port), c, buffers))
+                for m, c in before.items()}
+        wait["o"] = 0  # charged in attention_entry_cycles, where the heads that write it are known
+        #: Per entry, cycles of each block instruction of each matrix (the input wait on the first block).
+        self.block_cycles = {
+            m: [
+                int(gemv_cycles(r, self.matrices[m][1], lanes, pipe)) + (wait[m] if i == 0 else 0)
+                for i, r in enumerate(self.blocks[m])
+            ]
+            for m in self.matrices
+        }
+        self.qkv_cycles = sum(self.block_cycles["qkv"])
+        self.o_cycles = sum(self.block_cycles["o"])
+        self.mlp_cycles = sum(self.block_cycles["up"]) + sum(self.block_cycles["down"])
         self.qkv_macs = d.hidden * (d.q_dim + 2 * d.kv_dim)
         self.o_macs = d.hidden * d.q_dim
         self.mlp_macs = d.mlp_params
@@ -145,14 +204,20 @@ class CostModel:
         return np.minimum(ctx, self.sink + self.window)
 
     # -- phases per entry ------------------------------------------------------------------------------
-    def attention_cycles(self, ctx):
-        """Scores then the weighted sum of values, plus O. Lanes own outputs across all heads (one score per
-        head and key, then one output element per head and dim), so small heads still fill the PE tile."""
-        d, lanes, pipe = self.dims, self.hw.lanes_per_core, self.hw.pe_pipeline_cycles
+    def attention_entry_cycles(self, ctx):
+        """The attention instruction of one entry: every head's scores and values on the tile, and the
+        wait for the O projection's input (the heads' outputs, written back as each head ends)."""
+        d, hw = self.dims, self.hw
+        port, buffers = hw.input_write_elems_per_cycle, hw.input_buffers
         n = self.attended(ctx)
-        scores = gemv_cycles(d.heads * n, d.head_dim, lanes, pipe)
-        values = gemv_cycles(d.q_dim, n, lanes, pipe)
-        return scores + values + self.o_cycles
+        head = attention_head_cycles(n, d.head_dim, hw.lanes_per_core, hw.pe_pipeline_cycles, port, buffers)
+        heads = d.heads * head
+        o_wait = exposed_input_cycles(input_write_cycles(d.q_dim, port), heads, buffers)
+        return heads + o_wait
+
+    def attention_cycles(self, ctx):
+        """Attention of one entry, then its O projection: the attention phase of a core, per entry."""
+        return self.attention_entry_cycles(ctx) + self.o_cycles
 
     def attention_macs(self, ctx):
         return 2 * self.dims.heads * self.dims.head_dim * self.attended(ctx) + self.o_macs

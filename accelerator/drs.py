@@ -16,6 +16,11 @@ from accelerator.cost import CostModel, drs_core_counts, drs_mapping
 INDEX_REGISTER_BITS = 32
 
 
+def check_batch(batch: int) -> None:
+    if batch > INDEX_REGISTER_BITS:
+        raise ValueError(f"DRS supports at most {INDEX_REGISTER_BITS} batch entries, got {batch}")
+
+
 def index_register(compute: np.ndarray) -> int:
     """Pack per-entry compute bits into the index register (bit e = entry e)."""
     if len(compute) > INDEX_REGISTER_BITS:

@@ -6,6 +6,8 @@ the defaults describe a modest design, not any particular board.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from models.dims import SAFE_NAME, SAFE_NAME_RULE, InputModel
@@ -46,6 +48,21 @@ class MemoryGroup(_Strict):
     )
     static_W: float = Field(
         0.0, ge=0, le=MAX_POWER_W, description="static power of the group's controllers and PHYs, W"
+    )
+    latency_ns: float = Field(
+        100.0,
+        ge=0,
+        le=1e9,
+        description="access latency, ns: from a request to its first data (paid once per transfer; "
+        "requests are pipelined, so it does not occupy bandwidth)",
+    )
+    burst_bytes: int = Field(
+        64, gt=0, le=MAX_WIDTH, description="burst size, bytes: every transfer is rounded up to whole bursts"
+    )
+    arbitration: Literal["round_robin", "fifo"] = Field(
+        "round_robin",
+        description="between concurrent requesters: round_robin serves them a burst each in turn (equal "
+        "shares of the bandwidth); fifo serves one transfer at a time in arrival order",
     )
 
     @field_validator("bandwidth_GBps", "efficiency")
@@ -133,8 +150,38 @@ class HardwareSpec(_Strict):
     )
     weights_shared_across_batch: bool = Field(
         True,
-        description="true: a core streams a layer's weights once per step for all entries it runs; "
-        "false: once per entry",
+        description="weight dataflow. true: a core streams each weight block once and applies it to every "
+        "entry it runs (one accumulator per entry in each lane); false: once per entry",
+    )
+    weight_buffers: int = Field(
+        2,
+        gt=0,
+        le=64,
+        description="on-chip operand buffers per core that the weight-stream engine fills ahead of the PE "
+        "tile (2 = double buffering: the next block streams in while this one computes)",
+    )
+    weight_buffer_KiB: int = Field(
+        8192,
+        gt=0,
+        le=MAX_WIDTH,
+        description="size of one operand buffer, KiB: the compiler splits each weight matrix into row "
+        "blocks (whole PE tiles) that fit one buffer",
+    )
+    input_buffers: int = Field(
+        2,
+        gt=0,
+        le=2,
+        description="input-vector buffers of the PE tile. 2 (ping-pong): an instruction's input is written "
+        "while the instruction before it computes; 1: written before the instruction starts",
+    )
+    input_write_elems_per_cycle: int = Field(
+        1, gt=0, le=MAX_WIDTH, description="elements per cycle the tile's input-buffer write port takes"
+    )
+    queue_depth: int = Field(
+        16,
+        gt=0,
+        le=4096,
+        description="instruction queue depth of each core and unit; a full queue stalls the dispatcher",
     )
     memory: dict[str, MemoryGroup] = Field(
         default_factory=lambda: {"main": MemoryGroup(bandwidth_GBps=19.2, channels=1)},

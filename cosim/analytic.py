@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from accelerator.cost import PHASES, CostModel, Demand, drs_core_counts, static_core_counts
-from cosim.job import DecodeJob, SimResult
+from accelerator.job import DecodeJob, SimResult, critical_path
 
 
 def chip_seconds(cost: CostModel, demand: Demand) -> np.ndarray:
@@ -45,33 +45,42 @@ def run_analytic(job: DecodeJob) -> SimResult:
     step = np.arange(steps)[None, :]
     scored = np.broadcast_to(job.scores(step), shape)
     tas = cost.tas(np.where(scored, job.batch, 0))
-    t_tas = np.where(scored, np.maximum(t_attn, t_qkv + cost.roofline_seconds(tas)), t_attn)
+    t_bits = np.where(scored, t_qkv + cost.roofline_seconds(tas), 0.0)  # every index-register bit written
 
     scheduling = np.broadcast_to(job.schedules(step), shape)
-    t_drs = t_tas + np.where(scheduling, cost.seconds(cost.drs(job.batch).cycles), 0.0)
+    t_drs = t_bits + np.where(scheduling, cost.seconds(cost.drs(job.batch).cycles), 0.0)
+    t_ready = np.maximum(t_attn, t_drs)  # an MLP needs its entry's attention output and its mapping
 
     compute = job.compute.transpose(1, 2, 0)  # (layers, steps, batch) -> counts per core below
     active = np.moveaxis(compute, -1, 0)
     per_core = np.where(scheduling[None], drs_core_counts(active, cores), static_core_counts(active, cores))
     mlp = cost.mlp(per_core)
-    t_mlp = t_drs + chip_seconds(cost, mlp)
+    t_mlp = t_ready + chip_seconds(cost, mlp)
     k = active.sum(axis=0)
     if job.uses_cache:
-        cache = cost.replay(job.batch - k, k)
-        t_end = np.maximum(t_mlp, t_drs + cost.roofline_seconds(cache))
+        # Reads start once the mapping is known; writes follow the MLPs whose outputs they store.
+        reads, writes = cost.replay(job.batch - k, 0), cost.replay(0, k)
+        t_read = np.where(job.batch > k, t_drs + cost.roofline_seconds(reads), t_drs)
+        t_end = np.maximum(np.maximum(t_read, t_mlp) + cost.roofline_seconds(writes), t_read)
+        cache = Demand(reads.cycles + writes.cycles, _merge(reads.bytes, writes.bytes), 0.0)
     else:
         cache = Demand(np.zeros(shape), {}, 0.0)
         t_end = t_mlp
 
-    per_layer = np.stack(
-        [t_qkv, t_attn - t_qkv, t_tas - t_attn, t_drs - t_tas, t_mlp - t_drs, t_end - t_mlp, np.zeros(shape)],
-        axis=-1,
-    )
-    phase_s = np.zeros((layers + 1, len(PHASES)))
-    phase_s[:layers] = per_layer.sum(axis=1)
+    # Milestones as the event model records them; the critical path is charged in execution order.
+    ends = np.stack(
+        [t_qkv, t_attn, np.where(scored, t_bits, -np.inf), np.where(scheduling, t_drs, -np.inf), t_mlp,
+         np.where(job.uses_cache, t_end, -np.inf)], axis=-1)
+    layer_time = np.max(ends, axis=-1)  # (layers, steps)
+    step_extra = float(chip_seconds(cost, cost.extra(static_n[:, 0, 0]))) if cost.extra_cycles else 0.0
+    starts = np.concatenate([[0.0], np.cumsum(np.concatenate(
+        [layer_time.T, np.full((steps, 1), step_extra)], axis=1).ravel())[:-1]]).reshape(steps, layers + 1)
+    rows = np.full((steps, layers + 1, len(PHASES)), -np.inf)
+    rows[:, :layers, :6] = starts[:, :layers, None] + ends.transpose(1, 0, 2)
+    if step_extra:
+        rows[:, layers, PHASES.index("extra")] = starts[:, layers] + step_extra
+    phase_s = critical_path(rows.reshape(-1, len(PHASES)), layers)
     extra = cost.extra(static_n[:, 0, 0])
-    if cost.extra_cycles:
-        phase_s[layers, PHASES.index("extra")] = steps * float(chip_seconds(cost, extra))
 
     bytes_by_group: dict[str, float] = {g: 0.0 for g in cost.hw.memory}
     for d in (both, tas, mlp, cache):

@@ -199,15 +199,31 @@ class HardwareSection(HardwareSpec):
 class SchedulerSection(_Section):
     drs: bool = Field(True, description="Dynamic Resource Scheduling; false = static batch-to-core mapping")
     overhead_cycles: int = Field(
-        1000,
+        0,
         ge=0,
         le=MAX_INT32,
-        description="DRS control overhead per scheduling event beyond the register scan, cycles",
+        description="assumed DRS control overhead per scheduling event beyond what the hardware does "
+        "(register scan and mapping commit), cycles; 0 = none",
+    )
+    dispatch: Literal["round_robin", "least_loaded"] = Field(
+        "round_robin",
+        description="DRS rule for mapping computing entries to cores: round_robin (the paper) or "
+        "least_loaded (the core with the least queued work; instruction granularity only)",
+    )
+    layer_barrier: bool = Field(
+        True,
+        description="true: a layer starts when the previous one has finished everywhere (the paper's "
+        "pre-compiled stream); false: instructions wait only for their own inputs (instruction granularity)",
     )
 
 
 class SimulationSection(_Section):
     mode: Literal["event", "analytic"] = Field("event", description="SimPy event model or closed form")
+    granularity: Literal["phase", "instruction"] = Field(
+        "phase",
+        description="event model: phase (a task per core per phase, memoized; the fast path) or "
+        "instruction (every compiled instruction through queues, stream engines and memory channels)",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for every random choice")
 
 

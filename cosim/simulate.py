@@ -10,8 +10,9 @@ import pandas as pd
 from accelerator.cost import PHASES, CostModel
 from cosim.analytic import run_analytic
 from cosim.config import Workload
-from cosim.event_model import run_event
-from cosim.job import DecodeJob, SimResult
+from accelerator.machine import run_instructions
+from accelerator.phase_model import run_event
+from accelerator.job import DecodeJob, SimResult
 from cosim.sources import TraceBundle
 
 
@@ -42,10 +43,26 @@ def make_job(w: Workload, replay: np.ndarray | None) -> DecodeJob:
     )
 
 
-def execute(job: DecodeJob, mode: str, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+def execute(
+    job: DecodeJob,
+    mode: str,
+    timeline_steps: int = 0,
+    progress: bool = False,
+    granularity: str = "phase",
+    dispatch: str = "round_robin",
+    barrier: bool = True,
+) -> SimResult:
     if mode == "analytic":
         return run_analytic(job)
+    if granularity == "instruction":
+        return run_instructions(job, timeline_steps, progress, dispatch, barrier)
     return run_event(job, timeline_steps=timeline_steps, progress=progress)
+
+
+def execute_workload(w: Workload, job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+    """Run ``job`` the way workload ``w`` asks (mode, granularity, dispatch rule, layer barrier)."""
+    sim, sch = w.simulation, w.scheduler
+    return execute(job, sim.mode, timeline_steps, progress, sim.granularity, sch.dispatch, sch.layer_barrier)
 
 
 @dataclass
@@ -60,14 +77,13 @@ class RunResult:
 
 def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunResult:
     replay = bundle.trace.replay_cube()
-    mode = w.simulation.mode
-    result = execute(make_job(w, replay), mode, w.outputs.timeline_steps, progress)
-    dense = execute(make_job(w, None), mode, 0, progress)
+    result = execute_workload(w, make_job(w, replay), w.outputs.timeline_steps, progress)
+    dense = execute_workload(w, make_job(w, None), 0, progress)
     summary = summarize(w, bundle, result, dense)
     if w.sparse_attention.window is not None:  # the headline claim compares against full attention
         full = w.model_copy(deep=True)
         full.sparse_attention.window = None
-        summary["dense_full_attention_latency_s"] = execute(make_job(full, None), mode, 0, progress).latency_s
+        summary["dense_full_attention_latency_s"] = execute_workload(full, make_job(full, None), 0, progress).latency_s
         summary["speedup_vs_dense_full_attention"] = (
             summary["dense_full_attention_latency_s"] / result.latency_s
         )

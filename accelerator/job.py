@@ -63,6 +63,7 @@ class SimResult:
     replay_reads: int
     replay_writes: int
     timeline: dict | None = field(default=None, repr=False)
+    machine: dict | None = field(default=None, repr=False)  # instruction granularity: what the machine did
 
     @property
     def breakdown_s(self) -> dict[str, float]:
@@ -72,3 +73,19 @@ class SimResult:
 def unique_demands(fn, counts) -> dict:
     """Evaluate a per-count demand once per distinct count (the event model's hot path)."""
     return {int(n): fn(int(n)) for n in set(np.asarray(counts).ravel().tolist())}
+
+
+def critical_path(ends: np.ndarray, layers: int) -> np.ndarray:
+    """Split the decode's time into (layers + 1, PHASES) seconds from the latest end of each kind of work
+    in each layer of each step (rows in execution order: step by step, layers then the step's extra work;
+    -inf where a row did none of a kind). Each kind is charged the time from the previous milestone to its
+    own, so work hidden under an earlier kind (the TAS unit under attention) is charged nothing and the
+    parts add up to the latency."""
+    rows = np.maximum.accumulate(np.concatenate([[0.0], np.max(ends, axis=1).ravel()]))[:-1]
+    out = np.zeros((layers + 1, len(PHASES)))
+    prev = rows.copy()
+    for p in range(len(PHASES)):
+        t = np.maximum(ends[:, p], prev)
+        np.add.at(out[:, p], np.arange(len(ends)) % (layers + 1), t - prev)
+        prev = t
+    return out

@@ -1,0 +1,218 @@
+"""The processes of the instruction-level machine: cores, their weight-stream engines, the TAS unit and the
+replay-cache controller, connected by bounded instruction queues, signals and memory channels.
+
+Each engine takes instructions from its own queue in order. The queue holds ``hardware.queue_depth``
+instructions; the dispatcher waits when it is full (back-pressure). An instruction leaves the queue when its
+engine takes it, then waits for its inputs (signals of the instructions that produce them) and operands.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+
+from accelerator.timeline import Timeline
+
+
+class Signal:
+    """A one-shot condition; the event to wait on is created only if someone waits before it fires."""
+
+    __slots__ = ("fired", "_event")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._event: simpy.Event | None = None
+
+    def wait(self, env: simpy.Environment) -> simpy.Event | None:
+        if self.fired:
+            return None
+        if self._event is None:
+            self._event = env.event()
+        return self._event
+
+    def fire(self) -> None:
+        self.fired = True
+        if self._event is not None:
+            self._event.succeed()
+
+
+FIRED = Signal()
+FIRED.fired = True
+
+
+class Record:
+    """One dispatched instruction as an engine runs it."""
+
+    __slots__ = ("name", "phase", "layer_run", "entries", "seconds", "nbytes", "channel", "macs", "waits",
+                 "loaded", "on_done", "core")
+
+    def __init__(self, name, phase, layer_run, entries, seconds, nbytes=0.0, channel=None, macs=0.0,
+                 waits=(), on_done=None) -> None:
+        self.name = name
+        self.phase = phase
+        self.layer_run = layer_run
+        self.entries = entries
+        self.seconds = seconds
+        self.nbytes = nbytes
+        self.channel = channel
+        self.macs = macs
+        self.waits = waits
+        self.loaded: simpy.Event | None = None
+        self.on_done = on_done
+        self.core = -1
+
+
+class InstructionQueue:
+    """A bounded FIFO with one consumer. ``put`` returns None when there was room, else an event that
+    succeeds once the item is in; ``get`` returns an item, or None after arming ``ready`` to wait on."""
+
+    def __init__(self, env: simpy.Environment, depth: int) -> None:
+        self.env = env
+        self.depth = depth
+        self.items: deque = deque()
+        self._putters: deque = deque()
+        self.ready: simpy.Event | None = None
+
+    def put(self, item) -> simpy.Event | None:
+        if len(self.items) < self.depth:
+            self.items.append(item)
+            if self.ready is not None:
+                ready, self.ready = self.ready, None
+                ready.succeed()
+            return None
+        event = self.env.event()
+        self._putters.append((event, item))
+        return event
+
+    def get(self):
+        if not self.items:
+            self.ready = self.env.event()
+            return None
+        item = self.items.popleft()
+        if self._putters:
+            event, waiting = self._putters.popleft()
+            self.items.append(waiting)
+            event.succeed()
+        return item
+
+
+class Engine:
+    """An in-order engine: take an instruction, wait for its inputs, run it, report it done."""
+
+    track = "units"
+
+    def __init__(self, env: simpy.Environment, name: str, depth: int, timeline: Timeline, done) -> None:
+        self.env = env
+        self.name = name
+        self.queue = InstructionQueue(env, depth)
+        self.timeline = timeline
+        self.done = done  # machine callback: the record finished
+        self.busy_s = 0.0
+        self.macs = 0.0
+        self.wait_s = 0.0  # time an instruction in the issue slot waited for inputs or operands
+        self.pending_s = 0.0  # work queued but not started (the least_loaded dispatch rule reads it)
+        self.busy_until = 0.0
+        env.process(self._run())
+
+    def submit(self, record: Record) -> simpy.Event | None:
+        self.pending_s += record.seconds
+        return self.queue.put(record)
+
+    def backlog_s(self) -> float:
+        return self.pending_s + max(self.busy_until - self.env.now, 0.0)
+
+    def _run(self):
+        env, queue = self.env, self.queue
+        while True:
+            rec = queue.get()
+            if rec is None:
+                yield queue.ready
+                continue
+            arrived = env.now
+            for signal in rec.waits:
+                event = signal.wait(env)
+                if event is not None:
+                    yield event
+            yield from self._operands(rec)
+            self.wait_s += env.now - arrived
+            self.pending_s -= rec.seconds
+            start = env.now
+            self.busy_until = start + rec.seconds
+            yield from self._execute(rec)
+            self.busy_s += rec.seconds
+            self.macs += rec.macs
+            if self.timeline.enabled:
+                self.timeline.span(self.track, self.name, rec.name, start, env.now, entries=rec.entries)
+            self._finished(rec)
+            self.done(rec)
+
+    def _operands(self, rec: Record):
+        return iter(())
+
+    def _execute(self, rec: Record):
+        """Compute for ``rec.seconds`` while its transfer (if any) runs; end when both are done."""
+        transfer = None
+        if rec.channel is not None and rec.nbytes > 0:
+            transfer = rec.channel.transfer(self, rec.nbytes, label=rec.name)
+        yield self.env.timeout(rec.seconds)
+        if transfer is not None and not transfer.processed:
+            yield transfer
+
+    def _finished(self, rec: Record) -> None:
+        pass
+
+
+class Core(Engine):
+    """A PE tile and its weight-stream engine. The stream engine fetches the operands (weight blocks, an
+    entry's keys and values) of queued instructions in order, as far ahead as ``weight_buffers`` allow; the
+    tile runs an instruction once its operand is in a buffer and frees the buffer when it ends."""
+
+    track = "cores"
+
+    def __init__(self, env, index: int, depth: int, buffers: int, timeline: Timeline, done) -> None:
+        super().__init__(env, f"core{index}", depth, timeline, done)
+        self.index = index
+        self.free_buffers = buffers
+        self._fetch: deque[Record] = deque()
+        self._fetch_ready: simpy.Event | None = None
+        self._buffer_freed: simpy.Event | None = None
+        env.process(self._stream())
+
+    def submit(self, record: Record) -> simpy.Event | None:
+        if record.channel is not None:
+            record.loaded = self.env.event()
+            self._fetch.append(record)
+            if self._fetch_ready is not None:
+                ready, self._fetch_ready = self._fetch_ready, None
+                ready.succeed()
+        return super().submit(record)
+
+    def _stream(self):
+        env = self.env
+        while True:
+            if not self._fetch:
+                self._fetch_ready = env.event()
+                yield self._fetch_ready
+                continue
+            if self.free_buffers == 0:
+                self._buffer_freed = env.event()
+                yield self._buffer_freed
+                continue
+            rec = self._fetch.popleft()
+            self.free_buffers -= 1
+            rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
+
+    def _operands(self, rec: Record):
+        if rec.loaded is not None and not rec.loaded.processed:
+            yield rec.loaded
+
+    def _execute(self, rec: Record):
+        yield self.env.timeout(rec.seconds)
+
+    def _finished(self, rec: Record) -> None:
+        if rec.loaded is not None:
+            self.free_buffers += 1
+            if self._buffer_freed is not None:
+                freed, self._buffer_freed = self._buffer_freed, None
+                freed.succeed()

@@ -1,0 +1,367 @@
+"""The instruction-level event model: the compiled stream executed by the machine's SimPy processes.
+
+```
+ compiled stream ──> dispatcher ──(DRS: index register, mapping registers, instruction filter)
+                         │  bounded queues (hardware.queue_depth); a full queue stalls the dispatcher
+       ┌─────────────┬───┴─────────┬──────────────────┐
+     core 0   …    core N-1     TAS unit      replay-cache controller
+  stream engine ─┐                 │                  │
+  (weight_buffers)│                │                  │
+     PE tile      │                │                  │
+                  └──> memory channels (arbitration, bursts, latency) <──┘
+```
+
+The dispatcher walks the stream of each layer of each step in order. Core instructions go to the core
+the instruction names, or for filtered instructions to the core in each computing entry's mapping
+register (replayed entries dropped); TAS and replay instructions go to their units. DRS waits until the
+TAS unit has written every bit of the layer's index register, scans it (``drs_assign_cycles``, the
+dispatcher stalls meanwhile) and writes the mapping registers by the dispatch rule. With the layer barrier
+on, SYNC holds the dispatcher until the layer has finished everywhere; with it off, instructions wait only
+for their inputs: a core's next-layer QKV for the layer outputs of its entries, an entry's MLP for its
+attention output (which may be on another core after DRS), a cache write for the output it stores.
+
+Every cycle count comes from ``accelerator.cost``; this module only decides when things happen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+from tqdm import tqdm
+
+from accelerator.channel import Channel
+from accelerator.compiler import StreamOptions, program, static_groups
+from accelerator.cost import PHASES, drs_mapping
+from accelerator.drs import check_batch
+from accelerator.engines import FIRED, Core, Engine, Record, Signal
+from accelerator.isa import MAPPED, MATRICES, Op
+from accelerator.job import SimResult, critical_path
+from accelerator.timeline import Timeline
+
+QKV, ATTENTION, TAS, DRS, MLP, REPLAY, EXTRA = range(len(PHASES))
+_GEMV_PHASE = {"qkv": QKV, "o": ATTENTION, "up": MLP, "down": MLP}
+
+
+class LayerRun:
+    """What one layer of one step has produced so far: signals the waiting instructions read, and the
+    latest end of each kind of work (for the critical-path breakdown)."""
+
+    def __init__(self, unit: int, batch: int, cores: int, blocks: dict[str, int]) -> None:
+        self.unit = unit  # row of the per-unit result arrays: step * (layers + 1) + layer
+        self.outstanding = 0
+        self.sync: simpy.Event | None = None
+        self.qkv_left = [0] * cores
+        self.qkv_done = [Signal() for _ in range(cores)]
+        self.tas_left = 0
+        self.tas_done = [FIRED] * cores  # per static group: its index-register bits are written
+        self.bits_done = FIRED
+        self.o_left = [blocks["o"]] * batch
+        self.attention_done = [Signal() for _ in range(batch)]
+        self.down_left = [blocks["down"]] * batch
+        self.output = [Signal() for _ in range(batch)]  # the layer output of each entry is available
+
+
+class Machine:
+    def __init__(self, job, timeline_steps: int = 0, dispatch: str = "round_robin", barrier: bool = True):
+        cost, hw = job.cost, job.cost.hw
+        self.job, self.cost, self.hw = job, cost, hw
+        self.dispatch, self.barrier = dispatch, barrier
+        self.timeline_steps = timeline_steps
+        env = self.env = simpy.Environment()
+        self.timeline = Timeline()
+        self.timeline.enabled = timeline_steps > 0
+        self.channels = {name: Channel(env, name, g, self.timeline) for name, g in hw.memory.items()}
+        depth, done = hw.queue_depth, self._done
+        self.cores = [Core(env, c, depth, hw.weight_buffers, self.timeline, done) for c in range(hw.cores)]
+        self.tas_unit = Engine(env, "tas", depth, self.timeline, done)
+        self.replay_unit = Engine(env, "replay_cache", depth, self.timeline, done)
+        if job.drs and job.uses_cache:
+            check_batch(job.batch)
+        self.groups = static_groups(job.batch, hw.cores)
+        self.static_core = [e % hw.cores for e in range(job.batch)]
+        self.blocks = {m: len(cost.blocks[m]) for m in MATRICES}
+        self.units = job.steps * (job.layers + 1)
+        # Per row (step, then its layers and its extra work): latest end of each kind of work, bytes moved.
+        self._ends = [[-np.inf] * len(PHASES) for _ in range(self.units)]
+        self._bytes = [0.0] * self.units
+        self.drs_events = self.replay_reads = self.replay_writes = 0
+        self.dispatch_stall_s = 0.0
+        self._streams: dict = {}
+        self.instructions = 0
+        # Seconds and bytes per instruction kind, evaluated once (the cost model is the only source).
+        clock = hw.clock_Hz
+        self.block_s = {m: [c / clock for c in cost.block_cycles[m]] for m in MATRICES}
+        w_bits = hw.precision.weights_bits
+        self.block_bytes = {
+            m: [r * cost.matrices[m][1] * w_bits / 8 for r in cost.blocks[m]] for m in MATRICES
+        }
+        self.block_macs = {m: [r * cost.matrices[m][1] for r in cost.blocks[m]] for m in MATRICES}
+        pl = hw.placement
+        self.weights = self.channels[pl.weights]
+        self.kv = self.channels[pl.kv_cache]
+        self.replay_channel = self.channels[pl.replay_cache]
+        self.tas_s = cost.tas_unit_cycles / clock
+        self.tas_key_bytes = cost.dims.kv_dim * cost.kv_bytes
+        self.drs_s = float(cost.seconds(cost.drs(job.batch).cycles))
+        self.replay_s = cost.replay_unit_cycles / clock
+        self.extra_s = cost.extra_cycles / clock
+        self.mlp_s = cost.mlp_cycles / clock
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _done(self, rec: Record) -> None:
+        lay: LayerRun = rec.layer_run
+        now = self.env.now
+        ends = self._ends[lay.unit]
+        if now > ends[rec.phase]:
+            ends[rec.phase] = now
+        self._bytes[lay.unit] += rec.nbytes
+        self.instructions += 1
+        if rec.on_done is not None:
+            rec.on_done(lay, rec)
+        lay.outstanding -= 1
+        if lay.outstanding == 0 and lay.sync is not None:
+            lay.sync.succeed()
+            lay.sync = None
+
+    def _put(self, engine: Engine, rec: Record):
+        rec.layer_run.outstanding += 1
+        event = engine.submit(rec)
+        if event is not None:
+            t = self.env.now
+            yield event
+            self.dispatch_stall_s += self.env.now - t
+
+    # -- completion callbacks: the signals later instructions wait for ---------------------------------
+    @staticmethod
+    def _qkv_done(lay: LayerRun, rec: Record) -> None:
+        c = rec.core
+        lay.qkv_left[c] -= 1
+        if lay.qkv_left[c] == 0:
+            lay.qkv_done[c].fire()
+
+    @staticmethod
+    def _o_done(lay: LayerRun, rec: Record) -> None:
+        for e in rec.entries:
+            lay.o_left[e] -= 1
+            if lay.o_left[e] == 0:
+                lay.attention_done[e].fire()
+
+    @staticmethod
+    def _down_done(lay: LayerRun, rec: Record) -> None:
+        for e in rec.entries:
+            lay.down_left[e] -= 1
+            if lay.down_left[e] == 0:
+                lay.output[e].fire()
+
+    @staticmethod
+    def _replay_read_done(lay: LayerRun, rec: Record) -> None:
+        for e in rec.entries:
+            lay.output[e].fire()
+
+    def _tas_done(self, lay: LayerRun, rec: Record) -> None:
+        lay.tas_done[self.static_core[rec.entries[0]]].fire()
+        lay.tas_left -= 1
+        if lay.tas_left == 0:
+            lay.bits_done.fire()
+
+    # -- the dispatcher ---------------------------------------------------------------------------------
+    def _dispatch(self, progress: bool):
+        job, env, cost = self.job, self.env, self.cost
+        ctx = job.context()
+        layers, batch = job.layers, job.batch
+        previous = [FIRED] * batch  # layer outputs the next layer's QKV reads
+        static_mapping = np.array(self.static_core)
+        for s in tqdm(range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False):
+            self.timeline.enabled = s < self.timeline_steps
+            opts = StreamOptions(
+                batch=batch,
+                cores=self.hw.cores,
+                shared_weights=self.hw.weights_shared_across_batch,
+                tas=bool(job.scores(s)),
+                drs=bool(job.schedules(s)),
+                cache=job.uses_cache,
+                barrier=self.barrier,
+            )
+            stream, tail = program(cost, opts)
+            stream = self._decoded(stream)
+            attn_s = float(cost.seconds(cost.attention_entry_cycles(ctx[s])))
+            kv_bytes = float(cost.kv_bytes_per_entry(ctx[s]))
+            attn_macs = float(cost.attention_macs(ctx[s]) - cost.o_macs)
+            for layer in range(layers):
+                compute = job.compute[:, layer, s]
+                lay = LayerRun(s * (layers + 1) + layer, batch, self.hw.cores, self.blocks)
+                yield from self._layer(stream, lay, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping)
+                previous = lay.output
+            if tail:
+                lay = LayerRun(s * (layers + 1) + layers, batch, self.hw.cores, self.blocks)
+                for ins in tail:
+                    if ins.op == Op.EXTRA:
+                        entries = self.groups[ins.core]
+                        waits = () if self.barrier else tuple(previous[e] for e in entries)
+                        rec = Record("extra", EXTRA, lay, entries, len(entries) * self.extra_s,
+                                     macs=len(entries) * cost.dims.extra_macs_per_token, waits=waits)
+                        yield from self._put(self.cores[ins.core], rec)
+                    else:
+                        yield from self._sync(lay)
+
+    def _decoded(self, stream):
+        """The stream with each instruction's entry list unpacked once (the dispatcher's hot loop)."""
+        key = id(stream)
+        if key not in self._streams:
+            self._streams[key] = (stream, [(ins, ins.entries) for ins in stream])
+        return self._streams[key][1]
+
+    def _layer(self, stream, lay: LayerRun, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping):
+        env, cores = self.env, self.cores
+        mapping = static_mapping
+        for ins, ins_entries in stream:
+            op = ins.op
+            if op == Op.GEMV:
+                matrix = MATRICES[ins.matrix]
+                if ins.filter:
+                    yield from self._bits_known(lay, ins_entries)
+                for core, entries in self._route(ins, ins_entries, compute, mapping):
+                    n = len(entries)
+                    rec = Record(
+                        f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries,
+                        n * self.block_s[matrix][ins.block], self.block_bytes[matrix][ins.block],
+                        self.weights, n * self.block_macs[matrix][ins.block],
+                    )
+                    rec.core = core
+                    if matrix == "qkv":
+                        lay.qkv_left[core] += 1
+                        rec.on_done = self._qkv_done
+                        if ins.block == 0 and not self.barrier:
+                            rec.waits = tuple(previous[e] for e in entries)
+                    elif matrix == "o":
+                        rec.on_done = self._o_done
+                    elif matrix == "up":
+                        if ins.block == 0:
+                            rec.waits = tuple(lay.attention_done[e] for e in entries)
+                    else:
+                        rec.on_done = self._down_done
+                    yield from self._put(cores[core], rec)
+            elif op == Op.ATTN:
+                e = ins_entries[0]
+                rec = Record("attention", ATTENTION, lay, [e], attn_s, kv_bytes, self.kv, attn_macs)
+                yield from self._put(cores[ins.core], rec)
+            elif op == Op.TAS:
+                entries = self.groups[ins.core]
+                n = len(entries)
+                lay.tas_left += 1
+                lay.tas_done[ins.core] = Signal()
+                if lay.bits_done is FIRED:
+                    lay.bits_done = Signal()
+                rec = Record("tas", TAS, lay, entries, n * self.tas_s, n * self.tas_key_bytes, self.kv,
+                             n * self.cost.tas_macs, waits=(lay.qkv_done[ins.core],), on_done=self._tas_done)
+                yield from self._put(self.tas_unit, rec)
+            elif op == Op.DRS:
+                event = lay.bits_done.wait(env)
+                if event is not None:
+                    yield event
+                yield env.timeout(self.drs_s)
+                self.drs_events += 1
+                mapping = self._map(compute)
+                self._ends[lay.unit][DRS] = env.now
+            elif op == Op.REPLAY_RD:
+                yield from self._bits_known(lay, ins_entries)
+                entries = [e for e in ins_entries if not compute[e]]
+                if entries:
+                    self.replay_reads += len(entries)
+                    rec = self._replay_record("replay read", lay, entries, self._replay_read_done)
+                    yield from self._put(self.replay_unit, rec)
+            elif op == Op.REPLAY_WR:
+                yield from self._bits_known(lay, ins_entries)
+                entries = [e for e in ins_entries if compute[e]]
+                if entries:
+                    self.replay_writes += len(entries)
+                    rec = self._replay_record("replay write", lay, entries, None)
+                    rec.waits = tuple(lay.output[e] for e in entries)
+                    yield from self._put(self.replay_unit, rec)
+            elif op == Op.SYNC:
+                yield from self._sync(lay)
+
+    def _bits_known(self, lay: LayerRun, entries):
+        """The filter reads the index-register bits of these entries: wait until the TAS unit wrote them."""
+        for c in sorted({self.static_core[e] for e in entries}):
+            event = lay.tas_done[c].wait(self.env)
+            if event is not None:
+                yield event
+
+    def _replay_record(self, name, lay, entries, on_done) -> Record:
+        n = len(entries)
+        return Record(name, REPLAY, lay, entries, n * self.replay_s, n * self.cost.replay_bytes,
+                      self.replay_channel, on_done=on_done)
+
+    def _route(self, ins, entries, compute, mapping):
+        """The instruction filter: (core, entries) pairs of a core instruction after dropping replayed
+        entries (filtered instructions) and routing each entry to its mapped core (``MAPPED``)."""
+        if ins.filter:
+            entries = [e for e in entries if compute[e]]
+            if not entries:
+                return []
+        if ins.core != MAPPED:
+            return [(ins.core, entries)]
+        by_core: dict[int, list[int]] = {}
+        for e in entries:
+            by_core.setdefault(int(mapping[e]), []).append(e)
+        return sorted(by_core.items())
+
+    def _map(self, compute) -> np.ndarray:
+        """The mapping registers DRS writes for this layer, by the dispatch rule."""
+        if self.dispatch == "round_robin":
+            return drs_mapping(np.asarray(compute, dtype=bool), self.hw.cores)
+        load = [core.backlog_s() for core in self.cores]
+        mapping = np.full(len(compute), -1, dtype=np.int64)
+        for e in np.flatnonzero(compute):
+            c = int(np.argmin(load))
+            mapping[e] = c
+            load[c] += self.mlp_s
+        return mapping
+
+    def _sync(self, lay: LayerRun):
+        if lay.outstanding > 0:
+            lay.sync = self.env.event()
+            yield lay.sync
+
+    # -- run --------------------------------------------------------------------------------------------
+    def run(self, progress: bool = False):
+        self.env.process(self._dispatch(progress))
+        self.env.run()
+        return self._result()
+
+    def _result(self):
+        job = self.job
+        layers = job.layers
+        phase_s = critical_path(np.array(self._ends), layers)
+        layer_bytes = np.array(self._bytes).reshape(job.steps, layers + 1)[:, :layers].sum(axis=0)
+        return SimResult(
+            latency_s=self.env.now,
+            layer_phase_s=phase_s,
+            layer_bytes=layer_bytes,
+            core_busy_s=np.array([c.busy_s for c in self.cores]),
+            bytes_by_group={name: ch.bytes_moved for name, ch in self.channels.items()},
+            pe_macs=sum(c.macs for c in self.cores),
+            tas_macs=self.tas_unit.macs,
+            drs_events=self.drs_events,
+            replay_reads=self.replay_reads,
+            replay_writes=self.replay_writes,
+            timeline=self.timeline.to_json() if self.timeline_steps else None,
+            machine={
+                "granularity": "instruction",
+                "instructions": self.instructions,
+                "simpy_events": _scheduled_events(self.env),
+                "dispatch_stall_s": self.dispatch_stall_s,
+                "core_wait_s": [c.wait_s for c in self.cores],
+                "channel_busy_s": {n: ch.busy_s for n, ch in self.channels.items()},
+            },
+        )
+
+
+def _scheduled_events(env: simpy.Environment) -> int:
+    """Events SimPy scheduled (its event-id counter; every timeout, succeed and process step takes one)."""
+    return next(env._eid)  # noqa: SLF001 - SimPy keeps no public count
+
+
+def run_instructions(job, timeline_steps: int = 0, progress: bool = False, dispatch="round_robin", barrier=True):
+    return Machine(job, timeline_steps, dispatch, barrier).run(progress)

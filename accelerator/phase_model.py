@@ -1,0 +1,189 @@
+"""The event model at phase granularity: the fast path of the instruction-level machine.
+
+Per layer, each core runs one task per phase of the compiled stream (its QKV blocks, then its entries'
+attention and O, then its MLP blocks), the TAS unit one task per core once that core's QKV is done, DRS
+once every bit is in, and the replay-cache controller reads at DRS and writes after the MLPs. A task's
+transfers overlap its compute (ideal streaming: no buffer limit, no access latency) and memory groups are
+FIFO bandwidth servers, so tasks of different cores contend. The cycle counts are the instruction
+stream's, summed per phase (``accelerator.cost``).
+
+The machine is idle at every layer boundary (the layer barrier: every task of a layer ends before the next
+layer starts), so a layer's schedule depends only on the attended context and how many entries compute
+on each core. Each distinct layer is scheduled once and its times and counts are reused: on the paper
+workload about 11 distinct layers per step with FastCar and one per step for the dense baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+from tqdm import tqdm
+
+from accelerator.core import Core
+from accelerator.cost import PHASES, static_core_counts
+from accelerator.drs import DrsScheduler
+from accelerator.job import DecodeJob, SimResult, critical_path
+from accelerator.memory import MemoryServer
+from accelerator.replay_cache import ReplayCacheController
+from accelerator.tas_unit import TasUnit
+from accelerator.timeline import Timeline
+from accelerator.unit import plan
+
+QKV, ATTENTION, TAS, DRS, MLP, REPLAY, EXTRA = range(len(PHASES))
+
+
+class _Layers:
+    """Schedules one layer (or a step's extra work) on units that start idle at ``t0``."""
+
+    def __init__(self, job: DecodeJob, timeline: Timeline) -> None:
+        cost, hw = job.cost, job.cost.hw
+        self.job, self.cost = job, cost
+        env = simpy.Environment()  # the components' clock; layers are scheduled by explicit ready times
+        self.memory = {name: MemoryServer(env, name, g, timeline) for name, g in hw.memory.items()}
+        self.cores = [Core(env, c, cost, self.memory, timeline) for c in range(hw.cores)]
+        self.tas_unit = TasUnit(env, cost, self.memory, timeline)
+        self.cache = ReplayCacheController(env, cost, self.memory, timeline)
+        self.drs = DrsScheduler(cost, job.batch, hw.cores) if job.drs and job.uses_cache else None
+        self.timeline = timeline
+        self.static_n = static_core_counts(np.ones(job.batch, dtype=bool), hw.cores).tolist()
+        self._tasks: dict = {}
+        self.units = (*self.cores, self.tas_unit, self.cache)
+
+    def task(self, key, demand_fn):
+        t = self._tasks.get(key)
+        if t is None:
+            t = self._tasks[key] = plan(self.cost, self.memory, demand_fn())
+        return t
+
+    def counters(self) -> list[float]:
+        """Everything a layer adds to the result, as one vector (so a reused layer adds it in one step)."""
+        return (
+            [c.busy_s for c in self.cores]
+            + [sum(c.macs for c in self.cores), self.tas_unit.macs, self.cache.reads, self.cache.writes]
+            + [m.bytes_moved for m in self.memory.values()]
+        )
+
+    def _reset(self, t0: float) -> None:
+        for u in self.units:
+            u.free_at = t0
+        for m in self.memory.values():
+            m.free_at = t0
+
+    def layer(self, t0: float, ctx: int, mlp_n: tuple, k: int, scored: bool, schedules: bool) -> list[float]:
+        """Ends of each kind of work of one layer that starts at ``t0`` on an idle machine."""
+        cost, batch = self.cost, self.job.batch
+        self._reset(t0)
+        ends = [-np.inf] * len(PHASES)
+        pairs = list(zip(self.cores, self.static_n, strict=True))  # every core's QKV first, as dispatched
+        qkv_end = [core.run(self.task(("qkv", n), lambda n=n: cost.qkv(n)), t0, "qkv", entries=n) for core, n in pairs]
+        attn_end = [
+            core.run(self.task(("attention", n, ctx), lambda n=n: cost.attention(n, ctx)), t0, "attention", entries=n)
+            for core, n in pairs
+        ]
+        ends[QKV], ends[ATTENTION] = max(qkv_end), max(attn_end)
+        bits = t0
+        if scored:
+            bits = max(self.tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(self.static_n))
+            ends[TAS] = bits
+        ready = bits
+        if schedules:
+            ready = ends[DRS] = bits + self.drs.seconds
+            if self.timeline.enabled:
+                self.timeline.span("units", "drs", "drs", bits, ready, computing=k)
+        # Entries that DRS moved need every core's attention output; statically each core needs its own.
+        mlp_end = [
+            core.run(self.task(("mlp", n), lambda n=n: cost.mlp(n)),
+                     max(ready, ends[ATTENTION] if schedules else attn_end[c]), "mlp", entries=n)
+            for c, (core, n) in enumerate(zip(self.cores, mlp_n, strict=True))
+        ]
+        ends[MLP] = max(mlp_end)
+        if self.job.uses_cache:
+            read_end = self.cache.submit(batch - k, 0, ready)
+            ends[REPLAY] = max(self.cache.submit(0, k, max(read_end, ends[MLP])), read_end)
+        return ends
+
+    def extra(self, t0: float) -> list[float]:
+        self._reset(t0)
+        ends = [-np.inf] * len(PHASES)
+        ends[EXTRA] = max(
+            core.run(self.task(("extra", n), lambda n=n: self.cost.extra(n)), t0, "extra", entries=n)
+            for core, n in zip(self.cores, self.static_n, strict=True)
+        )
+        return ends
+
+
+def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+    cost, hw = job.cost, job.cost.hw
+    timeline = Timeline()
+    sched = _Layers(job, timeline)
+    layers, steps = job.layers, job.steps
+    attended = np.asarray(cost.attended(job.context())).tolist()
+    computing = job.compute.sum(axis=0).tolist()  # [layer][step]
+    static_mlp = static_core_counts(job.compute, hw.cores).transpose(1, 2, 0).tolist()  # [layer][step][core]
+    drs_mlp = {k: tuple(sched.drs.schedule(k).tolist()) for k in range(job.batch + 1)} if sched.drs else None
+    rows = steps * (layers + 1)
+    has_extra = bool(cost.extra_cycles)
+
+    distinct: dict = {}  # layer key -> index into shapes
+    shapes: list[tuple[np.ndarray, np.ndarray]] = []  # (ends relative to the start, counters added)
+    duration: list[float] = []
+    row_shape = np.full(rows, -1, dtype=np.int64)
+    t0 = 0.0  # kept only while the timeline records (spans need absolute times)
+
+    for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
+        recording = timeline.enabled = s < timeline_steps
+        scored, schedules = bool(job.scores(s)), bool(job.schedules(s))
+        a = attended[s]
+        for layer in range(layers + has_extra):
+            if layer == layers:
+                key = ("extra",)
+            else:
+                k = computing[layer][s]
+                mlp_n = drs_mlp[k] if schedules else tuple(static_mlp[layer][s])
+                key = (a, mlp_n, k, scored, schedules)
+            index = distinct.get(key)
+            if index is None or recording:  # a recorded step is scheduled again for its spans
+                before = sched.counters()
+                if layer == layers:
+                    ends = sched.extra(t0)
+                else:
+                    ends = sched.layer(t0, a, mlp_n, k, scored, schedules)
+                if index is None:
+                    rel = np.array(ends) - t0
+                    index = distinct[key] = len(shapes)
+                    shapes.append((rel, [b - a for a, b in zip(before, sched.counters(), strict=True)]))
+                    duration.append(float(np.max(rel[np.isfinite(rel)], initial=0.0)))
+            row_shape[s * (layers + 1) + layer] = index
+            if recording:
+                t0 += duration[index]
+
+    rel = np.array([s[0] for s in shapes]).reshape(len(shapes), len(PHASES))
+    added = np.array([s[1] for s in shapes])
+    used = row_shape >= 0
+    durations = np.array(duration)
+    starts = np.zeros(rows)
+    starts[used] = np.concatenate([[0.0], np.cumsum(durations[row_shape[used]])[:-1]])
+    ends = np.full((rows, len(PHASES)), -np.inf)
+    ends[used] = starts[used, None] + rel[row_shape[used]]
+    counts = np.bincount(row_shape[used], minlength=len(shapes))
+    total = counts @ added
+    layer_bytes = np.zeros(layers)
+    per_shape_bytes = added[:, hw.cores + 4 :].sum(axis=1)
+    layer_rows = used & (np.arange(rows) % (layers + 1) < layers)
+    np.add.at(layer_bytes, np.arange(rows)[layer_rows] % (layers + 1), per_shape_bytes[row_shape[layer_rows]])
+    c = hw.cores
+    scheduled_steps = sum(bool(job.schedules(s)) for s in range(steps))
+    return SimResult(
+        latency_s=float(starts[used][-1] + durations[row_shape[used][-1]]) if used.any() else 0.0,
+        layer_phase_s=critical_path(ends, layers),
+        layer_bytes=layer_bytes,
+        core_busy_s=total[:c],
+        bytes_by_group={name: float(v) for name, v in zip(hw.memory, total[c + 4 :], strict=True)},
+        pe_macs=float(total[c]),
+        tas_macs=float(total[c + 1]),
+        drs_events=scheduled_steps * layers if sched.drs else 0,
+        replay_reads=int(round(total[c + 2])),
+        replay_writes=int(round(total[c + 3])),
+        timeline=timeline.to_json() if timeline_steps else None,
+        machine={"granularity": "phase", "distinct_layers": len(shapes), "layers_scheduled": int(used.sum())},
+    )
