@@ -61,8 +61,13 @@ class Instr(NamedTuple):
 
 
 def encode(i: Instr) -> int:
-    if not 0 <= i.mask < 1 << MASK_BITS or not 0 <= i.block < 1 << BLOCK_BITS or not 0 <= i.core <= MAPPED:
-        raise ValueError(f"instruction does not fit its word: {i}")
+    if (
+        not 0 <= i.mask < 1 << MASK_BITS
+        or not 0 <= i.block < 1 << BLOCK_BITS
+        or not 0 <= i.core <= MAPPED
+        or not 0 <= i.matrix < len(MATRICES)
+    ):
+        raise ValueError(f"instruction does not fit its word: {i!r}")
     return (
         int(i.op) << 60
         | i.core << 54

@@ -98,8 +98,15 @@ class _Layers:
         ]
         ends[MLP] = max(mlp_end)
         if self.job.uses_cache:
-            read_end = self.cache.submit(batch - k, 0, ready)
-            ends[REPLAY] = max(self.cache.submit(0, k, max(read_end, ends[MLP])), read_end)
+            # Reads once the bits (and the mapping) are known; each write after the MLPs it stores: all of
+            # them after DRS (one instruction for every entry), each core's own statically.
+            end = self.cache.submit(batch - k, 0, ready)
+            if schedules:
+                end = max(self.cache.submit(0, k, ends[MLP]), end)
+            else:
+                for n, t in zip(mlp_n, mlp_end, strict=True):
+                    end = max(self.cache.submit(0, n, t), end)
+            ends[REPLAY] = end
         return ends
 
     def extra(self, t0: float) -> list[float]:

@@ -15,12 +15,17 @@ from accelerator.cost import PHASES, CostModel, Demand, drs_core_counts, static_
 from accelerator.job import DecodeJob, SimResult, critical_path
 
 
-def chip_seconds(cost: CostModel, demand: Demand) -> np.ndarray:
-    """Phase time of (cores, ...) demands: max over cores of compute, max over groups of summed bytes."""
-    t = np.max(cost.seconds(demand.cycles), axis=0)
+def memory_seconds(cost: CostModel, demand: Demand) -> np.ndarray:
+    """Time of (cores, ...) demands' transfers: each group moves every core's bytes at its bandwidth."""
+    t = 0.0
     for group, nbytes in demand.bytes.items():
         t = np.maximum(t, cost.transfer_seconds(group, np.sum(nbytes, axis=0)))
     return t
+
+
+def chip_seconds(cost: CostModel, demand: Demand) -> np.ndarray:
+    """Phase time of (cores, ...) demands: max over cores of compute, max over groups of summed bytes."""
+    return np.maximum(np.max(cost.seconds(demand.cycles), axis=0), memory_seconds(cost, demand))
 
 
 def _sum(demand: Demand, into: dict[str, float]) -> None:
@@ -55,13 +60,24 @@ def run_analytic(job: DecodeJob) -> SimResult:
     active = np.moveaxis(compute, -1, 0)
     per_core = np.where(scheduling[None], drs_core_counts(active, cores), static_core_counts(active, cores))
     mlp = cost.mlp(per_core)
-    t_mlp = t_ready + chip_seconds(cost, mlp)
+    # After DRS an MLP may run on another core than its attention, so it waits for every core; under the
+    # static mapping each core needs only its own attention and the index bits.
+    ready_core = np.where(scheduling[None], t_ready[None], np.maximum(cost.seconds(both.cycles), t_drs[None]))
+    mlp_end = ready_core + cost.seconds(mlp.cycles)
+    t_mlp = np.maximum(np.max(mlp_end, axis=0), t_ready + memory_seconds(cost, mlp))
     k = active.sum(axis=0)
     if job.uses_cache:
-        # Reads start once the mapping is known; writes follow the MLPs whose outputs they store.
+        # Reads start once the mapping is known; writes follow the MLPs whose outputs they store: all of
+        # them after DRS (one instruction for every entry), each core's own in core order statically.
         reads, writes = cost.replay(job.batch - k, 0), cost.replay(0, k)
         t_read = np.where(job.batch > k, t_drs + cost.roofline_seconds(reads), t_drs)
-        t_end = np.maximum(np.maximum(t_read, t_mlp) + cost.roofline_seconds(writes), t_read)
+        after_drs = np.maximum(np.maximum(t_read, t_mlp) + cost.roofline_seconds(writes), t_read)
+        static = t_read
+        for c in range(cores):
+            wrote = per_core[c] > 0
+            step_end = np.maximum(static, mlp_end[c]) + cost.roofline_seconds(cost.replay(0, per_core[c]))
+            static = np.where(wrote, step_end, static)
+        t_end = np.where(scheduling, after_drs, static)
         cache = Demand(reads.cycles + writes.cycles, _merge(reads.bytes, writes.bytes), 0.0)
     else:
         cache = Demand(np.zeros(shape), {}, 0.0)

@@ -267,7 +267,30 @@ class Workload(_Section):
                 f"video: batch {v.batch} exceeds the 32 entries of the DRS index register "
                 "(set scheduler.drs: false for the static batch-to-core mapping)"
             )
+        self._check_machine()
         return self
+
+    def _check_machine(self) -> None:
+        """Options only the instruction-level machine has: say so instead of silently ignoring them."""
+        sim, sch = self.simulation, self.scheduler
+        instruction = sim.mode == "event" and sim.granularity == "instruction"
+        where = f"simulation.mode: {sim.mode}" + (f", granularity: {sim.granularity}" if sim.mode == "event" else "")
+        if not instruction:
+            if sch.dispatch != "round_robin":
+                raise ValueError(
+                    f"scheduler.dispatch: {sch.dispatch} needs simulation.mode: event and simulation.granularity: "
+                    f"instruction ({where} maps the computing entries round robin)"
+                )
+            if not sch.layer_barrier:
+                raise ValueError(
+                    "scheduler.layer_barrier: false needs simulation.mode: event and simulation.granularity: "
+                    f"instruction ({where} schedules layer by layer)"
+                )
+        elif self.video.batch > 32:
+            raise ValueError(
+                f"video: batch {self.video.batch} exceeds the 32-entry mask of an instruction word "
+                "(simulation.granularity: phase has no such limit)"
+            )
 
     def _check_policy(self) -> None:
         """Each policy's required settings, so that ``validate`` rejects what ``run`` would.

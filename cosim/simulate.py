@@ -109,6 +109,7 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
     out = {
         "workload": w.name,
         "mode": w.simulation.mode,
+        "granularity": w.simulation.granularity if w.simulation.mode == "event" else None,
         "seed": w.simulation.seed,
         "model": w.model.name,
         "hardware": hw.name,
@@ -140,6 +141,8 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
         "trace_label": trace.meta.label(),
         "trace_is_real": trace.meta.is_real,
     }
+    if r.machine is not None and r.machine["granularity"] == "instruction":
+        out["machine"] = {k: v for k, v in r.machine.items() if k != "granularity"}
     if bundle.quality:
         out["quality"] = bundle.quality
     from accelerator.rtl.resources import estimate, fits

@@ -36,9 +36,31 @@ def test_phase_cycles_by_hand(cost):
     assert cost.qkv_cycles == 2 * 64 + 3  # rows 64 + 2*32 = 128 -> 2 tiles of 64 cols
     assert cost.o_cycles == 64 + 3
     assert cost.mlp_cycles == (6 * 64 + 3) + (176 + 3)  # gate+up: 352 rows; down: 64 rows x 176 cols
-    assert cost.attention_cycles(10) == (16 + 3) + (10 + 3) + 67  # 40 scores x 16; 64 outputs x 10 keys; O
+    # Per head on the broadcast tile: scores (10 keys on 64 lanes, 16 dims) 16 + 3; softmax output written
+    # (10 cycles) while scores run: hidden; values (16 dims on 64 lanes, 10 keys) 10 + 3; the next query
+    # (16 elements) written while values run: 16 - 13 = 3 exposed. 4 heads, then O (its 64-element input
+    # written during the 140 cycles of the heads: hidden).
+    assert cost.attention_cycles(10) == 4 * ((16 + 3) + (10 + 3) + 3) + 67
     assert cost.tas_unit_cycles == 4 + 4 + 3
     assert cost.replay_unit_cycles == 2 + 2
+
+
+def test_one_input_buffer_serialises_every_input_write(tiny_raw):
+    w = resolve(tiny_raw, ["hardware.input_buffers=1"])
+    cost = CostModel(w.hardware, w.model)
+    assert cost.qkv_cycles == 2 * 64 + 3 + 64  # the 64-element input written first
+    assert cost.mlp_cycles == (6 * 64 + 3 + 64) + (176 + 3 + 176)
+    # per head: scores 19, softmax output 10, values 13, next query 16; then O's input 64, then O
+    assert cost.attention_cycles(10) == 4 * (19 + 10 + 13 + 16) + 64 + 67
+
+
+def test_weight_blocks_fill_one_buffer_of_whole_tiles(tiny_raw):
+    # A 64-lane tile of qkv is 64 rows x 64 cols x 4 bits = 2 KiB; a 1 KiB buffer still takes one tile.
+    w = resolve(tiny_raw, ["hardware.weight_buffer_KiB=1"])
+    cost = CostModel(w.hardware, w.model)
+    assert cost.blocks["qkv"] == [64, 64] and cost.qkv_cycles == 2 * (64 + 3)
+    w = resolve(tiny_raw, ["hardware.weight_buffer_KiB=5"])  # two whole tiles (4 KiB) fit 5 KiB
+    assert CostModel(w.hardware, w.model).blocks["up"] == [128, 128, 96]
 
 
 def test_bytes_by_hand(cost):

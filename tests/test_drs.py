@@ -18,33 +18,55 @@ def crafted(w, pattern):
     return replay
 
 
-@pytest.mark.parametrize("mode", ["event", "analytic"])
-def test_drs_wins_by_the_computable_amount_on_an_imbalanced_pattern(tiny_raw, mode):
+MODES = [("event", "phase"), ("event", "instruction"), ("analytic", "phase")]
+
+
+@pytest.mark.parametrize("mode,granularity", MODES)
+def test_drs_wins_by_the_computable_amount_on_an_imbalanced_pattern(tiny_raw, mode, granularity):
     # Batch 4 on 2 cores: static mapping puts entries 0, 2 on core 0 and 1, 3 on core 1. Entries 1 and 3
-    # replay, so statically core 0 runs two MLPs while core 1 idles; DRS gives each core one MLP, paying
-    # its scheduling event (register scan + control overhead) instead.
+    # replay, so statically core 0 runs two MLPs while core 1 idles; DRS gives each core one MLP. DRS
+    # waits only for the TAS bits, which are in long before attention ends (below), so its scheduling
+    # event is hidden and the gain is one whole MLP per scheduled layer-step.
     w = resolve(compute_bound(tiny_raw), ["hardware.cores=2"])
     replay = crafted(w, [False, True, False, True])
     cost = CostModel(w.hardware, w.model)
     w_static = resolve(compute_bound(tiny_raw), ["hardware.cores=2", "scheduler.drs=false"])
-    with_drs = execute(make_job(w, replay), mode)
-    static = execute(make_job(w_static, replay), mode)
+    with_drs = execute(make_job(w, replay), mode, granularity=granularity)
+    static = execute(make_job(w_static, replay), mode, granularity=granularity)
     scheduled_steps = (w.video.frames - 1) * w.video.tokens_per_frame * w.model.layers
-    drs_cycles = drs_assign_cycles(4) + w.scheduler.overhead_cycles
-    expected_gain = scheduled_steps * (cost.mlp_cycles - drs_cycles) / w.hardware.clock_Hz
+    expected_gain = scheduled_steps * cost.mlp_cycles / w.hardware.clock_Hz
     assert static.latency_s - with_drs.latency_s == pytest.approx(expected_gain, rel=1e-9)
     assert with_drs.drs_events == scheduled_steps and static.drs_events == 0
 
 
-@pytest.mark.parametrize("mode", ["event", "analytic"])
-def test_drs_only_costs_when_the_static_mapping_is_already_balanced(tiny_raw, mode):
-    w = resolve(compute_bound(tiny_raw), ["hardware.cores=2"])
-    replay = crafted(w, [False, False, True, True])  # one replay per core: nothing to rebalance
-    w_static = resolve(compute_bound(tiny_raw), ["hardware.cores=2", "scheduler.drs=false"])
-    gain = execute(make_job(w_static, replay), mode).latency_s - execute(make_job(w, replay), mode).latency_s
-    scheduled_steps = (w.video.frames - 1) * w.video.tokens_per_frame * w.model.layers
-    overhead = scheduled_steps * (drs_assign_cycles(4) + w.scheduler.overhead_cycles) / w.hardware.clock_Hz
-    assert gain == pytest.approx(-overhead, rel=1e-9)
+@pytest.mark.parametrize("mode,granularity", MODES)
+def test_drs_costs_only_what_outlasts_attention_on_a_balanced_pattern(tiny_raw, mode, granularity):
+    raw = compute_bound(tiny_raw)
+    replay_pattern = [False, False, True, True]  # one replay per core: nothing to rebalance
+    for overhead, exposed in ((100, False), (20000, True)):
+        sets = ["hardware.cores=2", f"scheduler.overhead_cycles={overhead}"]
+        w = resolve(raw, sets)
+        w_static = resolve(raw, sets + ["scheduler.drs=false"])
+        replay = crafted(w, replay_pattern)
+        cost = CostModel(w.hardware, w.model, drs_overhead_cycles=overhead)
+        cost_s = (
+            execute(make_job(w, replay), mode, granularity=granularity).latency_s
+            - execute(make_job(w_static, replay), mode, granularity=granularity).latency_s
+        )
+        # Per scheduled layer: both cores finish QKV together; the TAS unit then scores core 0's two
+        # entries and core 1's two; DRS scans 4 bits plus the overhead. Attention (two entries per core)
+        # ends 2 x attention_cycles(context) after QKV. DRS costs what it outlasts attention by.
+        ctx = w.video.prompt_tokens + np.arange(w.video.steps) + 1
+        excess = [
+            4 * cost.tas_unit_cycles + drs_assign_cycles(4) + overhead - 2 * cost.attention_cycles(int(c))
+            for c in ctx[w.video.tokens_per_frame :]
+        ]
+        if not exposed:
+            assert max(excess) < 0
+            assert cost_s == pytest.approx(0.0, abs=1e-12)
+        else:
+            assert min(excess) > 0
+            assert cost_s == pytest.approx(sum(excess) * w.model.layers / w.hardware.clock_Hz, rel=1e-9)
 
 
 def test_registers_and_instruction_filter():

@@ -286,7 +286,8 @@ def _short(x: Any, n: int = 200) -> str:
 
 
 def event_setup(hw_overrides: dict, dims_overrides: dict):
-    """A cycle-denominated event-model world: clock 1e-6 MHz (1 s = 1 cycle), memory that never binds.
+    """A cycle-denominated event-model world: clock 1e-6 MHz (1 s = 1 cycle), memory that never binds,
+    and input vectors written at once (the testbenches preload a twin's input buffer before ``start``).
 
     Returns ``(env, cost, memory, timeline)`` for building event components.
     """
@@ -298,8 +299,12 @@ def event_setup(hw_overrides: dict, dims_overrides: dict):
     from accelerator.timeline import Timeline
     from models.dims import ModelDims
 
+    from accelerator.spec import MAX_WIDTH
+
     hw = HardwareSpec(
-        clock_MHz=1e-6, memory={"main": MemoryGroup(bandwidth_GBps=1e12, efficiency=1.0)}, **hw_overrides
+        clock_MHz=1e-6,
+        memory={"main": MemoryGroup(bandwidth_GBps=1e12, efficiency=1.0)},
+        **{"input_write_elems_per_cycle": MAX_WIDTH, **hw_overrides},
     )
     dims = ModelDims(**{"layers": 1, "hidden": 64, "heads": 1, "mlp_hidden": 64, **dims_overrides})
     env = simpy.Environment()
