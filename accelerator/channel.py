@@ -51,7 +51,9 @@ class Channel:
         self.bytes_moved = 0.0
         self.busy_s = 0.0
 
-    def transfer(self, requester, nbytes: float, done: simpy.Event | None = None, label: str = "") -> simpy.Event:
+    def transfer(
+        self, requester, nbytes: float, done: simpy.Event | None = None, label: str = ""
+    ) -> simpy.Event:
         """Queue ``nbytes`` for ``requester``; ``done`` (created if not given) succeeds when the data is in."""
         env = self.env
         done = env.event() if done is None else done
@@ -108,7 +110,7 @@ class Channel:
         # The transfer this timer was set for ends now whatever rounding left of it; others end with it if
         # only rounding separates them.
         first = min(t.remaining for t in heads)
-        for i, t in enumerate(list(heads)):
+        for t in list(heads):
             if t.remaining <= max(first, _RESIDUE_BYTES, 1e-9 * t.nbytes):
                 queue = t.queue
                 queue.popleft()

@@ -65,7 +65,9 @@ def exposed_input_cycles(write_cycles, before_cycles, input_buffers: int):
     return write_cycles
 
 
-def attention_head_cycles(keys, head_dim: int, lanes: int, pipeline_cycles: int, write_port: int, buffers: int):
+def attention_head_cycles(
+    keys, head_dim: int, lanes: int, pipeline_cycles: int, write_port: int, buffers: int
+):
     """One head of one entry on the GEMV tile, which broadcasts one input element per cycle: scores
     (lanes own keys, q_h broadcast), then values (lanes own the head's output dims, softmax(scores)
     broadcast; lanes beyond ``head_dim`` idle). The softmax output is written into the input buffer as the
@@ -167,8 +169,10 @@ class CostModel:
         # projection for qkv). The attention instruction's own inputs are inside attention_entry_cycles.
         port, buffers = hw.input_write_elems_per_cycle, hw.input_buffers
         before = {"qkv": raw["down"], "up": raw["o"], "down": raw["up"]}
-        wait = {m: int(exposed_input_cycles(input_write_cycles(self.matrices[m][1], port), c, buffers))
-                for m, c in before.items()}
+        wait = {
+            m: int(exposed_input_cycles(input_write_cycles(self.matrices[m][1], port), c, buffers))
+            for m, c in before.items()
+        }
         wait["o"] = 0  # charged in attention_entry_cycles, where the heads that write it are known
         #: Per entry, cycles of each block instruction of each matrix (the input wait on the first block).
         self.block_cycles = {

@@ -44,11 +44,34 @@ FIRED.fired = True
 class Record:
     """One dispatched instruction as an engine runs it."""
 
-    __slots__ = ("name", "phase", "layer_run", "entries", "seconds", "nbytes", "channel", "macs", "waits",
-                 "loaded", "on_done", "core")
+    __slots__ = (
+        "name",
+        "phase",
+        "layer_run",
+        "entries",
+        "seconds",
+        "nbytes",
+        "channel",
+        "macs",
+        "waits",
+        "loaded",
+        "on_done",
+        "core",
+    )
 
-    def __init__(self, name, phase, layer_run, entries, seconds, nbytes=0.0, channel=None, macs=0.0,
-                 waits=(), on_done=None) -> None:
+    def __init__(
+        self,
+        name,
+        phase,
+        layer_run,
+        entries,
+        seconds,
+        nbytes=0.0,
+        channel=None,
+        macs=0.0,
+        waits=(),
+        on_done=None,
+    ) -> None:
         self.name = name
         self.phase = phase
         self.layer_run = layer_run

@@ -68,14 +68,7 @@ def encode(i: Instr) -> int:
         or not 0 <= i.matrix < len(MATRICES)
     ):
         raise ValueError(f"instruction does not fit its word: {i!r}")
-    return (
-        int(i.op) << 60
-        | i.core << 54
-        | int(i.filter) << 53
-        | i.matrix << 51
-        | i.block << 32
-        | i.mask
-    )
+    return int(i.op) << 60 | i.core << 54 | int(i.filter) << 53 | i.matrix << 51 | i.block << 32 | i.mask
 
 
 def decode(word: int) -> Instr:

@@ -166,12 +166,14 @@ class Machine:
 
     # -- the dispatcher ---------------------------------------------------------------------------------
     def _dispatch(self, progress: bool):
-        job, env, cost = self.job, self.env, self.cost
+        job, cost = self.job, self.cost
         ctx = job.context()
         layers, batch = job.layers, job.batch
         previous = [FIRED] * batch  # layer outputs the next layer's QKV reads
         static_mapping = np.array(self.static_core)
-        for s in tqdm(range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False):
+        for s in tqdm(
+            range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
+        ):
             self.timeline.enabled = s < self.timeline_steps
             opts = StreamOptions(
                 batch=batch,
@@ -190,7 +192,9 @@ class Machine:
             for layer in range(layers):
                 compute = job.compute[:, layer, s]
                 lay = LayerRun(s * (layers + 1) + layer, batch, self.hw.cores, self.blocks)
-                yield from self._layer(stream, lay, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping)
+                yield from self._layer(
+                    stream, lay, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping
+                )
                 previous = lay.output
             if tail:
                 lay = LayerRun(s * (layers + 1) + layers, batch, self.hw.cores, self.blocks)
@@ -198,8 +202,15 @@ class Machine:
                     if ins.op == Op.EXTRA:
                         entries = self.groups[ins.core]
                         waits = () if self.barrier else tuple(previous[e] for e in entries)
-                        rec = Record("extra", EXTRA, lay, entries, len(entries) * self.extra_s,
-                                     macs=len(entries) * cost.dims.extra_macs_per_token, waits=waits)
+                        rec = Record(
+                            "extra",
+                            EXTRA,
+                            lay,
+                            entries,
+                            len(entries) * self.extra_s,
+                            macs=len(entries) * cost.dims.extra_macs_per_token,
+                            waits=waits,
+                        )
                         yield from self._put(self.cores[ins.core], rec)
                     else:
                         yield from self._sync(lay)
@@ -223,9 +234,14 @@ class Machine:
                 for core, entries in self._route(ins, ins_entries, compute, mapping):
                     n = len(entries)
                     rec = Record(
-                        f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries,
-                        n * self.block_s[matrix][ins.block], self.block_bytes[matrix][ins.block],
-                        self.weights, n * self.block_macs[matrix][ins.block],
+                        f"{matrix}[{ins.block}]",
+                        _GEMV_PHASE[matrix],
+                        lay,
+                        entries,
+                        n * self.block_s[matrix][ins.block],
+                        self.block_bytes[matrix][ins.block],
+                        self.weights,
+                        n * self.block_macs[matrix][ins.block],
                     )
                     rec.core = core
                     if matrix == "qkv":
@@ -252,8 +268,18 @@ class Machine:
                 lay.tas_done[ins.core] = Signal()
                 if lay.bits_done is FIRED:
                     lay.bits_done = Signal()
-                rec = Record("tas", TAS, lay, entries, n * self.tas_s, n * self.tas_key_bytes, self.kv,
-                             n * self.cost.tas_macs, waits=(lay.qkv_done[ins.core],), on_done=self._tas_done)
+                rec = Record(
+                    "tas",
+                    TAS,
+                    lay,
+                    entries,
+                    n * self.tas_s,
+                    n * self.tas_key_bytes,
+                    self.kv,
+                    n * self.cost.tas_macs,
+                    waits=(lay.qkv_done[ins.core],),
+                    on_done=self._tas_done,
+                )
                 yield from self._put(self.tas_unit, rec)
             elif op == Op.DRS:
                 event = lay.bits_done.wait(env)
@@ -290,8 +316,16 @@ class Machine:
 
     def _replay_record(self, name, lay, entries, on_done) -> Record:
         n = len(entries)
-        return Record(name, REPLAY, lay, entries, n * self.replay_s, n * self.cost.replay_bytes,
-                      self.replay_channel, on_done=on_done)
+        return Record(
+            name,
+            REPLAY,
+            lay,
+            entries,
+            n * self.replay_s,
+            n * self.cost.replay_bytes,
+            self.replay_channel,
+            on_done=on_done,
+        )
 
     def _route(self, ins, entries, compute, mapping):
         """The instruction filter: (core, entries) pairs of a core instruction after dropping replayed
@@ -363,5 +397,7 @@ def _scheduled_events(env: simpy.Environment) -> int:
     return next(env._eid)  # noqa: SLF001 - SimPy keeps no public count
 
 
-def run_instructions(job, timeline_steps: int = 0, progress: bool = False, dispatch="round_robin", barrier=True):
+def run_instructions(
+    job, timeline_steps: int = 0, progress: bool = False, dispatch="round_robin", barrier=True
+):
     return Machine(job, timeline_steps, dispatch, barrier).run(progress)

@@ -75,9 +75,17 @@ class _Layers:
         self._reset(t0)
         ends = [-np.inf] * len(PHASES)
         pairs = list(zip(self.cores, self.static_n, strict=True))  # every core's QKV first, as dispatched
-        qkv_end = [core.run(self.task(("qkv", n), lambda n=n: cost.qkv(n)), t0, "qkv", entries=n) for core, n in pairs]
+        qkv_end = [
+            core.run(self.task(("qkv", n), lambda n=n: cost.qkv(n)), t0, "qkv", entries=n)
+            for core, n in pairs
+        ]
         attn_end = [
-            core.run(self.task(("attention", n, ctx), lambda n=n: cost.attention(n, ctx)), t0, "attention", entries=n)
+            core.run(
+                self.task(("attention", n, ctx), lambda n=n: cost.attention(n, ctx)),
+                t0,
+                "attention",
+                entries=n,
+            )
             for core, n in pairs
         ]
         ends[QKV], ends[ATTENTION] = max(qkv_end), max(attn_end)
@@ -92,8 +100,12 @@ class _Layers:
                 self.timeline.span("units", "drs", "drs", bits, ready, computing=k)
         # Entries that DRS moved need every core's attention output; statically each core needs its own.
         mlp_end = [
-            core.run(self.task(("mlp", n), lambda n=n: cost.mlp(n)),
-                     max(ready, ends[ATTENTION] if schedules else attn_end[c]), "mlp", entries=n)
+            core.run(
+                self.task(("mlp", n), lambda n=n: cost.mlp(n)),
+                max(ready, ends[ATTENTION] if schedules else attn_end[c]),
+                "mlp",
+                entries=n,
+            )
             for c, (core, n) in enumerate(zip(self.cores, mlp_n, strict=True))
         ]
         ends[MLP] = max(mlp_end)
@@ -151,10 +163,8 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
             index = distinct.get(key)
             if index is None or recording:  # a recorded step is scheduled again for its spans
                 before = sched.counters()
-                if layer == layers:
-                    ends = sched.extra(t0)
-                else:
-                    ends = sched.layer(t0, a, mlp_n, k, scored, schedules)
+                extra = layer == layers
+                ends = sched.extra(t0) if extra else sched.layer(t0, a, mlp_n, k, scored, schedules)
                 if index is None:
                     rel = np.array(ends) - t0
                     index = distinct[key] = len(shapes)

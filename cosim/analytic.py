@@ -85,12 +85,24 @@ def run_analytic(job: DecodeJob) -> SimResult:
 
     # Milestones as the event model records them; the critical path is charged in execution order.
     ends = np.stack(
-        [t_qkv, t_attn, np.where(scored, t_bits, -np.inf), np.where(scheduling, t_drs, -np.inf), t_mlp,
-         np.where(job.uses_cache, t_end, -np.inf)], axis=-1)
+        [
+            t_qkv,
+            t_attn,
+            np.where(scored, t_bits, -np.inf),
+            np.where(scheduling, t_drs, -np.inf),
+            t_mlp,
+            np.where(job.uses_cache, t_end, -np.inf),
+        ],
+        axis=-1,
+    )
     layer_time = np.max(ends, axis=-1)  # (layers, steps)
     step_extra = float(chip_seconds(cost, cost.extra(static_n[:, 0, 0]))) if cost.extra_cycles else 0.0
-    starts = np.concatenate([[0.0], np.cumsum(np.concatenate(
-        [layer_time.T, np.full((steps, 1), step_extra)], axis=1).ravel())[:-1]]).reshape(steps, layers + 1)
+    starts = np.concatenate(
+        [
+            [0.0],
+            np.cumsum(np.concatenate([layer_time.T, np.full((steps, 1), step_extra)], axis=1).ravel())[:-1],
+        ]
+    ).reshape(steps, layers + 1)
     rows = np.full((steps, layers + 1, len(PHASES)), -np.inf)
     rows[:, :layers, :6] = starts[:, :layers, None] + ends.transpose(1, 0, 2)
     if step_extra:

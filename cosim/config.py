@@ -274,7 +274,9 @@ class Workload(_Section):
         """Options only the instruction-level machine has: say so instead of silently ignoring them."""
         sim, sch = self.simulation, self.scheduler
         instruction = sim.mode == "event" and sim.granularity == "instruction"
-        where = f"simulation.mode: {sim.mode}" + (f", granularity: {sim.granularity}" if sim.mode == "event" else "")
+        where = f"simulation.mode: {sim.mode}" + (
+            f", granularity: {sim.granularity}" if sim.mode == "event" else ""
+        )
         if not instruction:
             if sch.dispatch != "round_robin":
                 raise ValueError(

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from accelerator.cost import PHASES, CostModel
-from cosim.analytic import run_analytic
-from cosim.config import Workload
+from accelerator.job import DecodeJob, SimResult
 from accelerator.machine import run_instructions
 from accelerator.phase_model import run_event
-from accelerator.job import DecodeJob, SimResult
+from cosim.analytic import run_analytic
+from cosim.config import Workload
 from cosim.sources import TraceBundle
 
 
@@ -59,7 +59,9 @@ def execute(
     return run_event(job, timeline_steps=timeline_steps, progress=progress)
 
 
-def execute_workload(w: Workload, job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+def execute_workload(
+    w: Workload, job: DecodeJob, timeline_steps: int = 0, progress: bool = False
+) -> SimResult:
     """Run ``job`` the way workload ``w`` asks (mode, granularity, dispatch rule, layer barrier)."""
     sim, sch = w.simulation, w.scheduler
     return execute(job, sim.mode, timeline_steps, progress, sim.granularity, sch.dispatch, sch.layer_barrier)
@@ -83,7 +85,9 @@ def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunRes
     if w.sparse_attention.window is not None:  # the headline claim compares against full attention
         full = w.model_copy(deep=True)
         full.sparse_attention.window = None
-        summary["dense_full_attention_latency_s"] = execute_workload(full, make_job(full, None), 0, progress).latency_s
+        summary["dense_full_attention_latency_s"] = execute_workload(
+            full, make_job(full, None), 0, progress
+        ).latency_s
         summary["speedup_vs_dense_full_attention"] = (
             summary["dense_full_attention_latency_s"] / result.latency_s
         )

@@ -295,11 +295,9 @@ def event_setup(hw_overrides: dict, dims_overrides: dict):
 
     from accelerator.cost import CostModel
     from accelerator.memory import MemoryServer
-    from accelerator.spec import HardwareSpec, MemoryGroup
+    from accelerator.spec import MAX_WIDTH, HardwareSpec, MemoryGroup
     from accelerator.timeline import Timeline
     from models.dims import ModelDims
-
-    from accelerator.spec import MAX_WIDTH
 
     hw = HardwareSpec(
         clock_MHz=1e-6,
