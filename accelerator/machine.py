@@ -285,8 +285,11 @@ class Machine:
                 event = lay.bits_done.wait(env)
                 if event is not None:
                     yield event
+                start = env.now
                 yield env.timeout(self.drs_s)
                 self.drs_events += 1
+                if self.timeline.enabled:
+                    self.timeline.span("units", "drs", "drs", start, env.now, computing=int(sum(compute)))
                 mapping = self._map(compute)
                 self._ends[lay.unit][DRS] = env.now
             elif op == Op.REPLAY_RD:
