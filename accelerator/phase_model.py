@@ -47,6 +47,7 @@ class _Layers:
         self.timeline = timeline
         self.static_n = static_core_counts(np.ones(job.batch, dtype=bool), hw.cores).tolist()
         self._tasks: dict = {}
+        self._fronts: dict = {}
         self.units = (*self.cores, self.tas_unit, self.cache)
 
     def task(self, key, demand_fn):
@@ -72,27 +73,7 @@ class _Layers:
     def layer(self, t0: float, ctx: int, mlp_n: tuple, k: int, scored: bool, schedules: bool) -> list[float]:
         """Ends of each kind of work of one layer that starts at ``t0`` on an idle machine."""
         cost, batch = self.cost, self.job.batch
-        self._reset(t0)
-        ends = [-np.inf] * len(PHASES)
-        pairs = list(zip(self.cores, self.static_n, strict=True))  # every core's QKV first, as dispatched
-        qkv_end = [
-            core.run(self.task(("qkv", n), lambda n=n: cost.qkv(n)), t0, "qkv", entries=n)
-            for core, n in pairs
-        ]
-        attn_end = [
-            core.run(
-                self.task(("attention", n, ctx), lambda n=n: cost.attention(n, ctx)),
-                t0,
-                "attention",
-                entries=n,
-            )
-            for core, n in pairs
-        ]
-        ends[QKV], ends[ATTENTION] = max(qkv_end), max(attn_end)
-        bits = t0
-        if scored:
-            bits = max(self.tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(self.static_n))
-            ends[TAS] = bits
+        ends, attn_end, bits = self._front(t0, ctx, scored)
         ready = bits
         if schedules:
             ready = ends[DRS] = bits + self.drs.seconds
@@ -120,6 +101,68 @@ class _Layers:
                     end = max(self.cache.submit(0, n, t), end)
             ends[REPLAY] = end
         return ends
+
+    def _front(self, t0: float, ctx: int, scored: bool):
+        """QKV, attention and TAS of a layer: the same for every layer of a step, so scheduled once per
+        (context, scored) and replayed by restoring the units' state and adding its counts."""
+        key = (ctx, scored)
+        front = None if self.timeline.enabled else self._fronts.get(key)
+        units = (*self.units, *self.memory.values())
+        if front is not None:
+            ends, attn_end, bits, free_at, counts = front
+            for u, f in zip(units, free_at, strict=True):
+                u.free_at = t0 + f
+            for core, (busy, macs) in zip(self.cores, counts[0], strict=True):
+                core.busy_s += busy
+                core.macs += macs
+            self.tas_unit.macs += counts[1]
+            for m, nbytes in zip(self.memory.values(), counts[2], strict=True):
+                m.bytes_moved += nbytes
+            return [t0 + e for e in ends], [t0 + e for e in attn_end], t0 + bits
+        before = self._front_counts()
+        self._reset(t0)
+        cost = self.cost
+        ends = [-np.inf] * len(PHASES)
+        pairs = list(zip(self.cores, self.static_n, strict=True))  # every core's QKV first, as dispatched
+        qkv_end = [
+            core.run(self.task(("qkv", n), lambda n=n: cost.qkv(n)), t0, "qkv", entries=n)
+            for core, n in pairs
+        ]
+        attn_end = [
+            core.run(
+                self.task(("attention", n, ctx), lambda n=n: cost.attention(n, ctx)),
+                t0,
+                "attention",
+                entries=n,
+            )
+            for core, n in pairs
+        ]
+        ends[QKV], ends[ATTENTION] = max(qkv_end), max(attn_end)
+        bits = t0
+        if scored:
+            bits = max(self.tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(self.static_n))
+            ends[TAS] = bits
+        after = self._front_counts()
+        counts = (
+            [(b[0] - a[0], b[1] - a[1]) for a, b in zip(before[0], after[0], strict=True)],
+            after[1] - before[1],
+            [b - a for a, b in zip(before[2], after[2], strict=True)],
+        )
+        self._fronts[key] = (
+            [e - t0 for e in ends],
+            [e - t0 for e in attn_end],
+            bits - t0,
+            [u.free_at - t0 for u in units],
+            counts,
+        )
+        return ends, attn_end, bits
+
+    def _front_counts(self):
+        return (
+            [(c.busy_s, c.macs) for c in self.cores],
+            self.tas_unit.macs,
+            [m.bytes_moved for m in self.memory.values()],
+        )
 
     def extra(self, t0: float) -> list[float]:
         self._reset(t0)
