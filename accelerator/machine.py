@@ -190,7 +190,7 @@ class Machine:
             kv_bytes = float(cost.kv_bytes_per_entry(ctx[s]))
             attn_macs = float(cost.attention_macs(ctx[s]) - cost.o_macs)
             for layer in range(layers):
-                compute = job.compute[:, layer, s]
+                compute = job.compute[:, layer, s].tolist()
                 lay = LayerRun(s * (layers + 1) + layer, batch, self.hw.cores, self.blocks)
                 yield from self._layer(
                     stream, lay, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping

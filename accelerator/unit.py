@@ -1,7 +1,9 @@
-"""What every block of the event model has in common: it runs one task at a time, in arrival order.
+"""What every block of the phase model has in common: it runs one task at a time, in arrival order.
 
-A task is a cost-model demand planned for the event loop: seconds of compute and bytes per memory server.
-Its transfers overlap its compute (double-buffered), so the task ends when the later of the two ends.
+A task is a cost-model demand planned for the phase model: seconds of compute and bytes per memory server.
+Its transfers overlap its compute (ideal streaming), so the task ends when the later of the two ends. The
+instruction-level machine's engines (``accelerator.engines``) are the same blocks with real queues,
+buffers and channels.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The analytic model: the event model's schedule in closed form, vectorised over layers and steps.
+"""The analytic model: the phase model's schedule in closed form, vectorised over layers and steps.
 
 Each phase takes the roofline of the whole chip: the slowest core's compute, or each memory group's total
 bytes at its sustained bandwidth, whichever is longer. It shares every number with the event model through
-the cost model; it differs only where the event model's order matters (docs/metrics.md#event-vs-analytic):
-a FIFO memory group carrying transfers over from one phase into the next, a core that finishes QKV early
-starting the TAS unit early, and compute and transfers of different phases overlapping within a core.
+the cost model; it differs only where the phase model's order matters (docs/cost_model.md, "How far apart
+the executions are"): a FIFO memory group carrying transfers over from one phase into the next, a core
+that finishes QKV early starting the TAS unit early, and compute and transfers of different phases
+overlapping within a core.
 """
 
 from __future__ import annotations
