@@ -113,6 +113,22 @@ PHASES = ("qkv", "attention", "tas", "drs", "mlp", "replay", "extra")
 
 
 @dataclass(frozen=True)
+class InstructionCost:
+    """An instruction applied to ``n`` entries takes ``fixed_cycles + n * cycles`` and ``n * macs``;
+    ``nbytes`` in memory group ``group`` is the operand a GEMV or ATTN streams in once, or what a TAS or
+    replay instruction moves per entry."""
+
+    cycles: int
+    macs: int
+    nbytes: float
+    group: str
+    fixed_cycles: int = 0
+
+    def total_cycles(self, n: int) -> int:
+        return self.fixed_cycles + n * self.cycles
+
+
+@dataclass(frozen=True)
 class Demand:
     """Work one core (or unit) does in one phase: compute cycles and bytes per memory group."""
 
@@ -236,6 +252,35 @@ class CostModel:
         if self.hw.weights_shared_across_batch:
             return np.where(entries > 0, per_entry_bytes, 0.0)
         return per_entry_bytes * entries
+
+    # -- one instruction of the compiled stream (accelerator.isa) ---------------------------------------
+    def instruction(self, op: str, matrix: str = "", block: int = 0, ctx: int = 0) -> InstructionCost:
+        """What one instruction costs per entry it applies to, and the operand it streams in once (a
+        weight block, an entry's keys and values) or the bytes it moves per entry (TAS, replay)."""
+        pl, d = self.hw.placement, self.dims
+        if op == "GEMV":
+            rows, cols = self.blocks[matrix][block], self.matrices[matrix][1]
+            return InstructionCost(
+                self.block_cycles[matrix][block], rows * cols, rows * cols * self.w_bytes, pl.weights
+            )
+        if op == "ATTN":
+            macs = 2 * d.heads * d.head_dim * self.attended(ctx)
+            return InstructionCost(
+                int(self.attention_entry_cycles(ctx)),
+                int(macs),
+                float(self.kv_bytes_per_entry(ctx)),
+                pl.kv_cache,
+            )
+        if op == "TAS":
+            return InstructionCost(self.tas_unit_cycles, self.tas_macs, d.kv_dim * self.kv_bytes, pl.kv_cache)
+        if op == "DRS":  # one cycle per bit scanned, the commit and the assumed overhead
+            fixed = drs_assign_cycles(0) + self.drs_overhead_cycles
+            return InstructionCost(drs_assign_cycles(1) - drs_assign_cycles(0), 0, 0.0, "", fixed)
+        if op in ("REPLAY_RD", "REPLAY_WR"):
+            return InstructionCost(self.replay_unit_cycles, 0, self.replay_bytes, pl.replay_cache)
+        if op == "EXTRA":
+            return InstructionCost(self.extra_cycles, d.extra_macs_per_token, 0.0, "")
+        return InstructionCost(0, 0, 0.0, "")
 
     # -- phase demands for a core running `n` entries --------------------------------------------------
     def qkv(self, n) -> Demand:

@@ -57,6 +57,7 @@ class Record:
         "loaded",
         "on_done",
         "core",
+        "bits",
     )
 
     def __init__(
@@ -84,6 +85,7 @@ class Record:
         self.loaded: simpy.Event | None = None
         self.on_done = on_done
         self.core = -1
+        self.bits = 0  # TAS: the index-register bits it writes when done
 
 
 class InstructionQueue:

@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from accelerator.channel import Channel
 from accelerator.compiler import StreamOptions, program, static_groups
-from accelerator.cost import PHASES, drs_mapping
-from accelerator.drs import check_batch
+from accelerator.cost import PHASES
+from accelerator.drs import check_batch, mapping_registers
 from accelerator.engines import FIRED, Core, Engine, Record, Signal
-from accelerator.isa import MAPPED, MATRICES, Op
+from accelerator.isa import MAPPED, MATRICES, Instr, Op, mask_of
 from accelerator.job import SimResult, critical_path
 from accelerator.timeline import Timeline
 
@@ -59,6 +59,7 @@ class LayerRun:
         self.attention_done = [Signal() for _ in range(batch)]
         self.down_left = [blocks["down"]] * batch
         self.output = [Signal() for _ in range(batch)]  # the layer output of each entry is available
+        self.index = 0  # the DRS index register: bit e = entry e computes its MLP
 
 
 class Machine:
@@ -88,24 +89,8 @@ class Machine:
         self.dispatch_stall_s = 0.0
         self._streams: dict = {}
         self.instructions = 0
-        # Seconds and bytes per instruction kind, evaluated once (the cost model is the only source).
-        clock = hw.clock_Hz
-        self.block_s = {m: [c / clock for c in cost.block_cycles[m]] for m in MATRICES}
-        w_bits = hw.precision.weights_bits
-        self.block_bytes = {
-            m: [r * cost.matrices[m][1] * w_bits / 8 for r in cost.blocks[m]] for m in MATRICES
-        }
-        self.block_macs = {m: [r * cost.matrices[m][1] for r in cost.blocks[m]] for m in MATRICES}
-        pl = hw.placement
-        self.weights = self.channels[pl.weights]
-        self.kv = self.channels[pl.kv_cache]
-        self.replay_channel = self.channels[pl.replay_cache]
-        self.tas_s = cost.tas_unit_cycles / clock
-        self.tas_key_bytes = cost.dims.kv_dim * cost.kv_bytes
-        self.drs_s = float(cost.seconds(cost.drs(job.batch).cycles))
-        self.replay_s = cost.replay_unit_cycles / clock
-        self.extra_s = cost.extra_cycles / clock
-        self.mlp_s = cost.mlp_cycles / clock
+        self._costs: dict = {}
+        self._mappings: dict = {}
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _done(self, rec: Record) -> None:
@@ -159,6 +144,7 @@ class Machine:
             lay.output[e].fire()
 
     def _tas_done(self, lay: LayerRun, rec: Record) -> None:
+        lay.index |= rec.bits
         lay.tas_done[self.static_core[rec.entries[0]]].fire()
         lay.tas_left -= 1
         if lay.tas_left == 0:
@@ -167,10 +153,10 @@ class Machine:
     # -- the dispatcher ---------------------------------------------------------------------------------
     def _dispatch(self, progress: bool):
         job, cost = self.job, self.cost
-        ctx = job.context()
+        ctx = cost.attended(job.context()).tolist()
         layers, batch = job.layers, job.batch
         previous = [FIRED] * batch  # layer outputs the next layer's QKV reads
-        static_mapping = np.array(self.static_core)
+        compute_by_layer = job.compute.transpose(2, 1, 0).tolist()  # [step][layer][entry]
         for s in tqdm(
             range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
         ):
@@ -185,35 +171,16 @@ class Machine:
                 barrier=self.barrier,
             )
             stream, tail = program(cost, opts)
-            stream = self._decoded(stream)
-            attn_s = float(cost.seconds(cost.attention_entry_cycles(ctx[s])))
-            kv_bytes = float(cost.kv_bytes_per_entry(ctx[s]))
-            attn_macs = float(cost.attention_macs(ctx[s]) - cost.o_macs)
             for layer in range(layers):
-                compute = job.compute[:, layer, s].tolist()
                 lay = LayerRun(s * (layers + 1) + layer, batch, self.hw.cores, self.blocks)
-                yield from self._layer(
-                    stream, lay, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping
-                )
+                compute = compute_by_layer[s][layer]
+                if not opts.tas:  # decisions known in advance (frame 0, or a schedule-based policy)
+                    lay.index = mask_of(e for e in range(batch) if compute[e])
+                yield from self._layer(self._decoded(stream), lay, compute, previous, ctx[s])
                 previous = lay.output
             if tail:
                 lay = LayerRun(s * (layers + 1) + layers, batch, self.hw.cores, self.blocks)
-                for ins in tail:
-                    if ins.op == Op.EXTRA:
-                        entries = self.groups[ins.core]
-                        waits = () if self.barrier else tuple(previous[e] for e in entries)
-                        rec = Record(
-                            "extra",
-                            EXTRA,
-                            lay,
-                            entries,
-                            len(entries) * self.extra_s,
-                            macs=len(entries) * cost.dims.extra_macs_per_token,
-                            waits=waits,
-                        )
-                        yield from self._put(self.cores[ins.core], rec)
-                    else:
-                        yield from self._sync(lay)
+                yield from self._layer(self._decoded(tail), lay, None, previous, ctx[s])
 
     def _decoded(self, stream):
         """The stream with each instruction's entry list unpacked once (the dispatcher's hot loop)."""
@@ -222,27 +189,35 @@ class Machine:
             self._streams[key] = (stream, [(ins, ins.entries) for ins in stream])
         return self._streams[key][1]
 
-    def _layer(self, stream, lay: LayerRun, compute, previous, attn_s, kv_bytes, attn_macs, static_mapping):
+    def _cost(self, ins: Instr, ctx: int):
+        """The cost model's account of an instruction (per step for ATTN, whose context grows)."""
+        key = (ins.op, ins.matrix, ins.block, ctx if ins.op == Op.ATTN else 0)
+        c = self._costs.get(key)
+        if c is None:
+            c = self._costs[key] = self.cost.instruction(ins.op.name, MATRICES[ins.matrix], ins.block, ctx)
+        return c
+
+    def _record(self, name: str, phase: int, lay: LayerRun, entries, c, streamed: bool, **kw) -> Record:
+        """A dispatched instruction: ``streamed`` operands (weights, keys and values) are fetched once,
+        other bytes (TAS keys, replay-cache moves) once per entry."""
+        n = len(entries)
+        channel = self.channels[c.group] if c.group else None
+        nbytes = c.nbytes if streamed else n * c.nbytes
+        seconds = c.total_cycles(n) / self.hw.clock_Hz
+        return Record(name, phase, lay, entries, seconds, nbytes, channel, n * c.macs, **kw)
+
+    def _layer(self, stream, lay: LayerRun, compute, previous, ctx: int):
         env, cores = self.env, self.cores
-        mapping = static_mapping
+        mapping = self.static_core
         for ins, ins_entries in stream:
             op = ins.op
             if op == Op.GEMV:
                 matrix = MATRICES[ins.matrix]
                 if ins.filter:
                     yield from self._bits_known(lay, ins_entries)
-                for core, entries in self._route(ins, ins_entries, compute, mapping):
-                    n = len(entries)
-                    rec = Record(
-                        f"{matrix}[{ins.block}]",
-                        _GEMV_PHASE[matrix],
-                        lay,
-                        entries,
-                        n * self.block_s[matrix][ins.block],
-                        self.block_bytes[matrix][ins.block],
-                        self.weights,
-                        n * self.block_macs[matrix][ins.block],
-                    )
+                c = self._cost(ins, ctx)
+                for core, entries in self._route(ins, ins_entries, lay.index, mapping):
+                    rec = self._record(f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries, c, True)
                     rec.core = core
                     if matrix == "qkv":
                         lay.qkv_left[core] += 1
@@ -258,55 +233,59 @@ class Machine:
                         rec.on_done = self._down_done
                     yield from self._put(cores[core], rec)
             elif op == Op.ATTN:
-                e = ins_entries[0]
-                rec = Record("attention", ATTENTION, lay, [e], attn_s, kv_bytes, self.kv, attn_macs)
+                rec = self._record("attention", ATTENTION, lay, ins_entries, self._cost(ins, ctx), True)
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.TAS:
-                entries = self.groups[ins.core]
-                n = len(entries)
                 lay.tas_left += 1
                 lay.tas_done[ins.core] = Signal()
                 if lay.bits_done is FIRED:
                     lay.bits_done = Signal()
-                rec = Record(
+                # What the unit will write into the index register when it is done (the trace's decisions).
+                bits = mask_of(e for e in ins_entries if compute[e])
+                rec = self._record(
                     "tas",
                     TAS,
                     lay,
-                    entries,
-                    n * self.tas_s,
-                    n * self.tas_key_bytes,
-                    self.kv,
-                    n * self.cost.tas_macs,
+                    ins_entries,
+                    self._cost(ins, ctx),
+                    False,
                     waits=(lay.qkv_done[ins.core],),
                     on_done=self._tas_done,
                 )
+                rec.bits = bits
                 yield from self._put(self.tas_unit, rec)
             elif op == Op.DRS:
                 event = lay.bits_done.wait(env)
                 if event is not None:
                     yield event
                 start = env.now
-                yield env.timeout(self.drs_s)
+                yield env.timeout(self._cost(ins, ctx).total_cycles(len(ins_entries)) / self.hw.clock_Hz)
                 self.drs_events += 1
-                if self.timeline.enabled:
-                    self.timeline.span("units", "drs", "drs", start, env.now, computing=int(sum(compute)))
-                mapping = self._map(compute)
+                mapping = self._map(lay.index, len(ins_entries))
                 self._ends[lay.unit][DRS] = env.now
-            elif op == Op.REPLAY_RD:
+                if self.timeline.enabled:
+                    self.timeline.span("units", "drs", "drs", start, env.now, index=f"{lay.index:#x}")
+            elif op in (Op.REPLAY_RD, Op.REPLAY_WR):
                 yield from self._bits_known(lay, ins_entries)
-                entries = [e for e in ins_entries if not compute[e]]
-                if entries:
+                read = op == Op.REPLAY_RD
+                entries = [e for e in ins_entries if bool(lay.index >> e & 1) != read]
+                if not entries:
+                    continue
+                c = self._cost(ins, ctx)
+                if read:
                     self.replay_reads += len(entries)
-                    rec = self._replay_record("replay read", lay, entries, self._replay_read_done)
-                    yield from self._put(self.replay_unit, rec)
-            elif op == Op.REPLAY_WR:
-                yield from self._bits_known(lay, ins_entries)
-                entries = [e for e in ins_entries if compute[e]]
-                if entries:
+                    rec = self._record(
+                        "replay read", REPLAY, lay, entries, c, False, on_done=self._replay_read_done
+                    )
+                else:
                     self.replay_writes += len(entries)
-                    rec = self._replay_record("replay write", lay, entries, None)
+                    rec = self._record("replay write", REPLAY, lay, entries, c, False)
                     rec.waits = tuple(lay.output[e] for e in entries)
-                    yield from self._put(self.replay_unit, rec)
+                yield from self._put(self.replay_unit, rec)
+            elif op == Op.EXTRA:
+                waits = () if self.barrier else tuple(previous[e] for e in ins_entries)
+                rec = self._record("extra", EXTRA, lay, ins_entries, self._cost(ins, ctx), False, waits=waits)
+                yield from self._put(cores[ins.core], rec)
             elif op == Op.SYNC:
                 yield from self._sync(lay)
 
@@ -317,43 +296,36 @@ class Machine:
             if event is not None:
                 yield event
 
-    def _replay_record(self, name, lay, entries, on_done) -> Record:
-        n = len(entries)
-        return Record(
-            name,
-            REPLAY,
-            lay,
-            entries,
-            n * self.replay_s,
-            n * self.cost.replay_bytes,
-            self.replay_channel,
-            on_done=on_done,
-        )
-
-    def _route(self, ins, entries, compute, mapping):
+    @staticmethod
+    def _route(ins: Instr, entries, index: int, mapping):
         """The instruction filter: (core, entries) pairs of a core instruction after dropping replayed
         entries (filtered instructions) and routing each entry to its mapped core (``MAPPED``)."""
         if ins.filter:
-            entries = [e for e in entries if compute[e]]
+            entries = [e for e in entries if index >> e & 1]
             if not entries:
                 return []
         if ins.core != MAPPED:
             return [(ins.core, entries)]
         by_core: dict[int, list[int]] = {}
         for e in entries:
-            by_core.setdefault(int(mapping[e]), []).append(e)
+            by_core.setdefault(mapping[e], []).append(e)
         return sorted(by_core.items())
 
-    def _map(self, compute) -> np.ndarray:
-        """The mapping registers DRS writes for this layer, by the dispatch rule."""
+    def _map(self, index: int, batch: int) -> list[int]:
+        """The mapping registers DRS writes from the index register, by the dispatch rule."""
         if self.dispatch == "round_robin":
-            return drs_mapping(np.asarray(compute, dtype=bool), self.hw.cores)
+            mapping = self._mappings.get(index)
+            if mapping is None:
+                mapping = self._mappings[index] = mapping_registers(index, batch, self.hw.cores)
+            return mapping
         load = [core.backlog_s() for core in self.cores]
-        mapping = np.full(len(compute), -1, dtype=np.int64)
-        for e in np.flatnonzero(compute):
-            c = int(np.argmin(load))
-            mapping[e] = c
-            load[c] += self.mlp_s
+        mlp_s = self.cost.mlp_cycles / self.hw.clock_Hz
+        mapping = [-1] * batch
+        for e in range(batch):
+            if index >> e & 1:
+                c = min(range(len(load)), key=load.__getitem__)
+                mapping[e] = c
+                load[c] += mlp_s
         return mapping
 
     def _sync(self, lay: LayerRun):
