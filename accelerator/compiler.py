@@ -106,8 +106,19 @@ def program(cost: CostModel, o: StreamOptions) -> tuple[tuple[Instr, ...], tuple
     return _cached(cost, o)
 
 
-def listing(stream) -> str:
-    """Human-readable listing of a stream, one instruction per line with its encoded word."""
+def listing(stream, cost: CostModel | None = None, ctx: int = 0) -> str:
+    """One instruction per line: its word, its mnemonic and, given the cost model, the cycles it takes on
+    every entry of its mask (filtered ones take fewer when entries replay) and the bytes it moves."""
     from accelerator.isa import encode
 
-    return "\n".join(f"{encode(i):016x}  {i}" for i in stream)
+    lines = []
+    for i in stream:
+        line = f"{encode(i):016x}  {i}"
+        if cost is not None:
+            c = cost.instruction(i.op.name, MATRICES[i.matrix], i.block, ctx)
+            n = len(i.entries)
+            nbytes = c.nbytes if i.op in (Op.GEMV, Op.ATTN) else n * c.nbytes
+            where = f" {c.group}" if c.group and nbytes else ""
+            line = f"{line:<72s} {c.total_cycles(n):>10,} cycles {int(nbytes):>12,} B{where}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -92,6 +92,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_program(args: argparse.Namespace) -> int:
+    """The compiled instruction stream of one layer at one decode step, with what each instruction costs."""
+    import numpy as np
+
+    from accelerator.compiler import StreamOptions, listing, program
+    from cosim.simulate import make_job
+
+    w = _workload(args)
+    v = w.video
+    step = v.tokens_per_frame if args.step is None else args.step
+    if not 0 <= step < v.steps:
+        raise UsageError(f"--step: {step} is not a decode step of this workload (0 to {v.steps - 1})")
+    job = make_job(w, np.zeros((v.batch, w.model.layers, v.steps), dtype=bool))
+    opts = StreamOptions(
+        batch=v.batch,
+        cores=w.hardware.cores,
+        shared_weights=w.hardware.weights_shared_across_batch,
+        tas=bool(job.scores(step)),
+        drs=bool(job.schedules(step)),
+        cache=job.uses_cache,
+        barrier=w.scheduler.layer_barrier,
+    )
+    ctx = int(job.cost.attended(job.context()[step]))
+    stream, tail = program(job.cost, opts)
+    print(
+        f"# {w.name}: one layer at decode step {step} (frame {step // v.tokens_per_frame}, {ctx} attended tokens), "
+        f"{w.hardware.name}, {w.hardware.clock_MHz:g} MHz; {len(stream)} instructions"
+    )
+    print(listing(stream, job.cost, ctx))
+    if tail:
+        print("# after the last layer of the step")
+        print(listing(tail, job.cost, ctx))
+    return 0
+
+
 def _type_name(annotation) -> str:
     origin = get_origin(annotation)
     if origin is None:
@@ -230,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     workload_cmd("validate", "check a workload and print it fully resolved", out=False).set_defaults(
         func=cmd_validate
     )
+    prog = workload_cmd("program", "print the compiled instruction stream of one layer", out=False)
+    prog.add_argument(
+        "--step", type=int, help="decode step (default: the first step of frame 1, where TAS and DRS run)"
+    )
+    prog.set_defaults(func=cmd_program)
     sub.add_parser("schema", help="the workload key tree with types, units and defaults").set_defaults(
         func=cmd_schema
     )

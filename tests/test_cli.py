@@ -139,3 +139,22 @@ def test_report_rebuilds_from_the_run_directory(tmp_path):
     r = cosim("report", out)
     assert r.returncode == 0 and (out / "report.html").is_file()
     assert cosim("report", tmp_path).returncode == 2
+
+
+def test_program_lists_the_compiled_stream_with_its_costs():
+    from accelerator.isa import Op, decode
+
+    r = cosim("program", PAPER)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if not line.startswith("#")]
+    # Frame 1 of the paper layer: 3 qkv + 1 o blocks per core, 2 TAS, 10 ATTN, DRS, read, 6 up + 4 down
+    # blocks (mapped), write, SYNC = 8 + 2 + 10 + 1 + 1 + 10 + 1 + 1 = 34.
+    assert len(lines) == 34
+    words = [decode(int(line.split()[0], 16)) for line in lines]
+    assert [w.op for w in words].count(Op.ATTN) == 10 and words[-1].op == Op.SYNC
+    # The first qkv block on core 0: 5 entries x (8 tiles of 512 rows x 4096 columns + 3 fill cycles).
+    assert "163,855 cycles" in lines[0] and "8,388,608 B hbm" in lines[0]
+    frame0 = cosim("program", PAPER, "--step", "0")
+    assert "TAS" not in frame0.stdout and "DRS" not in frame0.stdout
+    bad = cosim("program", PAPER, "--step", "2048")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--step" in bad.stderr
