@@ -191,7 +191,9 @@ class Engine:
 class Core(Engine):
     """A PE tile and its weight-stream engine. The stream engine fetches the operands (weight blocks, an
     entry's keys and values) of queued instructions in order, as far ahead as ``weight_buffers`` allow; the
-    tile runs an instruction once its operand is in a buffer and frees the buffer when it ends."""
+    tile runs an instruction once its operand is in a buffer and frees the buffer when it ends. The stream
+    engine acts on two events only (an instruction queued, a buffer freed), so it is driven from those
+    rather than run as a process of its own."""
 
     track = "cores"
 
@@ -200,30 +202,17 @@ class Core(Engine):
         self.index = index
         self.free_buffers = buffers
         self._fetch: deque[Record] = deque()
-        self._fetch_ready: simpy.Event | None = None
-        self._buffer_freed: simpy.Event | None = None
-        env.process(self._stream())
 
     def submit(self, record: Record) -> simpy.Event | None:
         if record.channel is not None:
             record.loaded = self.env.event()
             self._fetch.append(record)
-            if self._fetch_ready is not None:
-                ready, self._fetch_ready = self._fetch_ready, None
-                ready.succeed()
+            self._stream()
         return super().submit(record)
 
-    def _stream(self):
-        env = self.env
-        while True:
-            if not self._fetch:
-                self._fetch_ready = env.event()
-                yield self._fetch_ready
-                continue
-            if self.free_buffers == 0:
-                self._buffer_freed = env.event()
-                yield self._buffer_freed
-                continue
+    def _stream(self) -> None:
+        """Issue the next operand fetches that have a free buffer, in order."""
+        while self._fetch and self.free_buffers:
             rec = self._fetch.popleft()
             self.free_buffers -= 1
             rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
@@ -238,6 +227,4 @@ class Core(Engine):
     def _finished(self, rec: Record) -> None:
         if rec.loaded is not None:
             self.free_buffers += 1
-            if self._buffer_freed is not None:
-                freed, self._buffer_freed = self._buffer_freed, None
-                freed.succeed()
+            self._stream()
