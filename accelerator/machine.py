@@ -42,23 +42,34 @@ QKV, ATTENTION, TAS, DRS, MLP, REPLAY, EXTRA = range(len(PHASES))
 _GEMV_PHASE = {"qkv": QKV, "o": ATTENTION, "up": MLP, "down": MLP}
 
 
-class LayerRun:
-    """What one layer of one step has produced so far: signals the waiting instructions read, and the
-    latest end of each kind of work (for the critical-path breakdown)."""
+class Countdown:
+    """One signal per key, fired when that key's expected number of completions has happened (set up
+    front from the compiled stream, so a key cannot fire while its later instructions wait to dispatch)."""
 
-    def __init__(self, unit: int, batch: int, cores: int, blocks: dict[str, int]) -> None:
+    __slots__ = ("left", "signals")
+
+    def __init__(self, counts) -> None:
+        self.left = list(counts)
+        self.signals = [FIRED if n == 0 else Signal() for n in self.left]
+
+    def tick(self, key: int) -> None:
+        self.left[key] -= 1
+        if self.left[key] == 0:
+            self.signals[key].fire()
+
+
+class LayerRun:
+    """What one layer of one step has produced so far: signals the waiting instructions read."""
+
+    def __init__(self, unit: int, batch: int, qkv: list[int], tas: list[int], blocks: dict[str, int]) -> None:
         self.unit = unit  # row of the per-unit result arrays: step * (layers + 1) + layer
         self.outstanding = 0
         self.sync: simpy.Event | None = None
-        self.qkv_left = [0] * cores
-        self.qkv_done = [Signal() for _ in range(cores)]
-        self.tas_left = 0
-        self.tas_done = [FIRED] * cores  # per static group: its index-register bits are written
-        self.bits_done = FIRED
-        self.o_left = [blocks["o"]] * batch
-        self.attention_done = [Signal() for _ in range(batch)]
-        self.down_left = [blocks["down"]] * batch
-        self.output = [Signal() for _ in range(batch)]  # the layer output of each entry is available
+        self.qkv = Countdown(qkv)  # per core: its QKV instructions
+        self.tas = Countdown(tas)  # per core's static group: its index-register bits are written
+        self.bits = Countdown([sum(tas)])  # every bit of the index register is written
+        self.attention = Countdown([blocks["o"]] * batch)  # per entry: its O projection (attention output)
+        self.output = Countdown([blocks["down"]] * batch)  # per entry: its layer output (MLP or replay)
         self.index = 0  # the DRS index register: bit e = entry e computes its MLP
 
 
@@ -119,36 +130,27 @@ class Machine:
     # -- completion callbacks: the signals later instructions wait for ---------------------------------
     @staticmethod
     def _qkv_done(lay: LayerRun, rec: Record) -> None:
-        c = rec.core
-        lay.qkv_left[c] -= 1
-        if lay.qkv_left[c] == 0:
-            lay.qkv_done[c].fire()
+        lay.qkv.tick(rec.core)
 
     @staticmethod
     def _o_done(lay: LayerRun, rec: Record) -> None:
         for e in rec.entries:
-            lay.o_left[e] -= 1
-            if lay.o_left[e] == 0:
-                lay.attention_done[e].fire()
+            lay.attention.tick(e)
 
     @staticmethod
     def _down_done(lay: LayerRun, rec: Record) -> None:
         for e in rec.entries:
-            lay.down_left[e] -= 1
-            if lay.down_left[e] == 0:
-                lay.output[e].fire()
+            lay.output.tick(e)
 
     @staticmethod
     def _replay_read_done(lay: LayerRun, rec: Record) -> None:
         for e in rec.entries:
-            lay.output[e].fire()
+            lay.output.signals[e].fire()
 
     def _tas_done(self, lay: LayerRun, rec: Record) -> None:
         lay.index |= rec.bits
-        lay.tas_done[self.static_core[rec.entries[0]]].fire()
-        lay.tas_left -= 1
-        if lay.tas_left == 0:
-            lay.bits_done.fire()
+        lay.tas.tick(self.static_core[rec.entries[0]])
+        lay.bits.tick(0)
 
     # -- the dispatcher ---------------------------------------------------------------------------------
     def _dispatch(self, progress: bool):
@@ -157,6 +159,9 @@ class Machine:
         layers, batch = job.layers, job.batch
         previous = [FIRED] * batch  # layer outputs the next layer's QKV reads
         compute_by_layer = job.compute.transpose(2, 1, 0).tolist()  # [step][layer][entry]
+        # QKV instructions per core: one per block, or one per block and entry (per-entry weights)
+        shared = self.hw.weights_shared_across_batch
+        per_core = [1 if shared else len(g) for g in self.groups]
         for s in tqdm(
             range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
         ):
@@ -171,15 +176,21 @@ class Machine:
                 barrier=self.barrier,
             )
             stream, tail = program(cost, opts)
+            qkv = [
+                n * self.blocks["qkv"] if len(g) else 0 for g, n in zip(self.groups, per_core, strict=True)
+            ]
+            tas = [1 if opts.tas and g else 0 for g in self.groups]
             for layer in range(layers):
-                lay = LayerRun(s * (layers + 1) + layer, batch, self.hw.cores, self.blocks)
+                lay = LayerRun(s * (layers + 1) + layer, batch, qkv, tas, self.blocks)
                 compute = compute_by_layer[s][layer]
                 if not opts.tas:  # decisions known in advance (frame 0, or a schedule-based policy)
                     lay.index = mask_of(e for e in range(batch) if compute[e])
                 yield from self._layer(self._decoded(stream), lay, compute, previous, ctx[s])
-                previous = lay.output
+                previous = lay.output.signals
             if tail:
-                lay = LayerRun(s * (layers + 1) + layers, batch, self.hw.cores, self.blocks)
+                lay = LayerRun(
+                    s * (layers + 1) + layers, batch, [0] * self.hw.cores, [0] * self.hw.cores, self.blocks
+                )
                 yield from self._layer(self._decoded(tail), lay, None, previous, ctx[s])
 
     def _decoded(self, stream):
@@ -220,7 +231,6 @@ class Machine:
                     rec = self._record(f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries, c, True)
                     rec.core = core
                     if matrix == "qkv":
-                        lay.qkv_left[core] += 1
                         rec.on_done = self._qkv_done
                         if ins.block == 0 and not self.barrier:
                             rec.waits = tuple(previous[e] for e in entries)
@@ -228,7 +238,7 @@ class Machine:
                         rec.on_done = self._o_done
                     elif matrix == "up":
                         if ins.block == 0:
-                            rec.waits = tuple(lay.attention_done[e] for e in entries)
+                            rec.waits = tuple(lay.attention.signals[e] for e in entries)
                     else:
                         rec.on_done = self._down_done
                     yield from self._put(cores[core], rec)
@@ -236,10 +246,6 @@ class Machine:
                 rec = self._record("attention", ATTENTION, lay, ins_entries, self._cost(ins, ctx), True)
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.TAS:
-                lay.tas_left += 1
-                lay.tas_done[ins.core] = Signal()
-                if lay.bits_done is FIRED:
-                    lay.bits_done = Signal()
                 # What the unit will write into the index register when it is done (the trace's decisions).
                 bits = mask_of(e for e in ins_entries if compute[e])
                 rec = self._record(
@@ -249,13 +255,13 @@ class Machine:
                     ins_entries,
                     self._cost(ins, ctx),
                     False,
-                    waits=(lay.qkv_done[ins.core],),
+                    waits=(lay.qkv.signals[ins.core],),
                     on_done=self._tas_done,
                 )
                 rec.bits = bits
                 yield from self._put(self.tas_unit, rec)
             elif op == Op.DRS:
-                event = lay.bits_done.wait(env)
+                event = lay.bits.signals[0].wait(env)
                 if event is not None:
                     yield event
                 start = env.now
@@ -280,7 +286,7 @@ class Machine:
                 else:
                     self.replay_writes += len(entries)
                     rec = self._record("replay write", REPLAY, lay, entries, c, False)
-                    rec.waits = tuple(lay.output[e] for e in entries)
+                    rec.waits = tuple(lay.output.signals[e] for e in entries)
                 yield from self._put(self.replay_unit, rec)
             elif op == Op.EXTRA:
                 waits = () if self.barrier else tuple(previous[e] for e in ins_entries)
@@ -292,7 +298,7 @@ class Machine:
     def _bits_known(self, lay: LayerRun, entries):
         """The filter reads the index-register bits of these entries: wait until the TAS unit wrote them."""
         for c in sorted({self.static_core[e] for e in entries}):
-            event = lay.tas_done[c].wait(self.env)
+            event = lay.tas.signals[c].wait(self.env)
             if event is not None:
                 yield event
 

@@ -627,3 +627,30 @@ def test_machine_only_options_are_refused_elsewhere(option, key, where):
 def test_machine_only_options_are_accepted_at_instruction_granularity(option):
     w = resolve(copy.deepcopy(TINY), [option, "simulation.granularity=instruction"])
     assert w.simulation.granularity == "instruction"
+
+
+def test_tas_waits_for_every_qkv_block_even_when_the_dispatcher_is_held_back(tiny_raw):
+    """With one-instruction queues the dispatcher issues a core's second QKV block only after the first
+    has left the queue, so the first can finish before the second is dispatched. The TAS unit must still
+    wait for the core's last QKV block: its input is the whole query."""
+    # 1 KiB buffers split the tiny model's qkv into 2 blocks of one 64-row tile each.
+    w = _compute_bound(tiny_raw, "hardware.queue_depth=1", "hardware.weight_buffer_KiB=1")
+    job = make_job(w, load_trace(w).trace.replay_cube())
+    machine = Machine(job, timeline_steps=w.video.steps)
+    machine.run()
+    events = machine.timeline.to_json()["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    spans = [e for e in events if e.get("ph") == "X"]
+    qkv_ends = [e["ts"] + e["dur"] for e in spans if e["name"].startswith("qkv[")]
+    tas = [e for e in spans if names[(e["pid"], e["tid"])] == "tas"]
+    assert len({e["name"] for e in spans if e["name"].startswith("qkv[")}) == 2 and tas
+    for t in tas:
+        # the last QKV block of the same layer ends before the TAS span starts (same-layer blocks are
+        # the ones ending within one layer time before it)
+        before = [end for end in qkv_ends if end <= t["ts"] + 1e-9]
+        assert before, t
+        # no QKV block is still running when TAS starts
+        running = [
+            e for e in spans if e["name"].startswith("qkv[") and e["ts"] < t["ts"] < e["ts"] + e["dur"] - 1e-6
+        ]
+        assert not running, (t, running)
