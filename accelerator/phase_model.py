@@ -49,6 +49,7 @@ class _Layers:
         self._tasks: dict = {}
         self._fronts: dict = {}
         self.units = (*self.cores, self.tas_unit, self.cache)
+        self._mlp = [plan(cost, self.memory, cost.mlp(n)) for n in range(job.batch + 1)]
 
     def task(self, key, demand_fn):
         t = self._tasks.get(key)
@@ -72,7 +73,7 @@ class _Layers:
 
     def layer(self, t0: float, ctx: int, mlp_n: tuple, k: int, scored: bool, schedules: bool) -> list[float]:
         """Ends of each kind of work of one layer that starts at ``t0`` on an idle machine."""
-        cost, batch = self.cost, self.job.batch
+        batch = self.job.batch
         ends, attn_end, bits = self._front(t0, ctx, scored)
         ready = bits
         if schedules:
@@ -80,13 +81,9 @@ class _Layers:
             if self.timeline.enabled:
                 self.timeline.span("units", "drs", "drs", bits, ready, computing=k)
         # Entries that DRS moved need every core's attention output; statically each core needs its own.
+        mlp, attention = self._mlp, ends[ATTENTION]
         mlp_end = [
-            core.run(
-                self.task(("mlp", n), lambda n=n: cost.mlp(n)),
-                max(ready, ends[ATTENTION] if schedules else attn_end[c]),
-                "mlp",
-                entries=n,
-            )
+            core.run(mlp[n], max(ready, attention if schedules else attn_end[c]), "mlp", entries=n)
             for c, (core, n) in enumerate(zip(self.cores, mlp_n, strict=True))
         ]
         ends[MLP] = max(mlp_end)
@@ -180,40 +177,64 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     sched = _Layers(job, timeline)
     layers, steps = job.layers, job.steps
     attended = np.asarray(cost.attended(job.context())).tolist()
-    computing = job.compute.sum(axis=0).tolist()  # [layer][step]
-    static_mlp = static_core_counts(job.compute, hw.cores).transpose(1, 2, 0).tolist()  # [layer][step][core]
-    drs_mlp = {k: tuple(sched.drs.schedule(k).tolist()) for k in range(job.batch + 1)} if sched.drs else None
+    batch, cores = job.batch, hw.cores
+    computing = job.compute.sum(axis=0)  # (layers, steps)
+    # A static layer is known by its entries computing per core, coded base batch + 1.
+    radix = (batch + 1) ** np.arange(cores)
+    static_code = np.tensordot(radix, static_core_counts(job.compute, cores), axes=1)
+    drs_mlp = {k: tuple(sched.drs.schedule(k).tolist()) for k in range(batch + 1)} if sched.drs else None
     rows = steps * (layers + 1)
     has_extra = bool(cost.extra_cycles)
 
     distinct: dict = {}  # layer key -> index into shapes
-    shapes: list[tuple[np.ndarray, np.ndarray]] = []  # (ends relative to the start, counters added)
+    shapes: list[tuple[list[float], list[float]]] = []  # (ends relative to the start, counters added)
     duration: list[float] = []
     row_shape = np.full(rows, -1, dtype=np.int64)
     t0 = 0.0  # kept only while the timeline records (spans need absolute times)
 
+    def shape_of(key: tuple, schedule_fn) -> int:
+        """Index of the layer shape ``key``, scheduling it if new (or again, for the timeline's spans)."""
+        index = distinct.get(key)
+        if index is None or timeline.enabled:
+            before = sched.counters()
+            ends = schedule_fn(t0)
+            if index is None:
+                rel = [e - t0 for e in ends]
+                index = distinct[key] = len(shapes)
+                shapes.append(
+                    (rel, [after - was for was, after in zip(before, sched.counters(), strict=True)])
+                )
+                duration.append(max(0.0, *rel))
+        return index
+
+    def layer_shape(a: int, code: int, scored: bool, schedules: bool) -> int:
+        if schedules:
+            mlp_n, k = drs_mlp[code], code
+        else:
+            mlp_n = tuple(code // (batch + 1) ** c % (batch + 1) for c in range(cores))
+            k = sum(mlp_n)
+        return shape_of(
+            (a, code, scored, schedules), lambda t: sched.layer(t, a, mlp_n, k, scored, schedules)
+        )
+
+    scored_steps = np.broadcast_to(job.scores(np.arange(steps)), steps).tolist()
+    scheduled_steps = np.broadcast_to(job.schedules(np.arange(steps)), steps).tolist()
+    drs_codes, static_codes = computing.T.tolist(), static_code.T.tolist()  # [step][layer]
     for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
         recording = timeline.enabled = s < timeline_steps
-        scored, schedules = bool(job.scores(s)), bool(job.schedules(s))
+        scored, schedules = scored_steps[s], scheduled_steps[s]
         a = attended[s]
-        for layer in range(layers + has_extra):
-            if layer == layers:
-                key = ("extra",)
-            else:
-                k = computing[layer][s]
-                mlp_n = drs_mlp[k] if schedules else tuple(static_mlp[layer][s])
-                key = (a, mlp_n, k, scored, schedules)
-            index = distinct.get(key)
-            if index is None or recording:  # a recorded step is scheduled again for its spans
-                before = sched.counters()
-                extra = layer == layers
-                ends = sched.extra(t0) if extra else sched.layer(t0, a, mlp_n, k, scored, schedules)
-                if index is None:
-                    rel = np.array(ends) - t0
-                    index = distinct[key] = len(shapes)
-                    shapes.append((rel, [b - a for a, b in zip(before, sched.counters(), strict=True)]))
-                    duration.append(float(np.max(rel[np.isfinite(rel)], initial=0.0)))
-            row_shape[s * (layers + 1) + layer] = index
+        codes = drs_codes[s] if schedules else static_codes[s]
+        first = s * (layers + 1)
+        if recording:  # in order, each at its absolute start
+            for layer, code in enumerate(codes):
+                row_shape[first + layer] = index = layer_shape(a, code, scored, schedules)
+                t0 += duration[index]
+        else:  # each distinct layer of the step once
+            of_code = {code: layer_shape(a, code, scored, schedules) for code in dict.fromkeys(codes)}
+            row_shape[first : first + layers] = [of_code[code] for code in codes]
+        if has_extra:
+            row_shape[first + layers] = index = shape_of(("extra",), sched.extra)
             if recording:
                 t0 += duration[index]
 
@@ -232,7 +253,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     layer_rows = used & (np.arange(rows) % (layers + 1) < layers)
     np.add.at(layer_bytes, np.arange(rows)[layer_rows] % (layers + 1), per_shape_bytes[row_shape[layer_rows]])
     c = hw.cores
-    scheduled_steps = sum(bool(job.schedules(s)) for s in range(steps))
+    scheduled_count = sum(scheduled_steps)
     return SimResult(
         latency_s=float(starts[used][-1] + durations[row_shape[used][-1]]) if used.any() else 0.0,
         layer_phase_s=critical_path(ends, layers),
@@ -241,7 +262,7 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
         bytes_by_group={name: float(v) for name, v in zip(hw.memory, total[c + 4 :], strict=True)},
         pe_macs=float(total[c]),
         tas_macs=float(total[c + 1]),
-        drs_events=scheduled_steps * layers if sched.drs else 0,
+        drs_events=scheduled_count * layers if sched.drs else 0,
         replay_reads=int(round(total[c + 2])),
         replay_writes=int(round(total[c + 3])),
         timeline=timeline.to_json() if timeline_steps else None,
