@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 from tiny_workload import TINY
 
@@ -18,9 +19,12 @@ def run(tmp_path, name, *extra):
     return (out / "summary.json").read_bytes(), (out / "layers.csv").read_bytes()
 
 
-def test_same_seed_identical_bytes_other_seed_differs(tmp_path):
-    a = run(tmp_path, "a", "--seed", "3")
-    b = run(tmp_path, "b", "--seed", "3")
-    c = run(tmp_path, "c", "--seed", "4")
+@pytest.mark.parametrize("granularity", ["phase", "instruction"])
+def test_same_seed_identical_bytes_other_seed_differs(tmp_path, granularity):
+    g = f"simulation.granularity={granularity}"
+    a = run(tmp_path, "a", "--seed", "3", "--set", g)
+    b = run(tmp_path, "b", "--seed", "3", "--set", g)
+    c = run(tmp_path, "c", "--seed", "4", "--set", g)
     assert a == b
     assert a[0] != c[0]
+    assert f'"granularity": "{granularity}"'.encode() in a[0]
