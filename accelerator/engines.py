@@ -90,11 +90,13 @@ class Record:
 
 class InstructionQueue:
     """A bounded FIFO with one consumer. ``put`` returns None when there was room, else an event that
-    succeeds once the item is in; ``get`` returns an item, or None after arming ``ready`` to wait on."""
+    succeeds once the item is in; ``get`` returns an item, or None after arming ``ready`` to wait on.
+    ``entered(item)`` is called when an item is in the queue (not while its producer waits for room)."""
 
-    def __init__(self, env: simpy.Environment, depth: int) -> None:
+    def __init__(self, env: simpy.Environment, depth: int, entered) -> None:
         self.env = env
         self.depth = depth
+        self.entered = entered
         self.items: deque = deque()
         self._putters: deque = deque()
         self.ready: simpy.Event | None = None
@@ -102,6 +104,7 @@ class InstructionQueue:
     def put(self, item) -> simpy.Event | None:
         if len(self.items) < self.depth:
             self.items.append(item)
+            self.entered(item)
             if self.ready is not None:
                 ready, self.ready = self.ready, None
                 ready.succeed()
@@ -118,6 +121,7 @@ class InstructionQueue:
         if self._putters:
             event, waiting = self._putters.popleft()
             self.items.append(waiting)
+            self.entered(waiting)
             event.succeed()
         return item
 
@@ -130,7 +134,7 @@ class Engine:
     def __init__(self, env: simpy.Environment, name: str, depth: int, timeline: Timeline, done) -> None:
         self.env = env
         self.name = name
-        self.queue = InstructionQueue(env, depth)
+        self.queue = InstructionQueue(env, depth, self._entered)
         self.timeline = timeline
         self.done = done  # machine callback: the record finished
         self.busy_s = 0.0
@@ -141,8 +145,11 @@ class Engine:
         env.process(self._run())
 
     def submit(self, record: Record) -> simpy.Event | None:
-        self.pending_s += record.seconds
         return self.queue.put(record)
+
+    def _entered(self, record: Record) -> None:
+        """The record is in this engine's queue: it counts as queued work from now on."""
+        self.pending_s += record.seconds
 
     def backlog_s(self) -> float:
         return self.pending_s + max(self.busy_until - self.env.now, 0.0)
@@ -203,12 +210,13 @@ class Core(Engine):
         self.free_buffers = buffers
         self._fetch: deque[Record] = deque()
 
-    def submit(self, record: Record) -> simpy.Event | None:
+    def _entered(self, record: Record) -> None:
+        """Once in the queue (not before), the stream engine may fetch the record's operand."""
+        super()._entered(record)
         if record.channel is not None:
             record.loaded = self.env.event()
             self._fetch.append(record)
             self._stream()
-        return super().submit(record)
 
     def _stream(self) -> None:
         """Issue the next operand fetches that have a free buffer, in order."""

@@ -63,7 +63,11 @@ def run_analytic(job: DecodeJob) -> SimResult:
     mlp = cost.mlp(per_core)
     # After DRS an MLP may run on another core than its attention, so it waits for every core; under the
     # static mapping each core needs only its own attention and the index bits.
-    ready_core = np.where(scheduling[None], t_ready[None], np.maximum(cost.seconds(both.cycles), t_drs[None]))
+    # A core's attention ends with its compute or, at the latest, when the chip's QKV and attention
+    # transfers (its keys and values among them) are in: the roofline does not say which core's bytes
+    # arrive first, so it takes the last.
+    core_attn = np.maximum(cost.seconds(both.cycles), memory_seconds(cost, both))
+    ready_core = np.where(scheduling[None], t_ready[None], np.maximum(core_attn, t_drs[None]))
     mlp_end = ready_core + cost.seconds(mlp.cycles)
     t_mlp = np.maximum(np.max(mlp_end, axis=0), t_ready + memory_seconds(cost, mlp))
     k = active.sum(axis=0)

@@ -191,14 +191,47 @@ def test_an_empty_transfer_is_done_at_once():
 
 def test_instruction_queue_of_depth_one():
     env = simpy.Environment()
-    q = InstructionQueue(env, 1)
-    assert q.put("a") is None  # room
+    entered = []
+    q = InstructionQueue(env, 1, entered.append)
+    assert q.put("a") is None and entered == ["a"]  # room
     full = q.put("b")
     assert full is not None and not full.triggered  # the putter waits
+    assert entered == ["a"]  # "b" is not in the queue yet: nothing may act on it
     assert q.get() == "a"  # taking "a" lets "b" in
-    assert full.triggered and list(q.items) == ["b"]
+    assert full.triggered and list(q.items) == ["b"] and entered == ["a", "b"]
     assert q.get() == "b"
     assert q.get() is None and q.ready is not None  # empty: the consumer arms ``ready``
+
+
+def test_a_held_back_instruction_is_not_prefetched():
+    """Queue depth 1, three buffers: while the dispatcher waits for room, the instruction it holds is not
+    in the queue, so its operand is not fetched yet (it used to be, at 0). Records with 1 s operand
+    fetches and 1 s compute on a 1000 B/s channel: A is fetched at 0; B enters the queue when the core
+    takes A (at 0) and is fetched then; C waits outside until the core takes B, which is when A ends:
+    A's operand is in at 1 s, its compute ends at 2 s."""
+    env = simpy.Environment()
+    tl = Timeline()
+    ch = Channel(env, "m", MemoryGroup(bandwidth_GBps=1e-6, efficiency=1.0, latency_ns=0, burst_bytes=1), tl)
+    ends: dict[str, float] = {}
+    core = Core(env, 0, 1, 3, tl, lambda rec: ends.__setitem__(rec.name, env.now))
+    fetch_start: dict[str, float] = {}
+    original = ch.transfer
+
+    def spy(requester, nbytes, done=None, label=""):
+        fetch_start[label] = env.now
+        return original(requester, nbytes, done, label)
+
+    ch.transfer = spy
+
+    def dispatcher():
+        for name in "ABC":
+            event = core.submit(Record(name, 0, None, [0], 1.0, 1000.0, ch, 0.0))
+            if event is not None:
+                yield event
+
+    env.process(dispatcher())
+    env.run()
+    assert fetch_start == {"A": 0.0, "B": 0.0, "C": 2.0}
 
 
 def _head_of_line(depth: int):
