@@ -195,7 +195,7 @@ class Engine:
         pass
 
 
-class Core(Engine):
+class CoreEngine(Engine):
     """A PE tile and its weight-stream engine. The stream engine fetches the operands (weight blocks, an
     entry's keys and values) of queued instructions in order, as far ahead as ``weight_buffers`` allow; the
     tile runs an instruction once its operand is in a buffer and frees the buffer when it ends. The stream

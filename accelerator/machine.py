@@ -33,7 +33,7 @@ from accelerator.channel import Channel
 from accelerator.compiler import StreamOptions, program, static_groups
 from accelerator.cost import PHASES
 from accelerator.drs import check_batch, mapping_registers
-from accelerator.engines import FIRED, Core, Engine, Record, Signal
+from accelerator.engines import FIRED, CoreEngine, Engine, Record, Signal
 from accelerator.isa import MAPPED, MATRICES, Instr, Op, mask_of
 from accelerator.job import SimResult, critical_path
 from accelerator.timeline import Timeline
@@ -84,7 +84,9 @@ class Machine:
         self.timeline.enabled = timeline_steps > 0
         self.channels = {name: Channel(env, name, g, self.timeline) for name, g in hw.memory.items()}
         depth, done = hw.queue_depth, self._done
-        self.cores = [Core(env, c, depth, hw.weight_buffers, self.timeline, done) for c in range(hw.cores)]
+        self.cores = [
+            CoreEngine(env, c, depth, hw.weight_buffers, self.timeline, done) for c in range(hw.cores)
+        ]
         self.tas_unit = Engine(env, "tas", depth, self.timeline, done)
         self.replay_unit = Engine(env, "replay_cache", depth, self.timeline, done)
         if job.drs and job.uses_cache:

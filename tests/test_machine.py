@@ -14,7 +14,7 @@ import simpy
 from tiny_workload import TINY, compute_bound
 
 from accelerator.channel import Channel
-from accelerator.engines import Core, Engine, InstructionQueue, Record
+from accelerator.engines import CoreEngine, Engine, InstructionQueue, Record
 from accelerator.machine import Machine
 from accelerator.spec import MemoryGroup
 from accelerator.timeline import Timeline
@@ -213,7 +213,7 @@ def test_a_held_back_instruction_is_not_prefetched():
     tl = Timeline()
     ch = Channel(env, "m", MemoryGroup(bandwidth_GBps=1e-6, efficiency=1.0, latency_ns=0, burst_bytes=1), tl)
     ends: dict[str, float] = {}
-    core = Core(env, 0, 1, 3, tl, lambda rec: ends.__setitem__(rec.name, env.now))
+    core = CoreEngine(env, 0, 1, 3, tl, lambda rec: ends.__setitem__(rec.name, env.now))
     fetch_start: dict[str, float] = {}
     original = ch.transfer
 
@@ -291,7 +291,7 @@ def _core_run(buffers: int, transfer_s: float, compute_s: float, count: int = 2)
     computes ``compute_s``. Returns the end of each."""
     env, ch = channel("round_robin")
     ends: list[float] = []
-    core = Core(env, 0, 16, buffers, Timeline(), lambda rec: ends.append(env.now))
+    core = CoreEngine(env, 0, 16, buffers, Timeline(), lambda rec: ends.append(env.now))
     for i in range(count):
         core.submit(Record(f"w{i}", 0, None, [0], compute_s, nbytes=transfer_s * 1000, channel=ch))
     env.run()
