@@ -1,15 +1,17 @@
 """The one cost model: cycles, bytes and energy of every operation of a decode step.
 
-Two layers:
+Three layers:
 
 * micro-architecture primitives (``gemv_cycles``, ``tas_cycles``, ``drs_assign_cycles``,
-  ``replay_transfer_cycles``): the cycle count of one synthesizable block for one job. Each has an RTL
-  twin under ``accelerator/rtl`` that must take exactly these cycles for the same stimulus.
-* per-phase demands (:class:`CostModel`): for one layer of one decode step, how many cycles each core
-  computes and how many bytes each memory group moves, given how many batch entries the core runs.
+  ``replay_transfer_cycles``, with the tile's input-buffer writes and attention per head built on them):
+  the cycle count of one synthesizable block for one job. The first four have RTL twins under
+  ``accelerator/rtl`` that must take exactly these cycles for the same stimulus.
+* one instruction of the compiled stream (:meth:`CostModel.instruction`): what the instruction-level
+  machine charges for it;
+* per-phase demands (:class:`CostModel`): for one layer of one decode step, the same instructions summed
+  per phase for the batch entries a core runs, which the phase and analytic models schedule.
 
-The analytic model evaluates the demands in closed form; the event model schedules the same demands over
-contended cores, memory groups and units. Nothing else in the project knows how long an operation takes.
+Nothing else in the project knows how long an operation takes.
 """
 
 from __future__ import annotations

@@ -70,11 +70,6 @@ class SimResult:
         return {p: float(v) for p, v in zip(PHASES, self.layer_phase_s.sum(axis=0), strict=True)}
 
 
-def unique_demands(fn, counts) -> dict:
-    """Evaluate a per-count demand once per distinct count (the event model's hot path)."""
-    return {int(n): fn(int(n)) for n in set(np.asarray(counts).ravel().tolist())}
-
-
 def critical_path(ends: np.ndarray, layers: int) -> np.ndarray:
     """Split the decode's time into (layers + 1, PHASES) seconds from the latest end of each kind of work
     in each layer of each step (rows in execution order: step by step, layers then the step's extra work;
