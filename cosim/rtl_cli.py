@@ -167,16 +167,23 @@ def export_benches(hw: HardwareSpec | None = None) -> list[Bench]:
     """The parameter sets exported: the hardware spec's lanes, cores, ports and precisions, with the
     VILA-U 7B head shape and a 32-layer x 256-position replay cache."""
     from accelerator.rtl.drs import DrsParams
-    from accelerator.rtl.pe_lane import GemvParams
+    from accelerator.rtl.pe_lane import GemvParams, accumulator_bits
     from accelerator.rtl.replay_cache import ReplayParams
     from accelerator.rtl.tas_unit import TasParams
 
     hw = hw or HardwareSpec()
     p = hw.precision
+    depth = 16384
+    # The default 40-bit accumulator, or wider where the precisions need it over the full buffer depth.
+    acc_bits = max(GemvParams.acc_bits, accumulator_bits(p.weights_bits, p.activations_bits, depth))
     return [
         GemvBench(
             GemvParams(
-                lanes=hw.lanes_per_core, w_bits=p.weights_bits, x_bits=p.activations_bits, max_cols=16384
+                lanes=hw.lanes_per_core,
+                w_bits=p.weights_bits,
+                x_bits=p.activations_bits,
+                max_cols=depth,
+                acc_bits=acc_bits,
             ),
             [],
         ),

@@ -30,6 +30,13 @@ from accelerator.rtl.harness import Bench, event_setup
 BASE_PIPELINE_CYCLES = 3
 
 
+def accumulator_bits(w_bits: int, x_bits: int, cols: int) -> int:
+    """Signed bits that hold any sum of ``cols`` products of two's-complement operands: the largest
+    product is (-2^(w-1)) x (-2^(x-1)) = 2^(w+x-2), so the sum reaches cols x 2^(w+x-2) (all operands at
+    their most negative), which needs its bit length plus a sign bit."""
+    return (cols << (w_bits + x_bits - 2)).bit_length() + 1
+
+
 @dataclass(frozen=True)
 class GemvParams:
     lanes: int = 8
@@ -42,6 +49,14 @@ class GemvParams:
         24  #: weight-stream beat address width (16 M beats: a 7B model's largest matrix at 8 lanes)
     )
     extra: int = 0  #: extra product pipeline registers (timing knob)
+
+    def __post_init__(self) -> None:
+        need = accumulator_bits(self.w_bits, self.x_bits, self.max_cols)
+        if self.acc_bits < need:
+            raise ValueError(
+                f"acc_bits {self.acc_bits} cannot hold {self.max_cols} products of {self.w_bits}-bit weights "
+                f"and {self.x_bits}-bit inputs: needs {need}"
+            )
 
     @property
     def pipeline_cycles(self) -> int:
