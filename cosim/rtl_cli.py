@@ -113,28 +113,26 @@ def check_module(module: str, cases: int = 4, seed: int = 0) -> tuple[bool, str]
 def check_tas_cosim(verbose: bool = False, prompts: int = 4) -> tuple[bool, str]:
     """Fixed-point TAS vs the model's float decisions (informational unless the agreement is low)."""
     try:
-        from accelerator.rtl.cocheck import capture_qk, cocheck, report
+        from accelerator.rtl.cocheck import capture_qk, cocheck, sweep
     except ImportError as exc:  # torch missing
         return True, f"{'tas co-check':18s} skipped ({exc})"
     qk = capture_qk(prompts=prompts)
-    results = report(qk)
-    worst = min(r.agreement for r in results)
-    causes = [d["cause"] for r in results for d in r.disagreements]
-    unexplained = causes.count("unexplained")
-    first = results[0]
-    sample = cocheck(qk, first.tau, first.width, first.frac_bits, rtl_sample=16)
+    results = sweep(qk)
+    causes = results.causes()
+    unexplained = causes["unexplained"]
+    worst = results.worst
+    sample = cocheck(qk, worst.tau, worst.width, worst.frac_bits, rtl_sample=16)
     line = (
-        f"{'tas co-check':18s} fixed vs float replay decisions: worst agreement {100 * worst:.2f}% over "
-        f"{first.entries} decisions at {len(results)} taus (width {first.width}, frac {first.frac_bits}), "
-        f"{len(causes)} disagreements ({causes.count('rounding')} rounding near tau, "
-        f"{causes.count('saturation')} saturation, {unexplained} unexplained); MyHDL unit "
-        f"{'matches' if sample.rtl_equal else 'DIFFERS FROM'} the fixed-point model on {sample.rtl_sample} "
-        f"captured entries; {qk.source}"
+        f"{'tas co-check':18s} fixed vs float replay decisions on {worst.entries} decisions (width "
+        f"{worst.width}, frac {worst.frac_bits}): {results.summary()}; {sum(causes.values())} disagreements "
+        f"({causes['rounding']} rounding near tau, {causes['saturation']} saturation, {unexplained} "
+        f"unexplained); MyHDL unit {'matches' if sample.rtl_equal else 'DIFFERS FROM'} the fixed-point "
+        f"model on {sample.rtl_sample} captured entries; {qk.source}"
     )
     if verbose:
-        for r in results:
+        for r in results.checks:
             print(
-                f"  tau {r.tau:+.5f}: agreement {100 * r.agreement:.2f}%, {len(r.disagreements)} disagreements"
+                f"  tau {r.tau:+.5f}: agreement {100 * r.agreement:.3f}%, {len(r.disagreements)} disagreements"
             )
     ok = unexplained == 0 and bool(sample.rtl_equal)
     return ok, line

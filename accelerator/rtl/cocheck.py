@@ -66,14 +66,29 @@ class CoCheck:
         return sum(d["explained"] for d in self.disagreements)
 
 
+def reciprocal_excess(heads: int) -> float:
+    """How much the unit's 1/heads exceeds the true one, relative to 1: the mean is computed as
+    (acc x R) >> RECIP_BITS with R = 2^RECIP_BITS // heads + 1, i.e. acc x (1/heads + excess / heads).
+    Zero for a power of two, where the mean is a shift."""
+    if heads & (heads - 1) == 0:
+        return 0.0
+    recip = (1 << RECIP_BITS) // heads + 1
+    return (recip * heads - (1 << RECIP_BITS)) / (1 << RECIP_BITS)
+
+
 def error_bound(q: np.ndarray, k: np.ndarray, width: int, frac_bits: int) -> np.ndarray:
-    """Worst-case |fixed TAS - float TAS| per entry from rounding q, k, the floored mean and tau."""
+    """Worst-case |fixed TAS - float TAS| per entry from rounding q and k, the reciprocal of the head
+    count (when it is not a power of two), the floored mean and tau."""
     lsb = 2.0**-frac_bits
     heads, d = q.shape[-2], q.shape[-1]
     # |q.k - q'.k'| <= sum(|q| e + |k| e + e^2) with e = lsb / 2 per element
     elem = (np.abs(q) + np.abs(k)).sum(axis=(-1, -2)) * lsb / 2 + heads * d * (lsb / 2) ** 2
+    # |acc| of the rounded integers is at most sum((|q| + e)(|k| + e)) in real units; the reciprocal
+    # overshoots the mean by |acc| x excess / heads
+    acc = ((np.abs(q) + lsb / 2) * (np.abs(k) + lsb / 2)).sum(axis=(-1, -2))
+    recip_err = acc * reciprocal_excess(heads) / heads
     floor_err = 2.0 ** (-2 * frac_bits)  # mean floored, tau rounded: one product LSB each
-    return (elem / heads + 2 * floor_err) / math.sqrt(d)
+    return (elem / heads + recip_err + 2 * floor_err) / math.sqrt(d)
 
 
 def choose_frac_bits(q: np.ndarray, k: np.ndarray, width: int) -> int:
@@ -83,22 +98,42 @@ def choose_frac_bits(q: np.ndarray, k: np.ndarray, width: int) -> int:
     return max(0, width - 1 - int_bits)
 
 
+def _fixed_point(qk: QKSet, width: int, frac_bits: int) -> dict:
+    """What the co-check needs that does not depend on tau: the quantized vectors, the unit's mean
+    registers, which entries saturated and each entry's error bound."""
+    heads = qk.q.shape[1]
+    qi, ki = quantize(qk.q, width, frac_bits), quantize(qk.k, width, frac_bits)
+    lim = (1 << (width - 1)) - 1
+    sat = (np.abs(qi) >= lim).any(axis=(1, 2)) | (np.abs(ki) >= lim).any(axis=(1, 2))
+    means, _ = tas_fixed_batch(qi, ki, 0, False, heads)
+    return {
+        "qi": qi,
+        "ki": ki,
+        "sat": sat,
+        "means": means,
+        "bound": error_bound(qk.q, qk.k, width, frac_bits),
+    }
+
+
 def cocheck(
-    qk: QKSet, tau: float, width: int = 16, frac_bits: int = 8, strict: bool = False, rtl_sample: int = 0
+    qk: QKSet,
+    tau: float,
+    width: int = 16,
+    frac_bits: int = 8,
+    strict: bool = False,
+    rtl_sample: int = 0,
+    fixed_point: dict | None = None,
 ) -> CoCheck:
     """Agreement of fixed-point and float replay decisions at ``tau``; optionally run ``rtl_sample`` of
     the entries through the MyHDL TAS unit to confirm the fixed-point model is what the RTL computes."""
     heads, d = qk.q.shape[1], qk.q.shape[2]
-    qi, ki = quantize(qk.q, width, frac_bits), quantize(qk.k, width, frac_bits)
-    lim = (1 << (width - 1)) - 1
-    saturated = int(np.sum((np.abs(qi) >= lim).any(axis=(1, 2)) | (np.abs(ki) >= lim).any(axis=(1, 2))))
+    fp = fixed_point or _fixed_point(qk, width, frac_bits)
+    qi, ki, sat, means, bound = fp["qi"], fp["ki"], fp["sat"], fp["means"], fp["bound"]
     treg = tau_register(tau, d, frac_bits, strict)
-    bound = error_bound(qk.q, qk.k, width, frac_bits)
-    out = CoCheck(tau, width, frac_bits, len(qk.tas), 0, saturated=saturated)
-    means, reps = tas_fixed_batch(qi, ki, treg, strict, heads)
-    sat = (np.abs(qi) >= lim).any(axis=(1, 2)) | (np.abs(ki) >= lim).any(axis=(1, 2))
+    out = CoCheck(tau, width, frac_bits, len(qk.tas), 0, saturated=int(sat.sum()))
+    reps = np.asarray(means > treg if strict else means >= treg, dtype=bool)
     tas = np.asarray(qk.tas, dtype=np.float64)
-    ref = np.array([decide(float(t), tau, strict) for t in tas], dtype=bool)
+    ref = np.asarray(decide(tas, tau, strict), dtype=bool)
     out.agree = int(np.sum(reps == ref))
     for e in np.flatnonzero(reps != ref):
         margin = float(tas[e]) - tau
@@ -219,6 +254,51 @@ def tau_between(tas: np.ndarray, quantile: float) -> float:
     u = np.unique(tas[np.isfinite(tas)])
     i = int(np.clip(np.searchsorted(u, np.quantile(u, quantile)), 1, len(u) - 1))
     return float((u[i - 1] + u[i]) / 2)
+
+
+@dataclass
+class Sweep:
+    """Co-checks over many taus: the distribution of the agreement, not its best point."""
+
+    checks: list[CoCheck]
+
+    @property
+    def agreements(self) -> np.ndarray:
+        return np.array([c.agreement for c in self.checks])
+
+    @property
+    def worst(self) -> CoCheck:
+        return min(self.checks, key=lambda c: c.agreement)
+
+    def causes(self) -> dict[str, int]:
+        out = {"rounding": 0, "saturation": 0, "unexplained": 0}
+        for c in self.checks:
+            for d in c.disagreements:
+                out[d["cause"]] += 1
+        return out
+
+    def summary(self) -> str:
+        a = 100 * self.agreements
+        return (
+            f"agreement over {len(a)} taus: worst {a.min():.3f}% (tau {self.worst.tau:+.4f}), "
+            f"5th percentile {np.percentile(a, 5):.3f}%, median {np.median(a):.3f}%, mean {a.mean():.3f}%"
+        )
+
+
+def sweep(
+    qk: QKSet,
+    n: int = 199,
+    width: int = 16,
+    frac_bits: int | None = None,
+    lo: float = 0.005,
+    hi: float = 0.995,
+) -> Sweep:
+    """Co-checks at ``n`` taus spread over the captured TAS range (between the ``lo`` and ``hi`` quantiles,
+    each midway between two captured values; replay ratios from about 99.5% to 0.5%)."""
+    fb = choose_frac_bits(qk.q, qk.k, width) if frac_bits is None else frac_bits
+    taus = sorted({tau_between(qk.tas, x) for x in np.linspace(lo, hi, n)})
+    fp = _fixed_point(qk, width, fb)
+    return Sweep([cocheck(qk, t, width, fb, fixed_point=fp) for t in taus])
 
 
 def report(

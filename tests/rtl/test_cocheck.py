@@ -106,3 +106,43 @@ def test_saturation_is_named_as_the_cause() -> None:
     assert r.saturated > 0
     causes = {d["cause"] for d in r.disagreements}
     assert "saturation" in causes and "unexplained" not in causes
+
+
+def test_error_bound_budgets_the_reciprocal_of_a_head_count_not_a_power_of_two() -> None:
+    """Three heads: the unit multiplies by R = 2^24 // 3 + 1 instead of dividing, which overshoots the
+    mean by |acc| x (3R - 2^24) / 2^24 / 3. In a fine format (32 bits, 24 fractional) the rounding of q
+    and k is small next to it, so with aligned q and k near 8 the bound holds only with that term."""
+    from accelerator.rtl.cocheck import reciprocal_excess
+    from accelerator.rtl.tas_unit import RECIP_BITS, quantize, tas_fixed, tas_from_register
+
+    recip = (1 << RECIP_BITS) // 3 + 1
+    assert reciprocal_excess(3) == (3 * recip - (1 << RECIP_BITS)) / (1 << RECIP_BITS)  # 2^-24
+    assert reciprocal_excess(4) == 0.0
+    rng = np.random.default_rng(5)
+    heads, d, width, frac = 3, 128, 32, 24
+    q = rng.uniform(-7.9, 7.9, (200, heads, d))
+    k = q * 0.95
+    tas = np.array([np.mean(np.sum(q[e] * k[e], axis=-1)) / np.sqrt(d) for e in range(200)])
+    bound = error_bound(q, k, width, frac)
+    errors = []
+    for e in range(200):
+        mean, _ = tas_fixed(quantize(q[e], width, frac), quantize(k[e], width, frac), 0, False, heads)
+        errors.append(abs(tas_from_register(mean, d, frac) - tas[e]))
+    errors = np.array(errors)
+    assert np.all(errors <= bound + 1e-12)
+    acc = ((np.abs(q) + 2.0**-frac / 2) * (np.abs(k) + 2.0**-frac / 2)).sum(axis=(-1, -2))
+    without_reciprocal = bound - acc * reciprocal_excess(heads) / heads / np.sqrt(d)
+    assert np.any(errors > without_reciprocal)
+
+
+def test_sweep_reports_the_distribution_over_many_taus() -> None:
+    from accelerator.rtl.cocheck import sweep
+
+    qk = _synthetic(2000, 4, 16, 3)
+    s = sweep(qk, n=150, width=12, frac_bits=6)
+    assert len(s.checks) >= 100  # distinct taus between captured values across the range
+    taus = [c.tau for c in s.checks]
+    assert min(taus) < np.quantile(qk.tas, 0.05) and max(taus) > np.quantile(qk.tas, 0.95)
+    assert s.causes()["unexplained"] == 0
+    assert s.worst.agreement == s.agreements.min() < 1.0  # 12-bit rounding does disagree somewhere
+    assert "worst" in s.summary() and "median" in s.summary()
