@@ -108,16 +108,26 @@ def pass_reg_bits(clk, a, s, SW):
     return logic, bits
 
 
+def tree_levels(count: int) -> int:
+    """Register levels :func:`adder_tree` builds over ``count`` operands: it pairs them level by level
+    until one is left. Counted from that construction, not taken from the cost model, so the cycle
+    cross-check compares two independent derivations."""
+    levels = 0
+    while count > 1:
+        count, levels = (count + 1) // 2, levels + 1
+    return levels
+
+
 def tree_width(count: int, width: int) -> int:
     """Width of the sum out of :func:`adder_tree` (one bit per level)."""
-    return width + max(0, int(count - 1).bit_length())
+    return width + tree_levels(count)
 
 
 @block
 def adder_tree(clk, bus, total, COUNT, WIDTH):
     """A pipelined binary adder tree over ``COUNT`` signed ``WIDTH``-bit fields of ``bus``.
 
-    One register level per tree level (``cost.adder_tree_depth(COUNT)`` levels); ``total`` carries the
+    One register level per tree level (:func:`tree_levels` of them); ``total`` carries the
     sum as raw bits, ``tree_width(COUNT, WIDTH)`` wide. Odd nodes are delayed so all paths are equal.
     """
     insts: list = []

@@ -4,7 +4,8 @@ For one batch entry the query and the aligned key stream in ``LANES`` elements p
 (each head zero-padded to a whole number of beats), ``HEADS * ceil(HEAD_DIM / LANES)`` beats back to back.
 
 * edge j:          beat j sampled straight into the lane multipliers (product registers, one DSP each);
-* edges j+1..j+D:  pipelined adder tree over the lanes, D = ``cost.adder_tree_depth(LANES)``;
+* edges j+1..j+D:  pipelined adder tree over the lanes, D = ``common.tree_levels(LANES)`` (the cost
+  model's ``adder_tree_depth``, derived independently);
 * edge j+D+1:      head accumulation (one accumulator summing every head's dot product);
 * next edge:       mean over heads: an arithmetic shift when HEADS is a power of two, otherwise a multiply
   by a fixed-point reciprocal;
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from myhdl import ConcatSignal, ResetSignal, Signal, always_comb, always_seq, block, intbv
 
-from accelerator.cost import adder_tree_depth, ceil_div, tas_cycles
+from accelerator.cost import ceil_div, tas_cycles
 from accelerator.rtl.common import (
     adder_tree,
     bits_for,
@@ -34,6 +35,7 @@ from accelerator.rtl.common import (
     pack,
     signed_sig,
     to_signed,
+    tree_levels,
     tree_width,
     unsigned_sig,
     wire,
@@ -94,7 +96,7 @@ def tas_unit(
     f_v, f_f, f_l = (Signal(bool(0)) for _ in range(3))
     flags = unsigned_sig(3)
     insts.append(wire(ConcatSignal(f_v, f_f, f_l), flags))
-    chain = [flags] + [unsigned_sig(3) for _ in range(adder_tree_depth(LANES))]
+    chain = [flags] + [unsigned_sig(3) for _ in range(tree_levels(LANES))]
     for k in range(len(chain) - 1):
         insts.append(delay_reg(clk, chain[k], chain[k + 1]))
     ft = chain[-1]

@@ -170,3 +170,15 @@ def test_cross_check_catches_wrong_outputs() -> None:
 
     bench.reference = skewed
     assert not check(bench).outputs_equal
+
+
+def test_rtl_timing_is_derived_independently_of_the_cost_model() -> None:
+    """The TAS unit's adder-tree depth comes from the tree it builds (``tree_levels``), not from
+    ``cost.adder_tree_depth``, so an edit of the cost formula is caught by the cycle cross-check instead
+    of changing both sides. The two derivations agree on every lane count up to 4096."""
+    import accelerator.rtl.tas_unit as tas_rtl
+    from accelerator.cost import adder_tree_depth
+    from accelerator.rtl.common import tree_levels
+
+    assert not hasattr(tas_rtl, "adder_tree_depth")
+    assert [tree_levels(n) for n in range(1, 4097)] == [adder_tree_depth(n) for n in range(1, 4097)]
