@@ -582,11 +582,13 @@ def memory_use(w: Workload) -> dict:
 #: for a synthetic trace, 280 B/row for a file or transferred trace (report on; Python 3.11, numpy 2,
 #: pandas 3). Rounded up.
 HOST_BYTES_PER_ROW = 300
-#: Simulator arrays per (layer, decode step): ``hardware.cores`` x this, plus a fixed part. The analytic
-#: model holds several (cores, layers, steps) int64/float64 arrays: measured 117 B per core on 524,288
-#: layer-steps with 2 and 32 cores; the event model holds one Python list per layer-step: about 16 B per core.
-HOST_BYTES_PER_CORE_STEP = {"analytic": 128, "event": 16}
-HOST_BYTES_PER_LAYER_STEP = 128
+#: Simulator arrays per (layer, decode step): a fixed part plus ``hardware.cores`` x a part per core.
+#: Measured as the tracemalloc peak of one simulation on 32,768 layer-steps (tiny model): analytic 634,
+#: 1,450 and 4,714 B at 2, 8 and 32 cores (several (cores, layers, steps) arrays); event model at phase
+#: granularity 1,439 and 2,050 B at 2 and 8 cores (batch 10 and 32: the rows of each distinct layer, the
+#: critical-path arrays), at instruction granularity 660 and 1,204 B. Rounded up to cover all of them.
+HOST_BYTES_PER_CORE_STEP = {"analytic": 144, "event": 64}
+HOST_BYTES_PER_LAYER_STEP_BY_MODE = {"analytic": 512, "event": 1600}
 #: ``timeline.json``: events per recorded layer-step and active core, as dicts and then as JSON: measured
 #: 5.5 to 6.9 KB (2 and 8 cores, batch 1 and 32, 65,536 recorded layer-steps).
 HOST_BYTES_PER_TIMELINE_CORE_STEP = 7 * 1024
@@ -628,12 +630,13 @@ def host_memory_estimate(w: Workload) -> tuple[int, str]:
         )
     ]
     mode = w.simulation.mode
-    per_step = HOST_BYTES_PER_LAYER_STEP + cores * HOST_BYTES_PER_CORE_STEP[mode]
+    fixed = HOST_BYTES_PER_LAYER_STEP_BY_MODE[mode]
+    per_step = fixed + cores * HOST_BYTES_PER_CORE_STEP[mode]
     parts.append(
         (
             layers * v.steps * per_step,
             f"{mode} model arrays model.layers x decode steps x (hardware.cores {cores} x "
-            f"{HOST_BYTES_PER_CORE_STEP[mode]} B + {HOST_BYTES_PER_LAYER_STEP} B)",
+            f"{HOST_BYTES_PER_CORE_STEP[mode]} B + {fixed} B)",
         )
     )
     recorded = min(w.outputs.timeline_steps, v.steps) if mode == "event" else 0

@@ -689,7 +689,7 @@ def test_capture_memory_is_estimated_too(monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")
-@pytest.mark.parametrize("mode", ["analytic", "event"])
+@pytest.mark.parametrize("mode", ["analytic", "event", "instruction"])
 def test_estimate_bounds_the_measured_peak(tmp_path, mode):
     """A mid-size run (0.5M trace rows) in a fresh process: its peak RSS stays under the estimate, and the
     estimate is not absurdly high either. The peak is VmHWM (this process image's high-water mark):
@@ -697,7 +697,8 @@ def test_estimate_bounds_the_measured_peak(tmp_path, mode):
     sets = [
         "video.tokens_per_frame=2048",
         "video.prompts=8",
-        f"simulation.mode={mode}",
+        f"simulation.mode={'event' if mode == 'instruction' else mode}",
+        f"simulation.granularity={'instruction' if mode == 'instruction' else 'phase'}",
         "outputs.report=false",
     ]
     w = resolve(copy.deepcopy(TINY), sets)
