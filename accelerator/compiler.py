@@ -117,7 +117,7 @@ def listing(stream, cost: CostModel | None = None, ctx: int = 0) -> str:
         if cost is not None:
             c = cost.instruction(i.op.name, MATRICES[i.matrix], i.block, ctx)
             n = len(i.entries)
-            nbytes = c.nbytes if i.op in (Op.GEMV, Op.ATTN) else n * c.nbytes
+            nbytes = c.total_bytes(n)
             where = f" {c.group}" if c.group and nbytes else ""
             line = f"{line:<72s} {c.total_cycles(n):>10,} cycles {int(nbytes):>12,} B{where}"
         lines.append(line)

@@ -116,18 +116,22 @@ PHASES = ("qkv", "attention", "tas", "drs", "mlp", "replay", "extra")
 
 @dataclass(frozen=True)
 class InstructionCost:
-    """An instruction applied to ``n`` entries takes ``fixed_cycles + n * cycles`` and ``n * macs``;
-    ``nbytes`` in memory group ``group`` is the operand a GEMV or ATTN streams in once, or what a TAS or
-    replay instruction moves per entry."""
+    """An instruction applied to ``n`` entries takes ``fixed_cycles + n * cycles`` and ``n * macs``, and
+    moves ``nbytes`` in memory group ``group``: once when ``streamed`` (the operand a GEMV or ATTN streams
+    into a buffer: a weight block, an entry's keys and values), else per entry (TAS keys, replay moves)."""
 
     cycles: int
     macs: int
     nbytes: float
     group: str
     fixed_cycles: int = 0
+    streamed: bool = False
 
-    def total_cycles(self, n: int) -> int:
+    def total_cycles(self, n):
         return self.fixed_cycles + n * self.cycles
+
+    def total_bytes(self, n):
+        return self.nbytes if self.streamed else n * self.nbytes
 
 
 @dataclass(frozen=True)
@@ -263,15 +267,19 @@ class CostModel:
         if op == "GEMV":
             rows, cols = self.blocks[matrix][block], self.matrices[matrix][1]
             return InstructionCost(
-                self.block_cycles[matrix][block], rows * cols, rows * cols * self.w_bytes, pl.weights
+                self.block_cycles[matrix][block],
+                rows * cols,
+                rows * cols * self.w_bytes,
+                pl.weights,
+                streamed=True,
             )
         if op == "ATTN":
-            macs = 2 * d.heads * d.head_dim * self.attended(ctx)
             return InstructionCost(
                 int(self.attention_entry_cycles(ctx)),
-                int(macs),
+                int(self.attention_macs(ctx) - self.o_macs),
                 float(self.kv_bytes_per_entry(ctx)),
                 pl.kv_cache,
+                streamed=True,
             )
         if op == "TAS":
             return InstructionCost(self.tas_unit_cycles, self.tas_macs, d.kv_dim * self.kv_bytes, pl.kv_cache)
@@ -295,22 +303,26 @@ class CostModel:
 
     def attention(self, n, ctx) -> Demand:
         pl = self.hw.placement
-        by = _add_bytes(
+        by = add_bytes(
             {pl.kv_cache: n * self.kv_bytes_per_entry(ctx)},
             {pl.weights: self.weight_bytes(self.o_weight_bytes, n)},
         )
         return Demand(cycles=n * self.attention_cycles(ctx), bytes=by, macs=n * self.attention_macs(ctx))
 
-    def tas(self, n) -> Demand:
-        """TAS unit for ``n`` entries: reads each entry's aligned key from the KV cache."""
+    def _per_entry(self, op: str, n) -> Demand:
+        """``n`` entries of an instruction that moves its bytes per entry (the TAS unit, the replay-cache
+        controller, the per-token extra work)."""
+        c = self.instruction(op)
         return Demand(
-            cycles=n * self.tas_unit_cycles,
-            bytes={self.hw.placement.kv_cache: n * self.dims.kv_dim * self.kv_bytes},
-            macs=n * self.tas_macs,
+            cycles=c.total_cycles(n), bytes={c.group: c.total_bytes(n)} if c.group else {}, macs=n * c.macs
         )
 
+    def tas(self, n) -> Demand:
+        """TAS unit for ``n`` entries: reads each entry's aligned key from the KV cache."""
+        return self._per_entry("TAS", n)
+
     def drs(self, batch: int) -> Demand:
-        return Demand(cycles=drs_assign_cycles(batch) + self.drs_overhead_cycles, bytes={})
+        return self._per_entry("DRS", batch)
 
     def mlp(self, n) -> Demand:
         return Demand(
@@ -321,14 +333,10 @@ class CostModel:
 
     def replay(self, reads, writes) -> Demand:
         """Replay-cache controller: ``reads`` replayed outputs fetched, ``writes`` fresh outputs stored."""
-        moves = np.asarray(reads) + np.asarray(writes)
-        return Demand(
-            cycles=moves * self.replay_unit_cycles,
-            bytes={self.hw.placement.replay_cache: moves * self.replay_bytes},
-        )
+        return self._per_entry("REPLAY_RD", np.asarray(reads) + np.asarray(writes))
 
     def extra(self, n) -> Demand:
-        return Demand(cycles=n * self.extra_cycles, bytes={}, macs=n * self.dims.extra_macs_per_token)
+        return self._per_entry("EXTRA", n)
 
     # -- time -------------------------------------------------------------------------------------------
     def seconds(self, cycles):
@@ -363,7 +371,7 @@ class CostModel:
         return out
 
 
-def _add_bytes(*parts: dict) -> dict:
+def add_bytes(*parts: dict) -> dict:
     out: dict = {}
     for part in parts:
         for k, v in part.items():

@@ -30,7 +30,7 @@ import simpy
 from tqdm import tqdm
 
 from accelerator.channel import Channel
-from accelerator.compiler import StreamOptions, program, static_groups
+from accelerator.compiler import StreamOptions, program
 from accelerator.cost import PHASES
 from accelerator.drs import check_batch, mapping_registers
 from accelerator.engines import FIRED, CoreEngine, Engine, Record, Signal
@@ -58,18 +58,33 @@ class Countdown:
             self.signals[key].fire()
 
 
+def expected_counts(decoded, batch: int, cores: int) -> dict[str, list[int]]:
+    """How many instructions of each kind a layer's stream holds, per core or per entry: what its
+    countdowns count to. Read off the compiled stream, so they follow whatever the compiler emits."""
+    counts = {"qkv": [0] * cores, "tas": [0] * cores, "o": [0] * batch, "down": [0] * batch}
+    for ins, entries in decoded:
+        if ins.op == Op.TAS:
+            counts["tas"][ins.core] += 1
+        elif ins.op == Op.GEMV and MATRICES[ins.matrix] == "qkv":
+            counts["qkv"][ins.core] += 1
+        elif ins.op == Op.GEMV and MATRICES[ins.matrix] in ("o", "down"):
+            for e in entries:
+                counts[MATRICES[ins.matrix]][e] += 1
+    return counts
+
+
 class LayerRun:
     """What one layer of one step has produced so far: signals the waiting instructions read."""
 
-    def __init__(self, unit: int, batch: int, qkv: list[int], tas: list[int], blocks: dict[str, int]) -> None:
+    def __init__(self, unit: int, counts: dict[str, list[int]]) -> None:
         self.unit = unit  # row of the per-unit result arrays: step * (layers + 1) + layer
         self.outstanding = 0
         self.sync: simpy.Event | None = None
-        self.qkv = Countdown(qkv)  # per core: its QKV instructions
-        self.tas = Countdown(tas)  # per core's static group: its index-register bits are written
-        self.bits = Countdown([sum(tas)])  # every bit of the index register is written
-        self.attention = Countdown([blocks["o"]] * batch)  # per entry: its O projection (attention output)
-        self.output = Countdown([blocks["down"]] * batch)  # per entry: its layer output (MLP or replay)
+        self.qkv = Countdown(counts["qkv"])  # per core: its QKV instructions
+        self.tas = Countdown(counts["tas"])  # per core's static group: its index-register bits are written
+        self.bits = Countdown([sum(counts["tas"])])  # every bit of the index register is written
+        self.attention = Countdown(counts["o"])  # per entry: its O projection (attention output)
+        self.output = Countdown(counts["down"])  # per entry: its layer output (MLP or replay)
         self.index = 0  # the DRS index register: bit e = entry e computes its MLP
 
 
@@ -91,9 +106,7 @@ class Machine:
         self.replay_unit = Engine(env, "replay_cache", depth, self.timeline, done)
         if job.drs and job.uses_cache:
             check_batch(job.batch)
-        self.groups = static_groups(job.batch, hw.cores)
         self.static_core = [e % hw.cores for e in range(job.batch)]
-        self.blocks = {m: len(cost.blocks[m]) for m in MATRICES}
         self.units = job.steps * (job.layers + 1)
         # Per row (step, then its layers and its extra work): latest end of each kind of work, bytes moved.
         self._ends = [[-np.inf] * len(PHASES) for _ in range(self.units)]
@@ -161,9 +174,6 @@ class Machine:
         layers, batch = job.layers, job.batch
         previous = [FIRED] * batch  # layer outputs the next layer's QKV reads
         compute_by_layer = job.compute.transpose(2, 1, 0).tolist()  # [step][layer][entry]
-        # QKV instructions per core: one per block, or one per block and entry (per-entry weights)
-        shared = self.hw.weights_shared_across_batch
-        per_core = [1 if shared else len(g) for g in self.groups]
         for s in tqdm(
             range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
         ):
@@ -178,29 +188,27 @@ class Machine:
                 barrier=self.barrier,
             )
             stream, tail = program(cost, opts)
-            qkv = [
-                n * self.blocks["qkv"] if len(g) else 0 for g, n in zip(self.groups, per_core, strict=True)
-            ]
-            tas = [1 if opts.tas and g else 0 for g in self.groups]
+            decoded, counts = self._decoded(stream)
             for layer in range(layers):
-                lay = LayerRun(s * (layers + 1) + layer, batch, qkv, tas, self.blocks)
+                lay = LayerRun(s * (layers + 1) + layer, counts)
                 compute = compute_by_layer[s][layer]
                 if not opts.tas:  # decisions known in advance (frame 0, or a schedule-based policy)
                     lay.index = mask_of(e for e in range(batch) if compute[e])
-                yield from self._layer(self._decoded(stream), lay, compute, previous, ctx[s])
+                yield from self._layer(decoded, lay, compute, previous, ctx[s])
                 previous = lay.output.signals
             if tail:
-                lay = LayerRun(
-                    s * (layers + 1) + layers, batch, [0] * self.hw.cores, [0] * self.hw.cores, self.blocks
-                )
-                yield from self._layer(self._decoded(tail), lay, None, previous, ctx[s])
+                decoded, counts = self._decoded(tail)
+                lay = LayerRun(s * (layers + 1) + layers, counts)
+                yield from self._layer(decoded, lay, None, previous, ctx[s])
 
     def _decoded(self, stream):
-        """The stream with each instruction's entry list unpacked once (the dispatcher's hot loop)."""
+        """The stream with each instruction's entry list unpacked once (the dispatcher's hot loop), and
+        what its countdowns count to."""
         key = id(stream)
         if key not in self._streams:
-            self._streams[key] = (stream, [(ins, ins.entries) for ins in stream])
-        return self._streams[key][1]
+            decoded = [(ins, ins.entries) for ins in stream]
+            self._streams[key] = (stream, decoded, expected_counts(decoded, self.job.batch, self.hw.cores))
+        return self._streams[key][1:]
 
     def _cost(self, ins: Instr, ctx: int):
         """The cost model's account of an instruction (per step for ATTN, whose context grows)."""
@@ -210,14 +218,12 @@ class Machine:
             c = self._costs[key] = self.cost.instruction(ins.op.name, MATRICES[ins.matrix], ins.block, ctx)
         return c
 
-    def _record(self, name: str, phase: int, lay: LayerRun, entries, c, streamed: bool, **kw) -> Record:
-        """A dispatched instruction: ``streamed`` operands (weights, keys and values) are fetched once,
-        other bytes (TAS keys, replay-cache moves) once per entry."""
+    def _record(self, name: str, phase: int, lay: LayerRun, entries, c, **kw) -> Record:
+        """A dispatched instruction on ``entries``, as the cost model's account ``c`` of it says."""
         n = len(entries)
         channel = self.channels[c.group] if c.group else None
-        nbytes = c.nbytes if streamed else n * c.nbytes
         seconds = c.total_cycles(n) / self.hw.clock_Hz
-        return Record(name, phase, lay, entries, seconds, nbytes, channel, n * c.macs, **kw)
+        return Record(name, phase, lay, entries, seconds, c.total_bytes(n), channel, n * c.macs, **kw)
 
     def _layer(self, stream, lay: LayerRun, compute, previous, ctx: int):
         env, cores = self.env, self.cores
@@ -230,7 +236,7 @@ class Machine:
                     yield from self._bits_known(lay, ins_entries)
                 c = self._cost(ins, ctx)
                 for core, entries in self._route(ins, ins_entries, lay.index, mapping):
-                    rec = self._record(f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries, c, True)
+                    rec = self._record(f"{matrix}[{ins.block}]", _GEMV_PHASE[matrix], lay, entries, c)
                     rec.core = core
                     if matrix == "qkv":
                         rec.on_done = self._qkv_done
@@ -245,7 +251,7 @@ class Machine:
                         rec.on_done = self._down_done
                     yield from self._put(cores[core], rec)
             elif op == Op.ATTN:
-                rec = self._record("attention", ATTENTION, lay, ins_entries, self._cost(ins, ctx), True)
+                rec = self._record("attention", ATTENTION, lay, ins_entries, self._cost(ins, ctx))
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.TAS:
                 # What the unit will write into the index register when it is done (the trace's decisions).
@@ -256,7 +262,6 @@ class Machine:
                     lay,
                     ins_entries,
                     self._cost(ins, ctx),
-                    False,
                     waits=(lay.qkv.signals[ins.core],),
                     on_done=self._tas_done,
                 )
@@ -282,17 +287,15 @@ class Machine:
                 c = self._cost(ins, ctx)
                 if read:
                     self.replay_reads += len(entries)
-                    rec = self._record(
-                        "replay read", REPLAY, lay, entries, c, False, on_done=self._replay_read_done
-                    )
+                    rec = self._record("replay read", REPLAY, lay, entries, c, on_done=self._replay_read_done)
                 else:
                     self.replay_writes += len(entries)
-                    rec = self._record("replay write", REPLAY, lay, entries, c, False)
+                    rec = self._record("replay write", REPLAY, lay, entries, c)
                     rec.waits = tuple(lay.output.signals[e] for e in entries)
                 yield from self._put(self.replay_unit, rec)
             elif op == Op.EXTRA:
                 waits = () if self.barrier else tuple(previous[e] for e in ins_entries)
-                rec = self._record("extra", EXTRA, lay, ins_entries, self._cost(ins, ctx), False, waits=waits)
+                rec = self._record("extra", EXTRA, lay, ins_entries, self._cost(ins, ctx), waits=waits)
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.SYNC:
                 yield from self._sync(lay)

@@ -50,6 +50,12 @@ class _Layers:
         self._fronts: dict = {}
         self.units = (*self.cores, self.tas_unit, self.cache)
         self._mlp = [plan(cost, self.memory, cost.mlp(n)) for n in range(job.batch + 1)]
+        self._counted = (
+            [(c, "busy_s") for c in self.cores]
+            + [(c, "macs") for c in self.cores]
+            + [(self.tas_unit, "macs"), (self.cache, "reads"), (self.cache, "writes")]
+            + [(m, "bytes_moved") for m in self.memory.values()]
+        )
 
     def task(self, key, demand_fn):
         t = self._tasks.get(key)
@@ -58,12 +64,14 @@ class _Layers:
         return t
 
     def counters(self) -> list[float]:
-        """Everything a layer adds to the result, as one vector (so a reused layer adds it in one step)."""
-        return (
-            [c.busy_s for c in self.cores]
-            + [sum(c.macs for c in self.cores), self.tas_unit.macs, self.cache.reads, self.cache.writes]
-            + [m.bytes_moved for m in self.memory.values()]
-        )
+        """Everything a layer adds to the result, as one vector (so a reused layer adds it in one step):
+        per core busy time, then per core MACs, TAS MACs, cache reads and writes, bytes per memory group."""
+        return [getattr(obj, name) for obj, name in self._counted]
+
+    def add(self, delta: list[float]) -> None:
+        """Add a vector of :meth:`counters` differences back into the units (a reused part of a layer)."""
+        for (obj, name), d in zip(self._counted, delta, strict=True):
+            setattr(obj, name, getattr(obj, name) + d)
 
     def _reset(self, t0: float) -> None:
         for u in self.units:
@@ -106,17 +114,12 @@ class _Layers:
         front = None if self.timeline.enabled else self._fronts.get(key)
         units = (*self.units, *self.memory.values())
         if front is not None:
-            ends, attn_end, bits, free_at, counts = front
+            ends, attn_end, bits, free_at, delta = front
             for u, f in zip(units, free_at, strict=True):
                 u.free_at = t0 + f
-            for core, (busy, macs) in zip(self.cores, counts[0], strict=True):
-                core.busy_s += busy
-                core.macs += macs
-            self.tas_unit.macs += counts[1]
-            for m, nbytes in zip(self.memory.values(), counts[2], strict=True):
-                m.bytes_moved += nbytes
+            self.add(delta)
             return [t0 + e for e in ends], [t0 + e for e in attn_end], t0 + bits
-        before = self._front_counts()
+        before = self.counters()
         self._reset(t0)
         cost = self.cost
         ends = [-np.inf] * len(PHASES)
@@ -139,27 +142,15 @@ class _Layers:
         if scored:
             bits = max(self.tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(self.static_n))
             ends[TAS] = bits
-        after = self._front_counts()
-        counts = (
-            [(b[0] - a[0], b[1] - a[1]) for a, b in zip(before[0], after[0], strict=True)],
-            after[1] - before[1],
-            [b - a for a, b in zip(before[2], after[2], strict=True)],
-        )
+        delta = [after - was for was, after in zip(before, self.counters(), strict=True)]
         self._fronts[key] = (
             [e - t0 for e in ends],
             [e - t0 for e in attn_end],
             bits - t0,
             [u.free_at - t0 for u in units],
-            counts,
+            delta,
         )
         return ends, attn_end, bits
-
-    def _front_counts(self):
-        return (
-            [(c.busy_s, c.macs) for c in self.cores],
-            self.tas_unit.macs,
-            [m.bytes_moved for m in self.memory.values()],
-        )
 
     def extra(self, t0: float) -> list[float]:
         self._reset(t0)
@@ -249,22 +240,22 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     counts = np.bincount(row_shape[used], minlength=len(shapes))
     total = counts @ added
     layer_bytes = np.zeros(layers)
-    per_shape_bytes = added[:, hw.cores + 4 :].sum(axis=1)
+    c = hw.cores  # counters: busy per core, MACs per core, TAS MACs, reads, writes, bytes per group
+    per_shape_bytes = added[:, 2 * c + 3 :].sum(axis=1)
     layer_rows = used & (np.arange(rows) % (layers + 1) < layers)
     np.add.at(layer_bytes, np.arange(rows)[layer_rows] % (layers + 1), per_shape_bytes[row_shape[layer_rows]])
-    c = hw.cores
     scheduled_count = sum(scheduled_steps)
     return SimResult(
         latency_s=float(starts[used][-1] + durations[row_shape[used][-1]]) if used.any() else 0.0,
         layer_phase_s=critical_path(ends, layers),
         layer_bytes=layer_bytes,
         core_busy_s=total[:c],
-        bytes_by_group={name: float(v) for name, v in zip(hw.memory, total[c + 4 :], strict=True)},
-        pe_macs=float(total[c]),
-        tas_macs=float(total[c + 1]),
+        bytes_by_group={name: float(v) for name, v in zip(hw.memory, total[2 * c + 3 :], strict=True)},
+        pe_macs=float(total[c : 2 * c].sum()),
+        tas_macs=float(total[2 * c]),
         drs_events=scheduled_count * layers if sched.drs else 0,
-        replay_reads=int(round(total[c + 2])),
-        replay_writes=int(round(total[c + 3])),
+        replay_reads=int(round(total[2 * c + 1])),
+        replay_writes=int(round(total[2 * c + 2])),
         timeline=timeline.to_json() if timeline_steps else None,
         machine={"granularity": "phase", "distinct_layers": len(shapes), "layers_scheduled": int(used.sum())},
     )

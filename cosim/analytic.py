@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accelerator.cost import PHASES, CostModel, Demand, drs_core_counts, static_core_counts
+from accelerator.cost import PHASES, CostModel, Demand, add_bytes, drs_core_counts, static_core_counts
 from accelerator.job import DecodeJob, SimResult, critical_path
 
 
@@ -44,7 +44,7 @@ def run_analytic(job: DecodeJob) -> SimResult:
 
     qkv = cost.qkv(static_n)
     attn = cost.attention(static_n, ctx)
-    both = Demand(qkv.cycles + attn.cycles, _merge(qkv.bytes, attn.bytes), qkv.macs + attn.macs)
+    both = Demand(qkv.cycles + attn.cycles, add_bytes(qkv.bytes, attn.bytes), qkv.macs + attn.macs)
     t_qkv = chip_seconds(cost, qkv)
     t_attn = chip_seconds(cost, both)
 
@@ -62,10 +62,9 @@ def run_analytic(job: DecodeJob) -> SimResult:
     per_core = np.where(scheduling[None], drs_core_counts(active, cores), static_core_counts(active, cores))
     mlp = cost.mlp(per_core)
     # After DRS an MLP may run on another core than its attention, so it waits for every core; under the
-    # static mapping each core needs only its own attention and the index bits.
-    # A core's attention ends with its compute or, at the latest, when the chip's QKV and attention
-    # transfers (its keys and values among them) are in: the roofline does not say which core's bytes
-    # arrive first, so it takes the last.
+    # static mapping each core needs only its own attention and the index bits. A core's attention ends
+    # with its compute or, at the latest, when the chip's QKV and attention transfers are in (the
+    # roofline does not say which core's bytes arrive first, so it takes the last).
     core_attn = np.maximum(cost.seconds(both.cycles), memory_seconds(cost, both))
     ready_core = np.where(scheduling[None], t_ready[None], np.maximum(core_attn, t_drs[None]))
     mlp_end = ready_core + cost.seconds(mlp.cycles)
@@ -83,7 +82,7 @@ def run_analytic(job: DecodeJob) -> SimResult:
             step_end = np.maximum(static, mlp_end[c]) + cost.roofline_seconds(cost.replay(0, per_core[c]))
             static = np.where(wrote, step_end, static)
         t_end = np.where(scheduling, after_drs, static)
-        cache = Demand(reads.cycles + writes.cycles, _merge(reads.bytes, writes.bytes), 0.0)
+        cache = Demand(reads.cycles + writes.cycles, add_bytes(reads.bytes, writes.bytes), 0.0)
     else:
         cache = Demand(np.zeros(shape), {}, 0.0)
         t_end = t_mlp
@@ -101,7 +100,8 @@ def run_analytic(job: DecodeJob) -> SimResult:
         axis=-1,
     )
     layer_time = np.max(ends, axis=-1)  # (layers, steps)
-    step_extra = float(chip_seconds(cost, cost.extra(static_n[:, 0, 0]))) if cost.extra_cycles else 0.0
+    extra = cost.extra(static_n[:, 0, 0])
+    step_extra = float(chip_seconds(cost, extra)) if cost.extra_cycles else 0.0
     starts = np.concatenate(
         [
             [0.0],
@@ -109,11 +109,10 @@ def run_analytic(job: DecodeJob) -> SimResult:
         ]
     ).reshape(steps, layers + 1)
     rows = np.full((steps, layers + 1, len(PHASES)), -np.inf)
-    rows[:, :layers, :6] = starts[:, :layers, None] + ends.transpose(1, 0, 2)
+    rows[:, :layers, : ends.shape[-1]] = starts[:, :layers, None] + ends.transpose(1, 0, 2)
     if step_extra:
         rows[:, layers, PHASES.index("extra")] = starts[:, layers] + step_extra
     phase_s = critical_path(rows.reshape(-1, len(PHASES)), layers)
-    extra = cost.extra(static_n[:, 0, 0])
 
     bytes_by_group: dict[str, float] = {g: 0.0 for g in cost.hw.memory}
     for d in (both, tas, mlp, cache):
@@ -134,13 +133,6 @@ def run_analytic(job: DecodeJob) -> SimResult:
         replay_reads=int(np.sum(np.where(job.uses_cache, job.batch - k, 0))),
         replay_writes=int(np.sum(np.where(job.uses_cache, k, 0))),
     )
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for g, v in b.items():
-        out[g] = out[g] + v if g in out else v
-    return out
 
 
 def _layer_bytes(d: Demand) -> np.ndarray:
