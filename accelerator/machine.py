@@ -86,6 +86,7 @@ class LayerRun:
         self.attention = Countdown(counts["o"])  # per entry: its O projection (attention output)
         self.output = Countdown(counts["down"])  # per entry: its layer output (MLP or replay)
         self.index = 0  # the DRS index register: bit e = entry e computes its MLP
+        self.synced_at = -1.0  # when the layer's SYNC let the sequencer go on
 
 
 class Machine:
@@ -117,6 +118,7 @@ class Machine:
         self.instructions = 0
         self._costs: dict = {}
         self._mappings: dict = {}
+        self._issue_s = hw.issue_cycles / hw.clock_Hz
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _done(self, rec: Record) -> None:
@@ -178,15 +180,7 @@ class Machine:
             range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
         ):
             self.timeline.enabled = s < self.timeline_steps
-            opts = StreamOptions(
-                batch=batch,
-                cores=self.hw.cores,
-                shared_weights=self.hw.weights_shared_across_batch,
-                tas=bool(job.scores(s)),
-                drs=bool(job.schedules(s)),
-                cache=job.uses_cache,
-                barrier=self.barrier,
-            )
+            opts = self.options(s)
             stream, tail = program(cost, opts)
             decoded, counts = self._decoded(stream)
             for layer in range(layers):
@@ -200,6 +194,19 @@ class Machine:
                 decoded, counts = self._decoded(tail)
                 lay = LayerRun(s * (layers + 1) + layers, counts)
                 yield from self._layer(decoded, lay, None, previous, ctx[s])
+
+    def options(self, step: int) -> StreamOptions:
+        """What the compiler is told about decode step ``step``."""
+        job = self.job
+        return StreamOptions(
+            batch=job.batch,
+            cores=self.hw.cores,
+            shared_weights=self.hw.weights_shared_across_batch,
+            tas=bool(job.scores(step)),
+            drs=bool(job.schedules(step)),
+            cache=job.uses_cache,
+            barrier=self.barrier,
+        )
 
     def _decoded(self, stream):
         """The stream with each instruction's entry list unpacked once (the dispatcher's hot loop), and
@@ -282,23 +289,27 @@ class Machine:
                 yield from self._bits_known(lay, ins_entries)
                 read = op == Op.REPLAY_RD
                 entries = [e for e in ins_entries if bool(lay.index >> e & 1) != read]
-                if not entries:
-                    continue
-                c = self._cost(ins, ctx)
-                if read:
-                    self.replay_reads += len(entries)
-                    rec = self._record("replay read", REPLAY, lay, entries, c, on_done=self._replay_read_done)
-                else:
-                    self.replay_writes += len(entries)
-                    rec = self._record("replay write", REPLAY, lay, entries, c)
-                    rec.waits = tuple(lay.output.signals[e] for e in entries)
-                yield from self._put(self.replay_unit, rec)
+                if entries:  # else the controller has nothing to move; the sequencer still issues it
+                    yield from self._replay(lay, entries, read, self._cost(ins, ctx))
             elif op == Op.EXTRA:
                 waits = () if self.barrier else tuple(previous[e] for e in ins_entries)
                 rec = self._record("extra", EXTRA, lay, ins_entries, self._cost(ins, ctx), waits=waits)
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.SYNC:
                 yield from self._sync(lay)
+                lay.synced_at = env.now
+            if self._issue_s:
+                yield env.timeout(self._issue_s)  # the sequencer's issue time (hardware.issue_cycles)
+
+    def _replay(self, lay: LayerRun, entries, read: bool, c):
+        if read:
+            self.replay_reads += len(entries)
+            rec = self._record("replay read", REPLAY, lay, entries, c, on_done=self._replay_read_done)
+        else:
+            self.replay_writes += len(entries)
+            rec = self._record("replay write", REPLAY, lay, entries, c)
+            rec.waits = tuple(lay.output.signals[e] for e in entries)
+        yield from self._put(self.replay_unit, rec)
 
     def _bits_known(self, lay: LayerRun, entries):
         """The filter reads the index-register bits of these entries: wait until the TAS unit wrote them."""
@@ -381,6 +392,23 @@ class Machine:
 def _scheduled_events(env: simpy.Environment) -> int:
     """Events SimPy scheduled (its event-id counter; every timeout, succeed and process step takes one)."""
     return next(env._eid)  # noqa: SLF001 - SimPy keeps no public count
+
+
+def layer_cycles(job, step: int, layer: int, dispatch: str = "round_robin") -> int:
+    """Cycles of one layer of one decode step on an idle machine, from the sequencer issuing its first
+    instruction until its SYNC lets the sequencer go on: what the RTL top level is checked against. With
+    the layer barrier every layer starts on an idle machine, so this is also its time inside a whole run."""
+    m = Machine(job, dispatch=dispatch, barrier=True)
+    opts = m.options(step)
+    decoded, counts = m._decoded(program(m.cost, opts)[0])
+    lay = LayerRun(0, counts)
+    compute = job.compute[:, layer, step].tolist()
+    if not opts.tas:
+        lay.index = mask_of(e for e in range(job.batch) if compute[e])
+    ctx = int(m.cost.attended(job.context()[step]))
+    m.env.process(m._layer(decoded, lay, compute, [FIRED] * job.batch, ctx))
+    m.env.run()
+    return round(lay.synced_at * m.hw.clock_Hz)
 
 
 def run_instructions(

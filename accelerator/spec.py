@@ -183,6 +183,13 @@ class HardwareSpec(_Strict):
         le=4096,
         description="instruction queue depth of each core and unit; a full queue stalls the dispatcher",
     )
+    issue_cycles: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="cycles the sequencer takes to issue one instruction of the compiled stream (the RTL "
+        "sequencer issues one per cycle; 0 reduces the instruction model to the phase model's schedule)",
+    )
     memory: dict[str, MemoryGroup] = Field(
         default_factory=lambda: {"main": MemoryGroup(bandwidth_GBps=19.2, channels=1)},
         description="memory groups by name",

@@ -15,7 +15,7 @@ from tiny_workload import TINY, compute_bound
 
 from accelerator.channel import Channel
 from accelerator.engines import CoreEngine, Engine, InstructionQueue, Record
-from accelerator.machine import Machine
+from accelerator.machine import Machine, layer_cycles, run_instructions
 from accelerator.spec import MemoryGroup
 from accelerator.timeline import Timeline
 from cosim.config import WorkloadError, resolve
@@ -687,3 +687,23 @@ def test_tas_waits_for_every_qkv_block_even_when_the_dispatcher_is_held_back(tin
             e for e in spans if e["name"].startswith("qkv[") and e["ts"] < t["ts"] < e["ts"] + e["dur"] - 1e-6
         ]
         assert not running, (t, running)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_issue_time_shows_only_where_the_sequencer_is_on_the_critical_path(tiny_raw, k):
+    # One core, compute bound: every instruction is issued long before the core reaches it, so the
+    # sequencer's issue time is hidden except for the SYNC that ends each layer, which is issued once the
+    # layer has finished: k cycles per layer-step, and layer_cycles (up to the SYNC) does not move.
+    runs = {}
+    for cycles in (0, k):
+        w = _compute_bound(tiny_raw, "hardware.cores=1", f"hardware.issue_cycles={cycles}")
+        v = w.video
+        v_replay = np.zeros((v.batch, w.model.layers, v.steps), bool)
+        v_replay[1::2, :, v.tokens_per_frame :] = True
+        job = make_job(w, v_replay)
+        runs[cycles] = (
+            run_instructions(job).latency_s * w.hardware.clock_Hz,
+            layer_cycles(job, v.steps - 1, 1),
+        )
+    assert runs[k][0] - runs[0][0] == pytest.approx(k * v.steps * w.model.layers, abs=1e-6)
+    assert runs[k][1] == runs[0][1]
