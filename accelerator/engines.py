@@ -58,6 +58,7 @@ class Record:
         "on_done",
         "core",
         "bits",
+        "taken_at",
     )
 
     def __init__(
@@ -86,6 +87,7 @@ class Record:
         self.on_done = on_done
         self.core = -1
         self.bits = 0  # TAS: the index-register bits it writes when done
+        self.taken_at = 0.0  # when its engine took it from the queue
 
 
 class InstructionQueue:
@@ -161,7 +163,7 @@ class Engine:
             if rec is None:
                 yield queue.ready
                 continue
-            arrived = env.now
+            arrived = rec.taken_at = env.now
             for signal in rec.waits:
                 event = signal.wait(env)
                 if event is not None:

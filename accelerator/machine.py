@@ -119,6 +119,8 @@ class Machine:
         self._costs: dict = {}
         self._mappings: dict = {}
         self._issue_s = hw.issue_cycles / hw.clock_Hz
+        self.log: list | None = None  # layer_trace: every record put, with the engine that runs it
+        self.engine_ids = {e: i for i, e in enumerate([*self.cores, self.tas_unit, self.replay_unit])}
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _done(self, rec: Record) -> None:
@@ -143,6 +145,15 @@ class Machine:
             t = self.env.now
             yield event
             self.dispatch_stall_s += self.env.now - t
+        if self.log is not None:
+            self.log.append(
+                {
+                    "engine": self.engine_ids[engine],
+                    "record": rec,
+                    "entered": self.env.now,
+                    "entries": rec.entries,
+                }
+            )
 
     # -- completion callbacks: the signals later instructions wait for ---------------------------------
     @staticmethod
@@ -394,11 +405,14 @@ def _scheduled_events(env: simpy.Environment) -> int:
     return next(env._eid)  # noqa: SLF001 - SimPy keeps no public count
 
 
-def layer_cycles(job, step: int, layer: int, dispatch: str = "round_robin") -> int:
-    """Cycles of one layer of one decode step on an idle machine, from the sequencer issuing its first
-    instruction until its SYNC lets the sequencer go on: what the RTL top level is checked against. With
-    the layer barrier every layer starts on an idle machine, so this is also its time inside a whole run."""
+def layer_trace(job, step: int, layer: int, dispatch: str = "round_robin") -> dict:
+    """One layer of one decode step on an idle machine, from the sequencer issuing its first instruction
+    until its SYNC lets the sequencer go on: its cycles and every record put (engine: cores, then the TAS
+    unit, then the replay-cache controller; entries; cycles when it entered its queue, was taken by its
+    engine and finished; the index bits a TAS record wrote). What the RTL top level is checked against;
+    with the layer barrier every layer starts on an idle machine, so this is its time inside a whole run."""
     m = Machine(job, dispatch=dispatch, barrier=True)
+    m.log = []
     opts = m.options(step)
     decoded, counts = m._decoded(program(m.cost, opts)[0])
     lay = LayerRun(0, counts)
@@ -406,9 +420,41 @@ def layer_cycles(job, step: int, layer: int, dispatch: str = "round_robin") -> i
     if not opts.tas:
         lay.index = mask_of(e for e in range(job.batch) if compute[e])
     ctx = int(m.cost.attended(job.context()[step]))
+    ends: dict[int, float] = {}
+    done = m._done
+
+    def on_done(rec):
+        ends[id(rec)] = m.env.now
+        done(rec)
+
+    for engine in [*m.cores, m.tas_unit, m.replay_unit]:
+        engine.done = on_done
     m.env.process(m._layer(decoded, lay, compute, [FIRED] * job.batch, ctx))
     m.env.run()
-    return round(lay.synced_at * m.hw.clock_Hz)
+    hz = m.hw.clock_Hz
+    records = [
+        {
+            "engine": r["engine"],
+            "entries": list(r["entries"]),
+            "entered": round(r["entered"] * hz),
+            "taken": round(r["record"].taken_at * hz),
+            "end": round(ends[id(r["record"])] * hz),
+            "bits": r["record"].bits,
+        }
+        for r in m.log
+    ]
+    return {
+        "cycles": round(lay.synced_at * hz),
+        "records": records,
+        "counts": counts,
+        "options": opts,
+        "index0": lay.index if not opts.tas else 0,
+    }
+
+
+def layer_cycles(job, step: int, layer: int, dispatch: str = "round_robin") -> int:
+    """Cycles of one layer-step on an idle machine (:func:`layer_trace`)."""
+    return layer_trace(job, step, layer, dispatch)["cycles"]
 
 
 def run_instructions(
