@@ -85,8 +85,18 @@ def drs_scheduler(
     dispatch,
     CORES,
     OP_BITS,
+    err=None,
 ):
-    """Schedule one layer per job; filter and dispatch instructions at one per cycle at any time."""
+    """Schedule one layer per job; filter and dispatch instructions at one per cycle at any time.
+
+    Input guard: a ``start`` with ``batch`` outside 1..32 is refused: no entry is scanned, neither copy
+    of the mapping registers changes, and the sampling edge registers ``done`` and ``err`` together (a
+    one-edge job). ``err`` is 0 with the ``done`` of every accepted schedule; it may be left out.
+    """
+    if err is None:
+        err = Signal(bool(0))
+    bad = Signal(bool(0))
+    refuse = Signal(bool(0))
     CW = core_bits(CORES)
     sh = Signal(intbv(0)[ENTRIES:])
     pos = Signal(intbv(0)[6:])
@@ -115,8 +125,13 @@ def drs_scheduler(
     shifted = Signal(intbv(0)[ENTRIES * CW :])
 
     @always_comb
+    def guard():
+        bad.next = batch == 0 or batch > ENTRIES
+
+    @always_comb
     def scan_port():
-        accept.next = start and not busy
+        accept.next = start and not busy and not bad
+        refuse.next = start and not busy and bad
         if scanning:
             scan_we.next = 1
             scan_pos.next = pos
@@ -124,11 +139,11 @@ def drs_scheduler(
             scan_core.next = rr
             clear.next = 0
         else:
-            scan_we.next = start and not busy
+            scan_we.next = start and not busy and not bad
             scan_pos.next = 0
             scan_bit.next = index[0]
             scan_core.next = 0
-            clear.next = start and not busy
+            clear.next = start and not busy and not bad
 
     @always_seq(clk.posedge, reset=rst)
     def control():
@@ -159,7 +174,8 @@ def drs_scheduler(
 
     @always_seq(clk.posedge, reset=rst)
     def finish():
-        done.next = commit
+        done.next = commit or refuse
+        err.next = refuse
 
     @always_comb
     def outputs():
@@ -183,7 +199,7 @@ def drs_scheduler(
             out_valid.next = 0
             dispatch.next = 0
 
-    return insts, scan_port, control, finish, outputs, filter_dispatch
+    return insts, guard, scan_port, control, finish, outputs, filter_dispatch
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,6 +251,7 @@ class DrsBench(Bench):
             "out_entry": unsigned_sig(5),
             "out_op": unsigned_sig(p.op_bits),
             "dispatch": unsigned_sig(p.cores),
+            "err": Signal(bool(0)),
         }
 
     def module(self):

@@ -30,6 +30,11 @@ from accelerator.rtl.harness import Bench, event_setup
 BASE_PIPELINE_CYCLES = 3
 
 
+def xbuf_addr_bits(max_cols: int) -> int:
+    """Address bits of the ``max_cols``-word input buffer (14 for 16,384 words)."""
+    return bits_for(max_cols - 1)
+
+
 def accumulator_bits(w_bits: int, x_bits: int, cols: int) -> int:
     """Signed bits that hold any sum of ``cols`` products of two's-complement operands: the largest
     product is (-2^(w-1)) x (-2^(x-1)) = 2^(w+x-2), so the sum reaches cols x 2^(w+x-2) (all operands at
@@ -125,20 +130,33 @@ def gemv_tile(
     ROW_BITS,
     WADDR_BITS,
     EXTRA,
+    err=None,
 ):
     """y = W x for a ``rows x cols`` matrix streamed tile-major through ``w_addr``/``w_data``.
 
     ``xb_*`` load the input vector into the tile's buffer before ``start`` (done by the previous phase,
-    so not part of the instruction's cycles).
+    so not part of the instruction's cycles); ``xb_waddr`` is ``xbuf_addr_bits(MAX_COLS)`` wide.
+
+    Input guard: a ``start`` with ``cols`` outside 1..MAX_COLS or ``rows`` outside 1..2^ROW_BITS - 1 (the
+    upper bound matters only when ``rows`` is driven wider than ROW_BITS) is refused: nothing starts, and
+    the sampling edge registers ``done`` and ``err`` together (a one-edge job). ``err`` is 0 with the
+    ``done`` of every accepted instruction. ``err`` may be left out (``None``) by an instantiating design.
     """
+    if err is None:
+        err = Signal(bool(0))
     CB = bits_for(MAX_COLS)
+    AB = xbuf_addr_bits(MAX_COLS)
+    ROW_MAX = (1 << ROW_BITS) - 1
+    ROWS_WIDE = len(rows) > ROW_BITS
     xmem = [Signal(intbv(0)[X_BITS:]) for _ in range(MAX_COLS)]
-    x_addr = Signal(intbv(0)[CB:])
+    x_addr = Signal(intbv(0)[CB:])  # counts up to cols - 1 < MAX_COLS; the buffer takes its AB low bits
     x_q = Signal(intbv(0)[X_BITS:])
     rows_r = Signal(intbv(0)[ROW_BITS:])
     cols_r = Signal(intbv(0)[CB + 1 :])
     rb = Signal(intbv(0)[ROW_BITS + bits_for(LANES) + 2 :])
-    orb = Signal(intbv(0)[ROW_BITS + bits_for(LANES) + 1 :])
+    # the row base of an emitted tile is below ``rows`` <= ROW_MAX, so it fits the ``y_row`` port exactly
+    orb = Signal(intbv(0)[ROW_BITS:])
+    bad = Signal(bool(0))
     va, fa, la, za = (Signal(bool(0)) for _ in range(4))
     flags_a = ConcatSignal(va, fa, la, za)
     fchain = [Signal(intbv(0)[4:]) for _ in range(2 + EXTRA)]
@@ -167,6 +185,18 @@ def gemv_tile(
         )
     y_cat = ConcatSignal(*reversed(y_lanes)) if LANES > 1 else y_lanes[0]
 
+    if ROWS_WIDE:
+
+        @always_comb
+        def guard():
+            bad.next = cols == 0 or cols > MAX_COLS or rows == 0 or rows > ROW_MAX
+
+    else:
+
+        @always_comb
+        def guard():
+            bad.next = cols == 0 or cols > MAX_COLS or rows == 0
+
     @always(clk.posedge)
     def xbuf_write():
         if xb_we:
@@ -174,7 +204,7 @@ def gemv_tile(
 
     @always(clk.posedge)
     def xbuf_read():
-        x_q.next = xmem[x_addr]
+        x_q.next = xmem[x_addr[AB:]]
 
     @always_seq(clk.posedge, reset=rst)
     def control():
@@ -192,7 +222,7 @@ def gemv_tile(
                 za.next = x_addr + 2 == cols_r and rb + LANES >= rows_r
             w_addr.next = w_addr + 1
             va.next = 1
-        elif start and not busy:
+        elif start and not busy and not bad:
             busy.next = 1
             rows_r.next = rows
             cols_r.next = cols
@@ -211,7 +241,8 @@ def gemv_tile(
     @always_seq(clk.posedge, reset=rst)
     def emit():
         y_valid.next = vd and ld
-        done.next = vd and zd
+        done.next = (vd and zd) or (start and not busy and bad)
+        err.next = start and not busy and bad
         if vd and ld:
             y_row.next = orb
             if zd:
@@ -231,7 +262,7 @@ def gemv_tile(
         def drive_y():
             y.next = y_cat
 
-    return insts, xbuf_write, xbuf_read, control, emit, drive_y
+    return insts, guard, xbuf_write, xbuf_read, control, emit, drive_y
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,11 +309,12 @@ class GemvBench(Bench):
             "w_addr": unsigned_sig(p.waddr_bits),
             "w_data": unsigned_sig(p.lanes * p.w_bits),
             "xb_we": Signal(bool(0)),
-            "xb_waddr": unsigned_sig(cb),
+            "xb_waddr": unsigned_sig(xbuf_addr_bits(p.max_cols)),
             "xb_wdata": unsigned_sig(p.x_bits),
             "y_valid": Signal(bool(0)),
             "y_row": unsigned_sig(p.row_bits),
             "y": unsigned_sig(p.lanes * p.acc_bits),
+            "err": Signal(bool(0)),
         }
 
     def module(self):

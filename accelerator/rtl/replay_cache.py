@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from myhdl import ResetSignal, Signal, always, always_seq, block, intbv
+from myhdl import ResetSignal, Signal, always, always_comb, always_seq, block, intbv
 
 from accelerator.cost import ceil_div, replay_transfer_cycles
 from accelerator.replay_cache import ReplayCacheModel, cache_address
@@ -73,14 +73,51 @@ def replay_cache_ctrl(
     PORT_BITS,
     ADDR_BITS,
     BASE,
+    err=None,
 ):
-    """One transfer per job: read (``op_write`` = 0) or write one cached output of (layer, position)."""
+    """One transfer per job: read (``op_write`` = 0) or write one cached output of (layer, position).
+
+    Input guard: a ``start`` with ``layer`` >= LAYERS or ``position`` >= TPF (possible when they are not
+    powers of two, or when the ports are driven wider) is refused: no beat is addressed or written, and
+    the sampling edge registers ``done`` and ``err`` together (a one-edge job). ``err`` is 0 with the
+    ``done`` of every accepted transfer; it may be left out.
+    """
+    if err is None:
+        err = Signal(bool(0))
     BEATS = (WORDS * WORD_BITS + PORT_BITS - 1) // PORT_BITS
+    top = BASE + LAYERS * TPF * BEATS - 1
+    if top >= 1 << ADDR_BITS:
+        raise ValueError(f"the cache's last beat address {top} does not fit ADDR_BITS={ADDR_BITS}")
+    bad = Signal(bool(0))
+    LAYER_CHECK = (1 << len(layer)) > LAYERS
+    POS_CHECK = (1 << len(position)) > TPF
     last0 = int(BEATS == 1)
     beat = Signal(intbv(0)[bits_for(BEATS) + 1 :])
     active = Signal(bool(0))
     wr = Signal(bool(0))
     v1, l1, v2, l2, w2 = (Signal(bool(0)) for _ in range(5))
+
+    # Only the comparisons that can be true are built (a constant one is a lint warning).
+    if LAYER_CHECK and POS_CHECK:
+
+        @always_comb
+        def guard():
+            bad.next = layer >= LAYERS or position >= TPF
+
+    elif LAYER_CHECK:
+
+        @always_comb
+        def guard():
+            bad.next = layer >= LAYERS
+
+    elif POS_CHECK:
+
+        @always_comb
+        def guard():
+            bad.next = position >= TPF
+
+    else:
+        guard = []
 
     @always_seq(clk.posedge, reset=rst)
     def address():
@@ -93,7 +130,7 @@ def replay_cache_ctrl(
             if beat == BEATS - 1:
                 active.next = 0
             beat.next = beat + 1
-        elif start and not busy:
+        elif start and not busy and not bad:
             busy.next = 1
             mem_addr.next = (layer * TPF + position) * BEATS + BASE
             mem_wdata.next = wdata
@@ -119,11 +156,12 @@ def replay_cache_ctrl(
     @always_seq(clk.posedge, reset=rst)
     def data_out():
         rvalid.next = v2 and not w2
-        done.next = v2 and l2
+        done.next = (v2 and l2) or (start and not busy and bad)
+        err.next = start and not busy and bad
         if v2 and not w2:
             rdata.next = mem_rdata
 
-    return address, port_stage, data_out
+    return guard, address, port_stage, data_out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,6 +215,7 @@ class ReplayBench(Bench):
             "mem_we": Signal(bool(0)),
             "mem_wdata": unsigned_sig(p.port_bits),
             "mem_rdata": unsigned_sig(p.port_bits),
+            "err": Signal(bool(0)),
         }
 
     def module(self):
