@@ -1,7 +1,9 @@
 """Convert a bench's module to Verilog and VHDL, and run the tool checks on the result.
 
-* Verilog: ``iverilog`` compiles it and ``verilator --lint-only -Wall -Wno-WIDTH`` lints it. MyHDL sizes
-  expressions the Python way, so width warnings are expected noise and off; everything else counts.
+* Verilog: ``iverilog`` compiles it and ``verilator --lint-only -Wall`` lints it with no blanket waiver:
+  the few warnings MyHDL's code generation leaves (implicit sign extensions, bits a slice leaves unused)
+  are waived one message at a time, at their exact widths, by a generated Verilator configuration file
+  (:mod:`accelerator.rtl.waivers`); any other warning fails.
 * VHDL: ``ghdl -a`` analyses it together with MyHDL's support package and ``ghdl -e`` elaborates it.
 """
 
@@ -16,14 +18,11 @@ from myhdl import Signal
 
 from accelerator.rtl.harness import Bench
 from accelerator.rtl.tools import cache_dir, missing, run
+from accelerator.rtl.waivers import Waiver, waivers_for, write_vlt
 
-#: Verilator warnings that are artefacts of MyHDL's code generation, not design problems.
-VERILATOR_WAIVED = (
-    "-Wno-WIDTH",
-    "-Wno-DECLFILENAME",  # MyHDL puts every file's module at file scope with its own name
-    "-Wno-UNUSEDSIGNAL",  # shadow slices of a bus leave unused bits
-    "-Wno-UNUSEDPARAM",
-)
+#: Blanket Verilator waivers: none. (DECLFILENAME needs none either: MyHDL names each file after its
+#: module.) Known harmless warnings are waived one by one, see :mod:`accelerator.rtl.waivers`.
+VERILATOR_WAIVED: tuple[str, ...] = ()
 
 
 def convert(bench: Bench, hdl: str, out_dir: Path) -> list[Path]:
@@ -59,11 +58,24 @@ def iverilog_compile(vfile: Path) -> LintResult:
         return LintResult("iverilog", False, log=str(exc))
 
 
-def verilator_lint(vfile: Path, top: str) -> LintResult:
+def verilator_lint(vfile: Path, top: str, waivers: list[Waiver] | None = None) -> LintResult:
+    """``verilator --lint-only -Wall`` with ``waivers`` (a ``.vlt`` written next to ``vfile``) only."""
     if missing("verilator"):
         return LintResult("verilator", False, skipped="verilator not installed")
+    vlt = write_vlt(waivers or [], vfile.with_name(f"{vfile.stem}_waivers.vlt"))
     try:
-        run(["verilator", "--lint-only", "-Wall", *VERILATOR_WAIVED, "--top-module", top, str(vfile)])
+        run(
+            [
+                "verilator",
+                "--lint-only",
+                "-Wall",
+                *VERILATOR_WAIVED,
+                "--top-module",
+                top,
+                str(vlt),
+                str(vfile),
+            ]
+        )
         return LintResult("verilator", True)
     except RuntimeError as exc:
         return LintResult("verilator", False, log=str(exc))
@@ -91,6 +103,6 @@ def tool_checks(bench: Bench, out_dir: Path | None = None) -> dict[str, LintResu
     vhdl = convert(bench, "VHDL", out_dir)
     return {
         "iverilog": iverilog_compile(vfile),
-        "verilator": verilator_lint(vfile, bench.name),
+        "verilator": verilator_lint(vfile, bench.name, waivers_for(bench)),
         "ghdl": ghdl_analyse(vhdl),
     }

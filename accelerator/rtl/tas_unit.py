@@ -159,11 +159,15 @@ def tas_unit(
         def reciprocal():
             scaled.next = acc * recip
 
+        # HEADS >= 3 here, so RECIP < 2^(RECIP_BITS-1) and |acc x RECIP| / 2^RECIP_BITS < |acc|: the mean
+        # fits ACCW bits, and the slice makes the (value-preserving) narrowing explicit.
+        assert RECIP < 1 << (RECIP_BITS - 1)
+
         @always_seq(clk.posedge, reset=rst)
         def average():
             mean_valid.next = acc_valid
             if acc_valid:
-                mean.next = scaled >> RECIP_BITS
+                mean.next = scaled[ACCW + RECIP_BITS : RECIP_BITS].signed()
 
         insts.append(reciprocal)
 

@@ -14,6 +14,7 @@ from accelerator.rtl.harness import simulate
 from accelerator.rtl.pe_lane import GemvBench, GemvParams, gemv_case
 from accelerator.rtl.replay_cache import ReplayBench, ReplayParams, replay_case
 from accelerator.rtl.tas_unit import TasBench, TasParams, tas_case
+from accelerator.rtl.waivers import waivers_for
 
 pytestmark = pytest.mark.hdl
 
@@ -40,7 +41,7 @@ def test_verilog_compiles_and_lints(name: str, tmp_path: Path, tools) -> None:
     vfile = convert(bench, "Verilog", tmp_path)[0]
     ic = iverilog_compile(vfile)
     assert ic.ok, ic.log
-    vl = verilator_lint(vfile, bench.name)
+    vl = verilator_lint(vfile, bench.name, waivers_for(bench))
     assert vl.ok, vl.log
 
 
