@@ -18,6 +18,9 @@ instruction per cycle (``hardware.issue_cycles`` = 1), and owns what the event m
   (``accelerator.machine.expected_counts``); engines read them to know when a record may start;
 * SYNC: hold until every record put in this layer has finished; ``layer_done`` then pulses.
 
+``cur_word`` is the instruction at the program counter (a core's stream engine sizes the operand of a
+record entering its queue from it).
+
 Engines report through ``take`` (bit r: engine r takes its queue head this cycle if there is one: it is
 idle or finishing) and ``fin`` (bit r, registered by the engine: its record finished at this time); the
 TAS unit gives its record's bits with ``tas_bits``. Per-engine and per-entry buses are flat: engine r's
@@ -111,9 +114,9 @@ def route_entry(bit, filt, op, core, idx_bit, routed, mapped, dest, needs_bits, 
     @always_comb
     def logic():
         dest.next = 0
-        needs_bits.next = bit and (filt or op == REPLAY_RD or op == REPLAY_WR)  # noqa: SIM109 (MyHDL)
+        needs_bits.next = bit and (filt or op == REPLAY_RD or op == REPLAY_WR)
         for r in range(C):
-            if bit and (op == GEMV or op == ATTN) and (idx_bit or not filt):  # noqa: SIM109
+            if bit and (op == GEMV or op == ATTN) and (idx_bit or not filt):
                 if core == MAPPED:
                     if routed:
                         if mapped == r:
@@ -204,6 +207,7 @@ def sequencer_ports(cores: int, idepth: int) -> dict:
         "qkv_fired": unsigned_sig(cores),
         "attn_fired": unsigned_sig(ENTRIES),
         "out_fired": unsigned_sig(ENTRIES),
+        "cur_word": unsigned_sig(WORD),
     }
 
 
@@ -233,6 +237,7 @@ def sequencer(
     qkv_fired,
     attn_fired,
     out_fired,
+    cur_word,
     CORES,
     IDEPTH,
     QDEPTH,
@@ -434,6 +439,7 @@ def sequencer(
         head_valid.next = head_bus
         head_word.next = word_bus
         put_mask.next = all_masks
+        cur_word.next = word
 
     @always_comb
     def begin():

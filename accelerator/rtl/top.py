@@ -1,0 +1,768 @@
+"""The integrated top level: the sequencer and the engines it feeds, as one machine (MyHDL).
+
+```
+ program RAM ──> sequencer (queues, filter, DRS twin, signals, SYNC)
+                   │ take/fin           │                 │
+     core engine 0..C-1: stream engine + gemv_tile   TAS engine + tas_unit   replay engine + replay_cache_ctrl
+                   │ mem_req/mem_done   │                 │
+                   └──────────────> memory (testbench model: top_bench.memory_model)
+```
+
+It executes the compiled stream of one decoder layer with the structure of the instruction-level event
+model (``accelerator.machine``), and every duration comes from a unit twin doing its job: ``gemv_tile``
+runs each entry of a GEMV and each head's scores and values of an ATTN, ``tas_unit`` scores each entry,
+``replay_cache_ctrl`` moves each cached output, ``drs_scheduler`` scans the index register. The memory
+behind the request ports (valid/ready requests of a number of bytes, a ``mem_done`` pulse when the data is
+in) is a testbench model with configurable bandwidth and latency.
+
+Engines (the event model's rules, as hardware):
+
+* a core's stream engine fetches the operand (weight block, or an entry's keys and values) of each record
+  as it enters the core's queue, in order, while one of ``WBUFS`` operand buffers is free; a buffer is
+  freed when its record finishes;
+* an engine takes its next record when it is idle or finishing, and starts it once its operand is in and
+  the signals it waits for have fired (TAS: its core's QKV; the first ``up`` block: the attention of its
+  entries; a replay write: the outputs it stores);
+* GEMV: one tile job per entry (rows of the block x the matrix's columns), back to back; ATTN: per head,
+  scores (keys x head_dim) then values (head_dim x keys), the values once the softmax row is written into
+  the input buffer (keys / port cycles from the scores' start), the next head's scores once its query is
+  written (head_dim / port cycles from the values' start), and the record ends no earlier than the O
+  projection's input is written (q_dim / port cycles from its start);
+* TAS and replay: the record's transfer starts with it, one unit job per entry runs back to back, and the
+  record ends when both are done.
+
+Scope of this stage: control and timing are real, the data path is not connected yet (tiles read zero
+weights and inputs; the TAS unit's threshold per entry is set from ``decisions`` so that its comparison
+reproduces the trace's decision), GEMV inputs are assumed written by the previous phase (the bench refuses
+a layer where the cost model charges an exposed input write for a GEMV).
+
+Timing convention: ``accelerator.rtl.sequencer``'s (what the event model does at time t is on signals
+valid after edge t and registered by edge t + 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from myhdl import ConcatSignal, Signal, always_comb, always_seq, block, intbv
+
+from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
+from accelerator.rtl.pe_lane import gemv_tile
+from accelerator.rtl.replay_cache import replay_cache_ctrl
+from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV, REPLAY_WR, WORD, sequencer
+from accelerator.rtl.tas_unit import TasParams, tas_unit
+
+TIME_BITS = 40  # the cycle counter the input-buffer writers time themselves with
+BYTES_BITS = 32
+UP = 2  # matrix index of "up" (accelerator.isa.MATRICES)
+
+
+@dataclass(frozen=True)
+class TopParams:
+    """Elaboration parameters of the top level (the machine's build; per-layer values are ports)."""
+
+    cores: int
+    lanes: int
+    pipeline_cycles: int
+    queue_depth: int
+    weight_buffers: int
+    idepth: int  # program RAM words
+    max_cols: int  # tile input-buffer depth
+    row_bits: int
+    block_rows: tuple[int, ...]  # per (matrix, block): rows, flat matrix * max_blocks + block
+    block_bytes: tuple[int, ...]  # per (matrix, block): bytes of the weight block
+    matrix_cols: tuple[int, ...]
+    max_blocks: int
+    heads: int
+    head_dim: int
+    hd_write: int  # cycles to write a head's query into the input buffer
+    qdim_write: int  # cycles to write the O projection's input
+    tas_lanes: int
+    tas_bytes: int  # one entry's aligned key
+    replay_words: int
+    replay_word_bits: int
+    replay_port_bits: int
+    replay_bytes: int  # one cached output
+    group_weights: int  # memory channel of each kind of transfer
+    group_kv: int
+    group_replay: int
+
+
+IDLE, HOLD, RUN = 0, 1, 2
+
+
+@block
+def core_engine(
+    clk,
+    rst,
+    clear,
+    now,
+    put,
+    word_in,
+    head_valid,
+    head_word,
+    take,
+    fin,
+    attn_fired,
+    req_valid,
+    req_bytes,
+    req_group,
+    mem_done,
+    t_start,
+    t_rows,
+    t_cols,
+    t_busy,
+    keys,
+    keys_write,
+    kv_bytes,
+    P: TopParams,
+):
+    """A core: its operand fetches, and the records it runs on its tile."""
+    D = P.queue_depth + 1
+    NB = P.max_blocks
+    ROWS, BYTES, COLS = P.block_rows, P.block_bytes, P.matrix_cols
+    CB = bits_for(P.max_cols)
+    # operand fetches: records that entered the queue while no buffer was free wait here, in order
+    pend = [unsigned_sig(BYTES_BITS) for _ in range(D)]
+    pend_kv = [Signal(bool(0)) for _ in range(D)]
+    p_head, p_count = unsigned_sig(bits_for(D)), unsigned_sig(bits_for(D))
+    issued, freed, loaded, taken = (unsigned_sig(16) for _ in range(4))
+    in_bytes, word_bytes = unsigned_sig(BYTES_BITS), unsigned_sig(BYTES_BITS)
+    index_w, index_c = unsigned_sig(bits_for(NB * 4)), unsigned_sig(bits_for(NB * 4))
+    # the record the engine holds or runs
+    st = unsigned_sig(2)
+    rec = unsigned_sig(WORD)
+    cand = unsigned_sig(WORD)
+    cand_rows, cand_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
+    cur_rows, cur_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
+    left = unsigned_sig(6)  # GEMV: entries still to run; ATTN: heads still to start
+    part_values = Signal(bool(0))  # ATTN: the tile job started last was a head's values
+    p_ready, q_ready, o_ready = (unsigned_sig(TIME_BITS) for _ in range(3))
+    finishing, taking, start_rec, next_job, cand_ready = (Signal(bool(0)) for _ in range(5))
+    n_entries = unsigned_sig(6)
+
+    @always_comb
+    def lookup_in():
+        index_w.next = word_in[53:51] * NB + word_in[51:32]
+
+    @always_comb
+    def rom_bytes():
+        word_bytes.next = BYTES[index_w]
+
+    @always_comb
+    def lookup_cand():
+        index_c.next = cand[53:51] * NB + cand[51:32]
+
+    @always_comb
+    def rom_rows():
+        cand_rows.next = ROWS[index_c]
+
+    @always_comb
+    def rom_cols():
+        cand_cols.next = COLS[cand[53:51]]
+
+    @always_comb
+    def entering():
+        if word_in[WORD:60] == GEMV:
+            in_bytes.next = word_bytes
+        else:
+            in_bytes.next = kv_bytes
+        n = 0
+        for e in range(ENTRIES):
+            if cand[e]:
+                n += 1
+        n_entries.next = n
+
+    @always_comb
+    def control():
+        """At this time: does the running record end, which record would start, and may it."""
+        between = st == RUN and not t_busy  # the tile finished its job (now or earlier)
+        f = False
+        nj = False
+        if between:
+            if rec[WORD:60] == GEMV:
+                if left > 0:
+                    nj = True
+                else:
+                    f = True
+            elif not part_values:
+                nj = now >= p_ready
+            elif left > 0:
+                nj = now >= q_ready
+            else:
+                f = now >= q_ready and now >= o_ready
+        finishing.next = f
+        next_job.next = nj
+        free = st == IDLE or f
+        take.next = free
+        tk = free and head_valid
+        taking.next = tk
+        if st == HOLD:
+            cand.next = rec
+        else:
+            cand.next = head_word
+        if st == HOLD:
+            ok = loaded + mem_done >= taken
+        else:
+            ok = loaded + mem_done >= taken + 1
+        if cand[WORD:60] == GEMV and cand[53:51] == UP and cand[51:32] == 0:
+            for e in range(ENTRIES):
+                if cand[e] and not attn_fired[e]:
+                    ok = False
+        cand_ready.next = ok
+        start_rec.next = (st == HOLD or tk) and ok
+
+    @always_comb
+    def tile():
+        t_start.next = 0
+        t_rows.next = 0
+        t_cols.next = 0
+        if start_rec:
+            t_start.next = 1
+            if cand[WORD:60] == GEMV:
+                t_rows.next = cand_rows
+                t_cols.next = cand_cols
+            else:
+                t_rows.next = keys
+                t_cols.next = P.head_dim
+        elif next_job:
+            t_start.next = 1
+            if rec[WORD:60] == GEMV:
+                t_rows.next = cur_rows
+                t_cols.next = cur_cols
+            elif not part_values:
+                t_rows.next = P.head_dim
+                t_cols.next = keys
+            else:
+                t_rows.next = keys
+                t_cols.next = P.head_dim
+
+    @always_comb
+    def fetch():
+        free = P.weight_buffers - (issued - freed)
+        if finishing:
+            free = free + 1
+        if p_count > 0:
+            req_bytes.next = pend[p_head]
+            req_valid.next = free > 0
+            if pend_kv[p_head]:
+                req_group.next = P.group_kv
+            else:
+                req_group.next = P.group_weights
+        else:
+            req_bytes.next = in_bytes
+            req_valid.next = put and free > 0
+            if word_in[WORD:60] == GEMV:
+                req_group.next = P.group_weights
+            else:
+                req_group.next = P.group_kv
+
+    @always_comb
+    def done_out():
+        fin.next = finishing
+
+    @always_seq(clk.posedge, reset=rst)
+    def state():
+        if clear:
+            p_head.next = 0
+            p_count.next = 0
+            issued.next = 0
+            freed.next = 0
+            loaded.next = 0
+            taken.next = 0
+            st.next = IDLE
+        else:
+            if mem_done:
+                loaded.next = loaded + 1
+            if finishing:
+                freed.next = freed + 1
+            if req_valid:
+                issued.next = issued + 1
+            # pending fetches: pop the one issued, push the entering record if it was not issued
+            if req_valid and p_count > 0:
+                if p_head == D - 1:
+                    p_head.next = 0
+                else:
+                    p_head.next = p_head + 1
+            if put and (p_count > 0 or not req_valid):
+                slot = p_head + p_count
+                if slot >= D:
+                    slot = slot - D
+                pend[slot].next = in_bytes
+                pend_kv[slot].next = word_in[WORD:60] == ATTN
+            if put and (p_count > 0 or not req_valid):
+                if not (req_valid and p_count > 0):
+                    p_count.next = p_count + 1
+            elif req_valid and p_count > 0:
+                p_count.next = p_count - 1
+            # records
+            if taking:
+                taken.next = taken + 1
+            if start_rec:
+                st.next = RUN
+                rec.next = cand
+                if cand[WORD:60] == GEMV:
+                    left.next = n_entries - 1
+                    cur_rows.next = cand_rows
+                    cur_cols.next = cand_cols
+                else:
+                    left.next = P.heads - 1
+                    part_values.next = 0
+                    p_ready.next = now + keys_write
+                    o_ready.next = now + P.qdim_write
+            elif taking:
+                st.next = HOLD
+                rec.next = head_word
+            elif finishing:
+                st.next = IDLE
+            elif next_job:
+                if rec[WORD:60] == GEMV:
+                    left.next = left - 1
+                elif not part_values:
+                    part_values.next = 1
+                    q_ready.next = now + P.hd_write
+                else:
+                    part_values.next = 0
+                    left.next = left - 1
+                    p_ready.next = now + keys_write
+
+    return (
+        lookup_in,
+        rom_bytes,
+        lookup_cand,
+        rom_rows,
+        rom_cols,
+        entering,
+        control,
+        tile,
+        fetch,
+        done_out,
+        state,
+    )
+
+
+@block
+def unit_engine(
+    clk,
+    rst,
+    clear,
+    head_valid,
+    head_word,
+    take,
+    fin,
+    bits,
+    qkv_fired,
+    out_fired,
+    req_valid,
+    req_bytes,
+    mem_done,
+    u_start,
+    u_entry,
+    u_write,
+    u_busy,
+    u_done,
+    u_replay,
+    ENTRY_BYTES,
+    CORES,
+    IS_TAS,
+):
+    """The TAS unit's or the replay-cache controller's engine: a record's transfer starts with it and its
+    unit runs one job per entry, back to back; the record ends when both are done. The TAS engine's
+    ``bits`` are the index-register bits of the record's computing entries (valid with ``fin``)."""
+    st = unsigned_sig(2)
+    rec, cand = unsigned_sig(WORD), unsigned_sig(WORD)
+    todo = unsigned_sig(ENTRIES)  # entries whose unit job has not started
+    acc = unsigned_sig(ENTRIES)  # TAS: bits of the entries scored so far
+    last = unsigned_sig(5)  # the entry of the unit's current job
+    xfer_done = Signal(bool(0))
+    finishing, taking, start_rec, next_job = (Signal(bool(0)) for _ in range(4))
+    cand_low, todo_low = unsigned_sig(5), unsigned_sig(5)
+    n_cand = unsigned_sig(6)
+
+    @always_comb
+    def lowest():
+        a = 0
+        b = 0
+        n = 0
+        for e in range(ENTRIES - 1, -1, -1):
+            if cand[e]:
+                a = e
+                n += 1
+            if todo[e]:
+                b = e
+        cand_low.next = a
+        todo_low.next = b
+        n_cand.next = n
+
+    @always_comb
+    def control():
+        between = st == RUN and not u_busy
+        f = between and todo == 0 and (xfer_done or mem_done)
+        finishing.next = f
+        next_job.next = between and todo != 0
+        free = st == IDLE or f
+        take.next = free
+        tk = free and head_valid
+        taking.next = tk
+        if st == HOLD:
+            cand.next = rec
+        else:
+            cand.next = head_word
+        ok = True
+        if IS_TAS:
+            for c in range(CORES):
+                if cand[c] and not qkv_fired[c]:  # a TAS record scores static group c, which holds entry c
+                    ok = False
+        elif cand[WORD:60] == REPLAY_WR:
+            for e in range(ENTRIES):
+                if cand[e] and not out_fired[e]:
+                    ok = False
+        start_rec.next = (st == HOLD or tk) and ok
+
+    @always_comb
+    def drive():
+        u_start.next = start_rec or next_job
+        if start_rec:
+            u_entry.next = cand_low
+        else:
+            u_entry.next = todo_low
+        u_write.next = cand[WORD:60] == REPLAY_WR if start_rec else rec[WORD:60] == REPLAY_WR
+        req_valid.next = start_rec
+        req_bytes.next = n_cand * ENTRY_BYTES
+        fin.next = finishing
+        if u_done and not u_replay:
+            bits.next = acc | (1 << int(last)) if IS_TAS else 0
+        else:
+            bits.next = acc
+
+    @always_seq(clk.posedge, reset=rst)
+    def state():
+        if clear:
+            st.next = IDLE
+        else:
+            if u_done and not u_replay and IS_TAS:
+                acc.next = acc | (1 << int(last))
+            if mem_done:
+                xfer_done.next = 1
+            if start_rec:
+                st.next = RUN
+                rec.next = cand
+                todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
+                last.next = cand_low
+                acc.next = 0
+                xfer_done.next = 0
+            elif taking:
+                st.next = HOLD
+                rec.next = head_word
+            elif finishing:
+                st.next = IDLE
+            elif next_job:
+                todo.next = todo & ~(1 << int(todo_low))
+                last.next = todo_low
+
+    return lowest, control, drive, state
+
+
+def top_ports(P: TopParams) -> dict:
+    from accelerator.rtl.sequencer import sequencer_ports
+
+    r = P.cores + 2
+    ports = {k: v for k, v in sequencer_ports(P.cores, P.idepth).items() if k in _SEQ_HOST}
+    ports.update(
+        {
+            "keys": unsigned_sig(P.row_bits),
+            "keys_write": unsigned_sig(TIME_BITS),
+            "kv_bytes": unsigned_sig(BYTES_BITS),
+            "decisions": unsigned_sig(ENTRIES),
+            "req_valid": unsigned_sig(r),
+            "req_bytes": unsigned_sig(r * BYTES_BITS),
+            "req_group": unsigned_sig(r * 2),
+            "mem_done": unsigned_sig(r),
+            "fin": unsigned_sig(r),
+        }
+    )
+    return ports
+
+
+#: Sequencer ports the host drives or reads at the top level.
+_SEQ_HOST = (
+    "rst",
+    "iw_we",
+    "iw_addr",
+    "iw_data",
+    "n_instr",
+    "batch",
+    "index0",
+    "qkv_target",
+    "tas_target",
+    "o_target",
+    "down_target",
+    "go",
+    "layer_done",
+)
+
+
+@block
+def machine_top(
+    clk,
+    rst,
+    iw_we,
+    iw_addr,
+    iw_data,
+    n_instr,
+    batch,
+    index0,
+    qkv_target,
+    tas_target,
+    o_target,
+    down_target,
+    go,
+    layer_done,
+    keys,
+    keys_write,
+    kv_bytes,
+    decisions,
+    req_valid,
+    req_bytes,
+    req_group,
+    mem_done,
+    fin,
+    P: TopParams,
+):
+    C, R = P.cores, P.cores + 2
+    TAS_R, RC_R = C, C + 1
+    insts = []
+    now = unsigned_sig(TIME_BITS)
+    take, fin_i, put = unsigned_sig(R), unsigned_sig(R), unsigned_sig(R)
+    put_mask, head_valid = unsigned_sig(R * ENTRIES), unsigned_sig(R)
+    head_word = unsigned_sig(R * WORD)
+    qkv_fired, attn_fired, out_fired = unsigned_sig(C), unsigned_sig(ENTRIES), unsigned_sig(ENTRIES)
+    cur_word = unsigned_sig(WORD)
+    tas_bits = unsigned_sig(ENTRIES)
+    insts.append(
+        sequencer(
+            clk,
+            rst,
+            iw_we,
+            iw_addr,
+            iw_data,
+            n_instr,
+            batch,
+            index0,
+            qkv_target,
+            tas_target,
+            o_target,
+            down_target,
+            go,
+            layer_done,
+            take,
+            fin_i,
+            tas_bits,
+            put,
+            put_mask,
+            head_valid,
+            head_word,
+            qkv_fired,
+            attn_fired,
+            out_fired,
+            cur_word,
+            CORES=C,
+            IDEPTH=P.idepth,
+            QDEPTH=P.queue_depth,
+        )
+    )
+    clear = Signal(bool(0))
+    takes = [Signal(bool(0)) for _ in range(R)]
+    fins = [Signal(bool(0)) for _ in range(R)]
+    rvalid = [Signal(bool(0)) for _ in range(R)]
+    rbytes = [unsigned_sig(BYTES_BITS) for _ in range(R)]
+    rgroup = [unsigned_sig(2) for _ in range(R)]
+    CB = bits_for(P.max_cols)
+    for c in range(C):
+        t_start, t_busy, t_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+        t_rows, t_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
+        insts.append(
+            gemv_tile(
+                clk,
+                rst,
+                t_start,
+                t_rows,
+                t_cols,
+                t_busy,
+                t_done,
+                unsigned_sig(32),
+                unsigned_sig(P.lanes * 8),
+                Signal(bool(0)),
+                unsigned_sig(bits_for(P.max_cols - 1)),
+                unsigned_sig(16),
+                Signal(bool(0)),
+                unsigned_sig(P.row_bits + bits_for(P.lanes) + 1),
+                unsigned_sig(P.lanes * 40),
+                LANES=P.lanes,
+                W_BITS=8,
+                X_BITS=16,
+                ACC_BITS=40,
+                MAX_COLS=P.max_cols,
+                ROW_BITS=P.row_bits,
+                WADDR_BITS=32,
+                EXTRA=P.pipeline_cycles - 3,
+            )
+        )
+        insts.append(
+            core_engine(
+                clk,
+                rst,
+                clear,
+                now,
+                put(c),
+                cur_word,
+                head_valid(c),
+                head_word((c + 1) * WORD, c * WORD),
+                takes[c],
+                fins[c],
+                attn_fired,
+                rvalid[c],
+                rbytes[c],
+                rgroup[c],
+                mem_done(c),
+                t_start,
+                t_rows,
+                t_cols,
+                t_busy,
+                keys,
+                keys_write,
+                kv_bytes,
+                P=P,
+            )
+        )
+    # the TAS unit and its engine
+    tp = TasParams(heads=P.heads, head_dim=P.head_dim, lanes=P.tas_lanes)
+    u_start, u_busy, u_done, u_replay, u_write = (Signal(bool(0)) for _ in range(5))
+    u_entry = unsigned_sig(5)
+    tau = signed_sig(tp.acc_bits)
+    insts.append(
+        tas_unit(
+            clk,
+            rst,
+            u_start,
+            unsigned_sig(tp.lanes * tp.width),
+            unsigned_sig(tp.lanes * tp.width),
+            tau,
+            Signal(bool(0)),
+            u_busy,
+            u_done,
+            u_replay,
+            signed_sig(tp.acc_bits),
+            **tp.kwargs(),
+        )
+    )
+    insts.append(
+        unit_engine(
+            clk,
+            rst,
+            clear,
+            head_valid(TAS_R),
+            head_word((TAS_R + 1) * WORD, TAS_R * WORD),
+            takes[TAS_R],
+            fins[TAS_R],
+            tas_bits,
+            qkv_fired,
+            out_fired,
+            rvalid[TAS_R],
+            rbytes[TAS_R],
+            mem_done(TAS_R),
+            u_start,
+            u_entry,
+            u_write,
+            u_busy,
+            u_done,
+            u_replay,
+            ENTRY_BYTES=P.tas_bytes,
+            CORES=C,
+            IS_TAS=True,
+        )
+    )
+
+    @always_comb
+    def threshold():
+        """q and k are zero here, so the mean score is 0: tau 1 makes the entry compute, 0 replay."""
+        tau.next = 1 if decisions[u_entry] else 0
+
+    # the replay-cache controller and its engine
+    r_start, r_busy, r_done, r_write, r_rvalid = (Signal(bool(0)) for _ in range(5))
+    r_entry = unsigned_sig(5)
+    insts.append(
+        replay_cache_ctrl(
+            clk,
+            rst,
+            r_start,
+            r_write,
+            unsigned_sig(1),
+            r_entry,
+            unsigned_sig(P.replay_port_bits),
+            r_busy,
+            r_done,
+            r_rvalid,
+            unsigned_sig(P.replay_port_bits),
+            unsigned_sig(32),
+            Signal(bool(0)),
+            unsigned_sig(P.replay_port_bits),
+            unsigned_sig(P.replay_port_bits),
+            LAYERS=1,
+            TPF=ENTRIES,
+            WORDS=P.replay_words,
+            WORD_BITS=P.replay_word_bits,
+            PORT_BITS=P.replay_port_bits,
+            ADDR_BITS=32,
+            BASE=0,
+        )
+    )
+    insts.append(
+        unit_engine(
+            clk,
+            rst,
+            clear,
+            head_valid(RC_R),
+            head_word((RC_R + 1) * WORD, RC_R * WORD),
+            takes[RC_R],
+            fins[RC_R],
+            unsigned_sig(ENTRIES),
+            qkv_fired,
+            out_fired,
+            rvalid[RC_R],
+            rbytes[RC_R],
+            mem_done(RC_R),
+            r_start,
+            r_entry,
+            r_write,
+            r_busy,
+            r_done,
+            Signal(bool(0)),
+            ENTRY_BYTES=P.replay_bytes,
+            CORES=C,
+            IS_TAS=False,
+        )
+    )
+    rgroup[TAS_R] = Signal(intbv(P.group_kv)[2:])
+    rgroup[RC_R] = Signal(intbv(P.group_replay)[2:])
+    insts += [
+        wire(ConcatSignal(*reversed(takes)), take),
+        wire(ConcatSignal(*reversed(fins)), fin_i),
+        wire(ConcatSignal(*reversed(rvalid)), req_valid),
+        wire(ConcatSignal(*reversed(rbytes)), req_bytes),
+        wire(ConcatSignal(*reversed(rgroup)), req_group),
+        wire(fin_i, fin),
+    ]
+
+    @always_comb
+    def begin():
+        clear.next = go
+
+    @always_seq(clk.posedge, reset=rst)
+    def clock():
+        if go:
+            now.next = 0
+        else:
+            now.next = now + 1
+
+    return insts, threshold, begin, clock

@@ -1,0 +1,228 @@
+"""Run one decoder layer of one decode step on the RTL top level, and the same layer-step on the event model.
+
+The top level (``accelerator.rtl.top.machine_top``) is elaborated for the workload's machine and layer,
+loaded with the layer's compiled stream and registers, and run against a memory model: one channel per
+memory group that serves requests first come first served (requests of one cycle in requester order:
+cores, TAS unit, replay-cache controller), rounds each to whole bursts, moves ``sustained_Bps / clock``
+bytes per cycle and completes a transfer ``latency_ns`` after its last byte, which is the event model's
+``arbitration: fifo`` channel (``accelerator.channel``). Where the rates and the latency are whole numbers
+of cycles both are exact to the cycle; otherwise the model rounds each completion up to the next cycle.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from myhdl import Signal, Simulation, StopSimulation, block, delay, instance
+
+from accelerator.compiler import program
+from accelerator.cost import ceil_div, gemv_cycles
+from accelerator.isa import MATRICES, encode
+from accelerator.machine import layer_trace
+from accelerator.rtl.common import bits_for, pack, unpack
+from accelerator.rtl.sequencer import COUNT_BITS, ENTRIES
+from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
+
+
+class TopError(ValueError):
+    """A layer the top level cannot run as the event model does (say why)."""
+
+
+def _whole_bytes(x: float, what: str) -> int:
+    if float(x) != int(x):
+        raise TopError(f"{what} is {x} bytes, not a whole number: the memory ports move whole bytes")
+    return int(x)
+
+
+def top_params(job, step: int) -> TopParams:
+    cost, hw, d = job.cost, job.cost.hw, job.cost.dims
+    port = hw.input_write_elems_per_cycle
+    for m in ("qkv", "up", "down"):
+        rows, cols = cost.blocks[m][0], cost.matrices[m][1]
+        if cost.block_cycles[m][0] != gemv_cycles(rows, cols, hw.lanes_per_core, hw.pe_pipeline_cycles):
+            raise TopError(
+                f"the cost model charges an exposed input-buffer write before the first {m} block; the top "
+                "level takes a GEMV's input as written by the previous phase (choose a wider "
+                "hardware.input_write_elems_per_cycle or larger layers)"
+            )
+    nb = max(len(b) for b in cost.blocks.values())
+    rows = [cost.blocks[m][b] if b < len(cost.blocks[m]) else 0 for m in MATRICES for b in range(nb)]
+    nbytes = [
+        _whole_bytes(r * cost.matrices[m][1] * cost.w_bytes, f"a {m} weight block")
+        for m in MATRICES
+        for r in (cost.blocks[m][b] if b < len(cost.blocks[m]) else 0 for b in range(nb))
+    ]
+    keys = int(cost.attended(job.context()[-1]))
+    words = len(program(cost, _options(job, step))[0])
+    groups = sorted(hw.memory)
+    pl = hw.placement
+    return TopParams(
+        cores=hw.cores,
+        lanes=hw.lanes_per_core,
+        pipeline_cycles=hw.pe_pipeline_cycles,
+        queue_depth=hw.queue_depth,
+        weight_buffers=hw.weight_buffers,
+        idepth=max(2, 1 << bits_for(words - 1)),
+        max_cols=max(max(c for _, c in cost.matrices.values()), keys, d.head_dim),
+        row_bits=bits_for(max(max(rows), keys, d.head_dim)) + 1,
+        block_rows=tuple(rows),
+        block_bytes=tuple(nbytes),
+        matrix_cols=tuple(cost.matrices[m][1] for m in MATRICES),
+        max_blocks=nb,
+        heads=d.heads,
+        head_dim=d.head_dim,
+        hd_write=int(ceil_div(d.head_dim, port)),
+        qdim_write=int(ceil_div(d.q_dim, port)),
+        tas_lanes=hw.tas_lanes,
+        tas_bytes=_whole_bytes(d.kv_dim * cost.kv_bytes, "an aligned key"),
+        replay_words=d.hidden,
+        replay_word_bits=hw.precision.replay_cache_bits,
+        replay_port_bits=hw.replay_port_bits,
+        replay_bytes=_whole_bytes(cost.replay_bytes, "a cached output"),
+        group_weights=groups.index(pl.weights),
+        group_kv=groups.index(pl.kv_cache),
+        group_replay=groups.index(pl.replay_cache),
+    )
+
+
+def _options(job, step):
+    from accelerator.machine import Machine
+
+    return Machine(job).options(step)
+
+
+@block
+def memory_model(clk, req_valid, req_bytes, req_group, mem_done, channels, requesters: int):
+    """``channels``: per memory group (bytes per cycle as a Fraction, latency cycles, burst bytes)."""
+    free = [Fraction(0)] * len(channels)
+    due: dict[int, list[int]] = {}
+
+    @instance
+    def serve():
+        edge = 0
+        while True:
+            yield clk.posedge
+            edge += 1
+            t = edge - 1  # requests valid before this edge were made at time t
+            valid = int(req_valid)
+            if valid:
+                sizes = unpack(int(req_bytes), BYTES_BITS, requesters, signed=False)
+                group = unpack(int(req_group), 2, requesters, signed=False)
+                for r in range(requesters):
+                    if valid >> r & 1:
+                        rate, latency, burst = channels[group[r]]
+                        nbytes = -(-sizes[r] // burst) * burst
+                        start = max(Fraction(t), free[group[r]])
+                        free[group[r]] = start + nbytes / rate
+                        done = int(-(-(free[group[r]] + latency) // 1))
+                        due.setdefault(done, []).append(r)
+            pulse = 0
+            for r in due.pop(edge, ()):
+                if pulse >> r & 1:
+                    raise AssertionError(f"requester {r}: two transfers complete in one cycle")
+                pulse |= 1 << r
+            mem_done.next = pulse
+
+    return serve
+
+
+def layer_inputs(job, step: int, layer: int, trace: dict) -> dict:
+    cost, hw = job.cost, job.cost.hw
+    keys = int(cost.attended(job.context()[step]))
+    return {
+        "words": [encode(i) for i in program(cost, trace["options"])[0]],
+        "keys": keys,
+        "keys_write": int(ceil_div(keys, hw.input_write_elems_per_cycle)),
+        "kv_bytes": _whole_bytes(cost.kv_bytes_per_entry(keys), "an entry's keys and values"),
+        "decisions": int(sum(1 << e for e in range(job.batch) if job.compute[e, layer, step])),
+    }
+
+
+def memory_channels(hw) -> list[tuple[Fraction, Fraction, int]]:
+    out = []
+    for name in sorted(hw.memory):
+        g = hw.memory[name]
+        rate = Fraction(g.sustained_Bps).limit_denominator(1 << 20) / Fraction(hw.clock_Hz).limit_denominator(
+            1
+        )
+        latency = (
+            Fraction(g.latency_ns).limit_denominator(1 << 10)
+            * Fraction(hw.clock_MHz).limit_denominator(1 << 10)
+            / 1000
+        )
+        out.append((rate, latency, g.burst_bytes))
+    return out
+
+
+def run_layer(job, step: int, layer: int) -> dict:
+    """The layer-step on the RTL top level (MyHDL simulation) and on the event model."""
+    trace = layer_trace(job, step, layer)
+    P = top_params(job, step)
+    ins = layer_inputs(job, step, layer, trace)
+    clk = Signal(bool(0))
+    ports = top_ports(P)
+    dut = machine_top(clk, **ports, P=P)
+    requesters = P.cores + 2
+    mem = memory_model(
+        clk,
+        ports["req_valid"],
+        ports["req_bytes"],
+        ports["req_group"],
+        ports["mem_done"],
+        memory_channels(job.cost.hw),
+        requesters,
+    )
+    fins: list[tuple[int, int]] = []
+    out = {"rtl_cycles": None}
+    limit = trace["cycles"] * 2 + 1000
+
+    @instance
+    def clock():
+        while True:
+            yield delay(5)
+            clk.next = not clk
+
+    @instance
+    def bench():
+        p = ports
+        for a, w in enumerate(ins["words"]):
+            p["iw_we"].next, p["iw_addr"].next, p["iw_data"].next = 1, a, w
+            yield clk.posedge
+        p["iw_we"].next = 0
+        p["n_instr"].next = len(ins["words"])
+        p["batch"].next = job.batch
+        p["index0"].next = trace["index0"]
+        counts = trace["counts"]
+        p["qkv_target"].next = pack(counts["qkv"], COUNT_BITS)
+        p["tas_target"].next = pack(counts["tas"], COUNT_BITS)
+        p["o_target"].next = pack(counts["o"], COUNT_BITS)
+        p["down_target"].next = pack(counts["down"], COUNT_BITS)
+        for k in ("keys", "keys_write", "kv_bytes", "decisions"):
+            p[k].next = ins[k]
+        p["go"].next = 1
+        yield clk.posedge
+        p["go"].next = 0
+        for t in range(limit):
+            yield clk.posedge  # values read here are those of time t
+            fin = int(p["fin"])
+            for r in range(requesters):
+                if fin >> r & 1:
+                    fins.append((t, r))
+            if p["layer_done"]:
+                out["rtl_cycles"] = t - 1
+                raise StopSimulation
+        raise StopSimulation
+
+    Simulation(dut, mem, clock, bench).run(quiet=True)
+    expected = sorted((r["end"], r["engine"]) for r in trace["records"])
+    return {
+        "cycles": trace["cycles"],
+        "rtl_cycles": out["rtl_cycles"],
+        "expected_ends": expected,
+        "rtl_ends": sorted(fins),
+        "words": len(ins["words"]),
+    }
+
+
+__all__ = ["TopError", "run_layer", "top_params", "ENTRIES", "np"]
