@@ -115,16 +115,17 @@ def route_entry(bit, filt, op, core, idx_bit, routed, mapped, dest, needs_bits, 
     def logic():
         dest.next = 0
         needs_bits.next = bit and (filt or op == REPLAY_RD or op == REPLAY_WR)
+        # separate tests, not an if/elif chain on ``core``: MyHDL would turn that into a case statement
+        # whose items include the loop variable, which it converts wrongly
+        core_op = bit and (op == GEMV or op == ATTN) and (idx_bit or not filt)
+        by_map = core == MAPPED
         for r in range(C):
-            if bit and (op == GEMV or op == ATTN) and (idx_bit or not filt):
-                if core == MAPPED:
-                    if routed:
-                        if mapped == r:
-                            dest.next[r] = 1
-                    elif r == E % C:
-                        dest.next[r] = 1
-                elif core == r:
-                    dest.next[r] = 1
+            if core_op and by_map and routed and mapped == r:
+                dest.next[r] = 1
+            if core_op and by_map and not routed and r == E % C:
+                dest.next[r] = 1
+            if core_op and not by_map and core == r:
+                dest.next[r] = 1
         if bit and op == TAS:
             dest.next[TAS_R] = 1
         if bit and op == REPLAY_RD and not idx_bit:

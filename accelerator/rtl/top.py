@@ -174,8 +174,10 @@ def core_engine(
         n_entries.next = n
 
     @always_comb
-    def control():
-        """At this time: does the running record end, which record would start, and may it."""
+    def ending():
+        """At this time: does the running record end, or its next tile job start? (Registers only: the
+        engine's combinational blocks are split so that no block both reads the sequencer's outputs and
+        drives what the sequencer reads.)"""
         between = st == RUN and not t_busy  # the tile finished its job (now or earlier)
         f = False
         nj = False
@@ -193,18 +195,26 @@ def core_engine(
                 f = now >= q_ready and now >= o_ready
         finishing.next = f
         next_job.next = nj
-        free = st == IDLE or f
-        take.next = free
-        tk = free and head_valid
+
+    @always_comb
+    def taker():
+        take.next = st == IDLE or finishing
+
+    @always_comb
+    def choose():
+        """Which record would start now, and may it: its operand is in and its inputs are written."""
+        tk = (st == IDLE or finishing) and head_valid
         taking.next = tk
         if st == HOLD:
             cand.next = rec
         else:
             cand.next = head_word
+        ok = True  # the candidate's operand is in (it is fetch number ``taken`` - 1 when held)
         if st == HOLD:
-            ok = loaded + mem_done >= taken
-        else:
-            ok = loaded + mem_done >= taken + 1
+            if loaded + mem_done < taken:
+                ok = False
+        elif loaded + mem_done < taken + 1:
+            ok = False
         if cand[WORD:60] == GEMV and cand[53:51] == UP and cand[51:32] == 0:
             for e in range(ENTRIES):
                 if cand[e] and not attn_fired[e]:
@@ -333,7 +343,9 @@ def core_engine(
         rom_rows,
         rom_cols,
         entering,
-        control,
+        ending,
+        taker,
+        choose,
         tile,
         fetch,
         done_out,
@@ -384,25 +396,34 @@ def unit_engine(
         a = 0
         b = 0
         n = 0
-        for e in range(ENTRIES - 1, -1, -1):
+        found_a = False
+        found_b = False
+        for e in range(ENTRIES):
             if cand[e]:
-                a = e
                 n += 1
-            if todo[e]:
+                if not found_a:
+                    a = e
+                    found_a = True
+            if todo[e] and not found_b:
                 b = e
+                found_b = True
         cand_low.next = a
         todo_low.next = b
         n_cand.next = n
 
     @always_comb
-    def control():
+    def ending():
         between = st == RUN and not u_busy
-        f = between and todo == 0 and (xfer_done or mem_done)
-        finishing.next = f
+        finishing.next = between and todo == 0 and (xfer_done or mem_done)
         next_job.next = between and todo != 0
-        free = st == IDLE or f
-        take.next = free
-        tk = free and head_valid
+
+    @always_comb
+    def taker():
+        take.next = st == IDLE or finishing
+
+    @always_comb
+    def choose():
+        tk = (st == IDLE or finishing) and head_valid
         taking.next = tk
         if st == HOLD:
             cand.next = rec
@@ -429,9 +450,12 @@ def unit_engine(
         u_write.next = cand[WORD:60] == REPLAY_WR if start_rec else rec[WORD:60] == REPLAY_WR
         req_valid.next = start_rec
         req_bytes.next = n_cand * ENTRY_BYTES
+
+    @always_comb
+    def report():
         fin.next = finishing
-        if u_done and not u_replay:
-            bits.next = acc | (1 << int(last)) if IS_TAS else 0
+        if u_done and not u_replay and IS_TAS:
+            bits.next = acc | (1 << int(last))
         else:
             bits.next = acc
 
@@ -460,7 +484,7 @@ def unit_engine(
                 todo.next = todo & ~(1 << int(todo_low))
                 last.next = todo_low
 
-    return lowest, control, drive, state
+    return lowest, ending, taker, choose, drive, report, state
 
 
 def top_ports(P: TopParams) -> dict:

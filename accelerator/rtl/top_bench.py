@@ -11,9 +11,9 @@ of cycles both are exact to the cycle; otherwise the model rounds each completio
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
-import numpy as np
 from myhdl import Signal, Simulation, StopSimulation, block, delay, instance
 
 from accelerator.compiler import program
@@ -21,7 +21,7 @@ from accelerator.cost import ceil_div, gemv_cycles
 from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
 from accelerator.rtl.common import bits_for, pack, unpack
-from accelerator.rtl.sequencer import COUNT_BITS, ENTRIES
+from accelerator.rtl.sequencer import COUNT_BITS
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 
@@ -155,11 +155,61 @@ def memory_channels(hw) -> list[tuple[Fraction, Fraction, int]]:
     return out
 
 
-def run_layer(job, step: int, layer: int) -> dict:
-    """The layer-step on the RTL top level (MyHDL simulation) and on the event model."""
+def registers(job, trace: dict, ins: dict) -> dict:
+    """The values the host writes into the top level's registers before ``go``."""
+    counts = trace["counts"]
+    return {
+        "batch": job.batch,
+        "index0": trace["index0"],
+        "qkv_target": pack(counts["qkv"], COUNT_BITS),
+        "tas_target": pack(counts["tas"], COUNT_BITS),
+        "o_target": pack(counts["o"], COUNT_BITS),
+        "down_target": pack(counts["down"], COUNT_BITS),
+        **{k: ins[k] for k in ("keys", "keys_write", "kv_bytes", "decisions")},
+    }
+
+
+def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=None) -> dict:
+    """The layer-step on the RTL top level and on the event model: layer cycles and every record's
+    finish (cycle, engine) of both. ``simulator``: ``myhdl`` (the MyHDL model itself) or ``verilator``
+    (the converted Verilog)."""
     trace = layer_trace(job, step, layer)
     P = top_params(job, step)
     ins = layer_inputs(job, step, layer, trace)
+    regs = registers(job, trace, ins)
+    limit = trace["cycles"] * 2 + 1000
+    channels = memory_channels(job.cost.hw)
+    t0 = time.perf_counter()
+    if simulator == "verilator":
+        from accelerator.rtl import top_verilator
+
+        binary = top_verilator.build(P, progress)
+        built = time.perf_counter()
+        ports = top_ports(P)
+        stimulus = [f"{len(ins['words']):x}"] + [f"{w:x}" for w in ins["words"]]
+        stimulus += top_verilator.register_tokens(ports, regs)
+        stimulus.append(f"{len(channels):x}")
+        for rate, latency, burst in channels:
+            stimulus += [
+                f"{x:x}"
+                for x in (rate.numerator, rate.denominator, latency.numerator, latency.denominator, burst)
+            ]
+        cycles, fins = top_verilator.simulate(binary, stimulus, limit, binary.parent.parent)
+        timing = {"build_s": built - t0, "run_s": time.perf_counter() - built}
+    else:
+        cycles, fins = _run_myhdl(job, P, ins, regs, channels, limit)
+        timing = {"build_s": 0.0, "run_s": time.perf_counter() - t0}
+    return {
+        "cycles": trace["cycles"],
+        "rtl_cycles": cycles,
+        "expected_ends": sorted((r["end"], r["engine"]) for r in trace["records"]),
+        "rtl_ends": fins,
+        "words": len(ins["words"]),
+        **timing,
+    }
+
+
+def _run_myhdl(job, P: TopParams, ins: dict, regs: dict, channels, limit: int):
     clk = Signal(bool(0))
     ports = top_ports(P)
     dut = machine_top(clk, **ports, P=P)
@@ -170,12 +220,11 @@ def run_layer(job, step: int, layer: int) -> dict:
         ports["req_bytes"],
         ports["req_group"],
         ports["mem_done"],
-        memory_channels(job.cost.hw),
+        channels,
         requesters,
     )
     fins: list[tuple[int, int]] = []
-    out = {"rtl_cycles": None}
-    limit = trace["cycles"] * 2 + 1000
+    out = {"cycles": None}
 
     @instance
     def clock():
@@ -191,15 +240,8 @@ def run_layer(job, step: int, layer: int) -> dict:
             yield clk.posedge
         p["iw_we"].next = 0
         p["n_instr"].next = len(ins["words"])
-        p["batch"].next = job.batch
-        p["index0"].next = trace["index0"]
-        counts = trace["counts"]
-        p["qkv_target"].next = pack(counts["qkv"], COUNT_BITS)
-        p["tas_target"].next = pack(counts["tas"], COUNT_BITS)
-        p["o_target"].next = pack(counts["o"], COUNT_BITS)
-        p["down_target"].next = pack(counts["down"], COUNT_BITS)
-        for k in ("keys", "keys_write", "kv_bytes", "decisions"):
-            p[k].next = ins[k]
+        for k, v in regs.items():
+            p[k].next = v
         p["go"].next = 1
         yield clk.posedge
         p["go"].next = 0
@@ -210,19 +252,9 @@ def run_layer(job, step: int, layer: int) -> dict:
                 if fin >> r & 1:
                     fins.append((t, r))
             if p["layer_done"]:
-                out["rtl_cycles"] = t - 1
+                out["cycles"] = t - 1
                 raise StopSimulation
         raise StopSimulation
 
     Simulation(dut, mem, clock, bench).run(quiet=True)
-    expected = sorted((r["end"], r["engine"]) for r in trace["records"])
-    return {
-        "cycles": trace["cycles"],
-        "rtl_cycles": out["rtl_cycles"],
-        "expected_ends": expected,
-        "rtl_ends": sorted(fins),
-        "words": len(ins["words"]),
-    }
-
-
-__all__ = ["TopError", "run_layer", "top_params", "ENTRIES", "np"]
+    return out["cycles"], sorted(fins)
