@@ -232,6 +232,10 @@ def cmd_rtl(args: argparse.Namespace) -> int:
 
     if args.rtl_command == "check":
         return rtl_cli.rtl_check(verbose=args.verbose)
+    if args.rtl_command == "layer":
+        return rtl_cli.rtl_layer(
+            _workload(args), args.step, args.layer, args.simulator, not args.quiet and sys.stderr.isatty()
+        )
     return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd, force=args.force)
 
 
@@ -281,13 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
     rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")
-    rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export")
+    rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export|layer")
     chk = rtl_sub.add_parser("check", help="cross-check RTL against the cost model")
     chk.add_argument("--verbose", action="store_true")
     exp = rtl_sub.add_parser("export", help="write Verilog/VHDL, resource table, optional VCD")
     exp.add_argument("--out", required=True)
     _force_flag(exp)
     exp.add_argument("--vcd", action="store_true", help="also write VCD waveforms of a short stimulus")
+    lay = rtl_sub.add_parser(
+        "layer", help="run one decoder layer of one decode step on the RTL top level and the event model"
+    )
+    lay.add_argument("workload", help="workload YAML file")
+    lay.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    lay.add_argument(
+        "--step", type=int, help="decode step (default: the first step of frame 1, where TAS and DRS run)"
+    )
+    lay.add_argument("--layer", type=int, default=0, help="decoder layer (default 0)")
+    lay.add_argument(
+        "--simulator",
+        choices=("verilator", "myhdl"),
+        default="verilator",
+        help="verilator (the converted Verilog; default) or myhdl (the MyHDL model, small layers only)",
+    )
+    lay.add_argument("--quiet", action="store_true", help="no progress messages")
     rtl.set_defaults(func=cmd_rtl)
     return p
 

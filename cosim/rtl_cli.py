@@ -235,3 +235,97 @@ def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None,
     replaced = f" (replaced {target.replaced})" if target.replaced else ""
     print(f"wrote {len(files)} files to {out_dir}{replaced}: " + ", ".join(map(str, files)))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# rtl layer: one decoder layer of one decode step on the integrated top level
+# ---------------------------------------------------------------------------------------------------
+
+#: Agreement the paper-size run must reach when the memory cannot be matched cycle for cycle (see
+#: ``whole_cycle_memory``): the RTL memory model serves requests first come first served and completes
+#: them on whole cycles, while the event model's round-robin channel shares the bandwidth fluidly
+#: between requesters and times transfers in fractions of a cycle. Both move the same bytes at the same
+#: rate, so the difference is the order in which simultaneous fetches finish, not how long they take.
+LAYER_TOLERANCE = 0.01
+
+
+def whole_cycle_memory(hw) -> bool:
+    """Every memory group serves first come first served, moves a whole number of bytes per cycle that
+    divides its burst, and has a latency of whole cycles: then the RTL and the event model agree exactly."""
+    for g in hw.memory.values():
+        rate = g.sustained_Bps / hw.clock_Hz
+        latency = g.latency_ns * hw.clock_MHz / 1000
+        if (
+            g.arbitration != "fifo"
+            or rate != int(rate)
+            or g.burst_bytes % int(rate)
+            or latency != int(latency)
+        ):
+            return False
+    return True
+
+
+def rtl_layer(w, step: int | None, layer: int, simulator: str, progress: bool) -> int:
+    """Run the layer-step on the top level and on the instruction-level event model; print both."""
+    from accelerator.rtl.top_bench import TopError, run_layer
+    from cosim.simulate import make_job
+    from cosim.sources import load_trace
+
+    v = w.video
+    step = v.tokens_per_frame if step is None else step
+    if not 0 <= step < v.steps:
+        raise InputError(f"--step: {step} is not a decode step of this workload (0 to {v.steps - 1})")
+    if not 0 <= layer < w.model.layers:
+        raise InputError(f"--layer: {layer} is not a layer of {w.model.name} (0 to {w.model.layers - 1})")
+    if w.scheduler.dispatch != "round_robin":
+        raise InputError("scheduler.dispatch: the RTL DRS scheduler assigns round robin only")
+    if not w.scheduler.layer_barrier:
+        raise InputError(
+            "scheduler.layer_barrier: false has no layer-step of its own to run on the top level"
+        )
+    absent = missing("verilator") if simulator == "verilator" else []
+    if absent:
+        raise InputError(
+            "rtl layer needs verilator (apt install verilator), or --simulator myhdl for small layers"
+        )
+    bundle = load_trace(w, progress=progress)
+    job = make_job(w, bundle.trace.replay_cube())
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    try:
+        r = run_layer(job, step, layer, simulator=simulator, progress=say)
+    except TopError as exc:
+        raise InputError(f"{w.name}: {exc}") from None
+    exact = whole_cycle_memory(w.hardware)
+    tolerance = 0.0 if exact else LAYER_TOLERANCE
+    rtl, ev = r["rtl_cycles"], r["cycles"]
+    if rtl is None:
+        print(
+            f"{w.name}: the top level did not finish the layer within {2 * ev + 1000} cycles (event model {ev:,})"
+        )
+        return 1
+    diff = (rtl - ev) / ev
+    ends_equal = r["rtl_ends"] == r["expected_ends"]
+    ok = abs(diff) <= tolerance
+    print(
+        f"{w.name}: layer {layer} of decode step {step} (frame {step // v.tokens_per_frame}), "
+        f"{w.hardware.name}, {r['words']} instructions"
+    )
+    print(
+        f"  RTL top level ({simulator}):     {rtl:>12,} cycles  (build {r['build_s']:.1f} s, run {r['run_s']:.1f} s)"
+    )
+    print(f"  event model (instruction): {ev:>12,} cycles")
+    print(
+        f"  difference: {rtl - ev:+,} cycles ({diff:+.4%}); tolerance {tolerance:.0%} "
+        + ("(whole-cycle fifo memory: exact)" if exact else "(fluid round-robin memory in the event model)")
+    )
+    print(
+        f"  record finishes: {'all equal' if ends_equal else 'differ'} "
+        f"({len(r['rtl_ends'])} RTL, {len(r['expected_ends'])} event model)"
+    )
+    print("  outputs: not compared (the top level's data path is not connected yet)")
+    print(f"  {'agree' if ok else 'DISAGREE'}")
+    return 0 if ok else 1

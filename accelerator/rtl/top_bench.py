@@ -25,6 +25,11 @@ from accelerator.rtl.sequencer import COUNT_BITS
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 
+#: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
+#: cores); one build serves every step and layer of a workload.
+PROGRAM_WORDS = 64
+
+
 class TopError(ValueError):
     """A layer the top level cannot run as the event model does (say why)."""
 
@@ -63,7 +68,7 @@ def top_params(job, step: int) -> TopParams:
         pipeline_cycles=hw.pe_pipeline_cycles,
         queue_depth=hw.queue_depth,
         weight_buffers=hw.weight_buffers,
-        idepth=max(2, 1 << bits_for(words - 1)),
+        idepth=max(PROGRAM_WORDS, 1 << bits_for(words - 1)),
         max_cols=max(max(c for _, c in cost.matrices.values()), keys, d.head_dim),
         row_bits=bits_for(max(max(rows), keys, d.head_dim)) + 1,
         block_rows=tuple(rows),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,78 @@ def test_check_module_reports_a_timing_mismatch(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(cost, "DRS_COMMIT_CYCLES", cost.DRS_COMMIT_CYCLES + 1)
     ok, line = check_module("drs_scheduler", cases=1)
     assert not ok and "cycles DIFFER" in line
+
+
+def _reduced_workload(tmp_path: Path, *sets: str) -> Path:
+    """The tiny test workload on a two-core machine whose memory is whole cycles: 16 GB/s x 0.8 at
+    200 MHz is 64 bytes (one burst) per cycle, 100 ns is 20 cycles, first come first served."""
+    import copy
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_workload import TINY
+
+    raw = copy.deepcopy(TINY)
+    raw["hardware"].update(
+        cores=2,
+        memory={"ddr4": {"bandwidth_GBps": 16, "efficiency": 0.8, "latency_ns": 100, "arbitration": "fifo"}},
+    )
+    raw["scheduler"]["overhead_cycles"] = 0
+    path = tmp_path / "reduced.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.hdl
+def test_rtl_layer_reduced_flow_is_exact_under_verilator(tmp_path: Path, tools) -> None:
+    """The CI flow of the paper-size command: the converted top level under Verilator, exact to the cycle."""
+    tools("verilator")
+    wl = _reduced_workload(tmp_path)
+    for step in ("0", "16", "63"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cosim",
+                "rtl",
+                "layer",
+                str(wl),
+                "--step",
+                step,
+                "--layer",
+                "2",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "difference: +0 cycles" in proc.stdout and "tolerance 0%" in proc.stdout
+        assert "record finishes: all equal" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layer", "9"], "--layer: 9 is not a layer"),
+        (["--step", "-1"], "--step: -1 is not a decode step"),
+        (
+            ["--set", "scheduler.dispatch=least_loaded", "--set", "simulation.granularity=instruction"],
+            "round robin only",
+        ),
+        (["--set", "hardware.input_buffers=1"], "exposed input-buffer write"),
+    ],
+)
+def test_rtl_layer_bad_input_is_one_message_and_exit_2(tmp_path: Path, args, message) -> None:
+    wl = _reduced_workload(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cosim", "rtl", "layer", str(wl), "--simulator", "myhdl", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
