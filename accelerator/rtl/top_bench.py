@@ -24,7 +24,6 @@ from accelerator.rtl.common import bits_for, pack, unpack
 from accelerator.rtl.sequencer import COUNT_BITS
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
-
 #: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
 #: cores); one build serves every step and layer of a workload.
 PROGRAM_WORDS = 64
