@@ -128,6 +128,12 @@ class Resources(_Strict):
     ffs: int = Field(0, ge=0, le=MAX_COUNT, description="flip-flops on the device")
     dsps: int = Field(0, ge=0, le=MAX_COUNT, description="DSP slices on the device")
     brams: int = Field(0, ge=0, le=MAX_COUNT, description="36 Kb block RAMs on the device")
+    urams: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="288 Kb UltraRAMs on the device (0 = none): the operand buffers go there first",
+    )
 
 
 class HardwareSpec(_Strict):

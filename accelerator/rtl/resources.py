@@ -5,8 +5,9 @@ module and parameter set; regenerate it with ``python -m accelerator.rtl.resourc
 module sweep; results are cached). All numbers are **pre-place-and-route estimates**: generic synthesis,
 no timing closure, no vendor optimisation, no interconnect, memory controllers or shell.
 
-:func:`estimate` adds up one GEMV tile per core, the TAS unit, the DRS scheduler and the replay-cache
-controller for a :class:`~accelerator.spec.HardwareSpec`. Each module's resources are a function of
+:func:`estimate` adds up one GEMV tile per core, the TAS unit, the DRS scheduler, the replay-cache
+controller, the top level's sequencer and the cores' operand buffers (URAM, then BRAM) for a
+:class:`~accelerator.spec.HardwareSpec`. Each module's resources are a function of
 its scaling parameter (lanes, TAS lanes, cores, port bits): exact at the synthesized parameter sets,
 piecewise linear between them and linear beyond them; the result says which (``basis``).
 """
@@ -40,7 +41,12 @@ SWEEPS: dict[str, tuple[str, list[int], dict]] = {
         [128, 256, 512, 1024],
         {"layers": 32, "tokens_per_frame": 256, "words": 4096, "word_bits": 16},
     ),
+    "sequencer": ("cores", [2, 4, 8], {"queue_depth": 16, "idepth": 64}),
 }
+#: Bits of one UltraRAM (URAM288: 4K x 72) and of one block RAM (RAMB36: 36 Kb).
+URAM_BITS, BRAM_BITS = 288 * 1024, 36 * 1024
+#: What the estimate does not contain: stated with every fit verdict.
+NOT_INCLUDED = "memory controllers, PCIe/shell, the AXI interconnect and the engines' control are not included"
 
 
 def bench_for(module: str, params: dict):
@@ -58,6 +64,10 @@ def bench_for(module: str, params: dict):
         return DrsBench(DrsParams(**params), [], 1)
     if module == "replay_cache_ctrl":
         return ReplayBench(ReplayParams(**params), [])
+    if module == "sequencer":
+        from accelerator.rtl.sequencer import SequencerBench, SequencerParams
+
+        return SequencerBench(SequencerParams(**params), [])
     raise KeyError(module)
 
 
@@ -133,11 +143,32 @@ def _fit(rows: list[dict], x: float) -> tuple[dict[str, float], str]:
     return out, where
 
 
+def operand_buffers(hw: HardwareSpec) -> dict:
+    """The cores' operand buffers (``weight_buffers`` x ``weight_buffer_KiB`` each) in on-chip RAM:
+    UltraRAM first, as far as the board has it, the rest in block RAM (whole 72-bit-wide URAMs and
+    36 Kb BRAMs, so a buffer is rounded up to whole memories)."""
+    bits = hw.weight_buffer_KiB * 1024 * 8
+    per_buffer_urams = math.ceil(bits / URAM_BITS)
+    buffers = hw.cores * hw.weight_buffers
+    in_uram = min(buffers, hw.resources.urams // per_buffer_urams) if per_buffer_urams else 0
+    return {
+        "instances": buffers,
+        "KiB": hw.weight_buffer_KiB,
+        "urams": in_uram * per_buffer_urams,
+        "brams": (buffers - in_uram) * math.ceil(bits / BRAM_BITS),
+        "luts": 0,
+        "ffs": 0,
+        "dsps": 0,
+        "basis": f"{buffers} buffers, {in_uram} in URAM",
+    }
+
+
 def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
-    """Total LUT/FF/DSP/BRAM of the accelerator described by ``hw`` (pre-place-and-route estimate).
+    """Total LUT/FF/DSP/BRAM/URAM of the accelerator described by ``hw`` (pre-place-and-route estimate).
 
     One GEMV tile of ``hw.lanes_per_core`` lanes per core, one TAS unit of ``hw.tas_lanes`` lanes, one DRS
-    scheduler for ``hw.cores`` cores and one replay-cache controller with a ``hw.replay_port_bits`` port.
+    scheduler for ``hw.cores`` cores, one replay-cache controller with a ``hw.replay_port_bits`` port, the
+    sequencer of the top level for ``hw.cores`` cores, and the cores' operand buffers (:func:`operand_buffers`).
     """
     table = table or load_table()
     rows = table["rows"]
@@ -146,9 +177,10 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
         "tas_unit": (hw.tas_lanes, 1),
         "drs_scheduler": (hw.cores, 1),
         "replay_cache_ctrl": (hw.replay_port_bits, 1),
+        "sequencer": (hw.cores, 1),
     }
     per_module = {}
-    totals = dict.fromkeys(KEYS, 0.0)
+    totals = dict.fromkeys((*KEYS, "urams"), 0.0)
     for module, (x, count) in parts.items():
         mrows = [r for r in rows if r["module"] == module]
         if not mrows:
@@ -168,17 +200,22 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
         }
         for k in KEYS:
             totals[k] += count * one[k]
+    buffers = per_module["operand_buffers"] = operand_buffers(hw)
+    for k in ("brams", "urams"):
+        totals[k] += buffers[k]
     result = {k: (math.ceil(v) if k != "brams" else math.ceil(2 * v) / 2) for k, v in totals.items()}
     return {
         **result,
         "per_module": per_module,
         "label": table.get("label", LABEL),
+        "not_included": NOT_INCLUDED,
         "tool": table.get("tool", ""),
     }
 
 
 def fits(hw: HardwareSpec, table: dict | None = None) -> tuple[bool, str]:
-    """Whether the estimate fits ``hw.resources`` (only the capacities the board states, i.e. non-zero)."""
+    """Whether the estimate fits ``hw.resources`` (the capacities the board states, i.e. non-zero; URAM
+    is checked wherever BRAM is, as the buffers spill from one into the other)."""
     est = estimate(hw, table)
     cap = {
         "luts": hw.resources.luts,
@@ -189,11 +226,13 @@ def fits(hw: HardwareSpec, table: dict | None = None) -> tuple[bool, str]:
     known = {k: v for k, v in cap.items() if v > 0}
     if not known:
         return True, "board resources unknown (hardware.resources not set); not checked"
+    if "brams" in known and hw.resources.urams:
+        known["urams"] = hw.resources.urams
     over = [f"{k} {est[k]} > {v}" for k, v in known.items() if est[k] > v]
     usage = ", ".join(f"{k} {est[k]}/{v} ({100 * est[k] / v:.0f}%)" for k, v in known.items())
     if over:
-        return False, f"does not fit: {'; '.join(over)} ({LABEL})"
-    return True, f"fits: {usage} ({LABEL})"
+        return False, f"does not fit: {'; '.join(over)} ({LABEL}; {NOT_INCLUDED})"
+    return True, f"fits: {usage} ({LABEL}; {NOT_INCLUDED})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,11 +34,14 @@ signals valid at time t and is registered by edge t + 1; so those handoffs are c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from myhdl import ConcatSignal, ResetSignal, Signal, always_comb, always_seq, block
 
 from accelerator.isa import MAPPED, MATRICES, Op
 from accelerator.rtl.common import bits_for, pack, unpack, unsigned_sig, wire
 from accelerator.rtl.drs import core_bits, drs_scheduler
+from accelerator.rtl.harness import Bench
 
 ENTRIES = 32
 WORD = 64
@@ -510,6 +513,28 @@ def _nonzero(a, s):
         s.next = a != 0
 
     return logic
+
+
+@dataclass(frozen=True)
+class SequencerParams:
+    cores: int = 2
+    queue_depth: int = 16
+    idepth: int = 64  #: program RAM words
+
+    def kwargs(self) -> dict:
+        return {"CORES": self.cores, "IDEPTH": self.idepth, "QDEPTH": self.queue_depth}
+
+
+class SequencerBench(Bench):
+    """The sequencer as a unit (conversion, synthesis); its checks run through :func:`check_layer`."""
+
+    name = "sequencer"
+
+    def ports(self) -> dict:
+        return sequencer_ports(self.params.cores, self.params.idepth)
+
+    def module(self):
+        return sequencer
 
 
 # ---------------------------------------------------------------------------------------------------

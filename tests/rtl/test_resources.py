@@ -33,9 +33,51 @@ def test_fits_rejects_a_too_small_board() -> None:
     ok, reason = fits(small)
     assert not ok and "dsps" in reason and "pre-place-and-route" in reason
     big = HardwareSpec(
-        cores=2, lanes_per_core=64, resources=Resources(luts=1_303_680, ffs=2_607_360, dsps=9024, brams=2016)
+        cores=2,
+        lanes_per_core=64,
+        resources=Resources(luts=1_303_680, ffs=2_607_360, dsps=9024, brams=2016, urams=960),
     )
     ok, reason = fits(big)
+    assert ok, reason
+    assert "memory controllers" in reason  # what the estimate leaves out is said with every verdict
+
+
+def test_operand_buffers_fill_uram_then_bram() -> None:
+    # 8,192 KiB = 67,108,864 bits: 228 URAM288 (294,912 bits) or 1,821 BRAM36 (36,864 bits) per buffer.
+    u280 = Resources(luts=1_303_680, ffs=2_607_360, dsps=9024, brams=2016, urams=960)
+    hw = HardwareSpec(cores=2, weight_buffers=2, weight_buffer_KiB=8192, resources=u280)
+    est = estimate(hw)
+    buf = est["per_module"]["operand_buffers"]
+    assert (buf["urams"], buf["brams"]) == (4 * 228, 0)
+    assert est["urams"] == 912 and fits(hw)[0]
+    # twice the buffer: two buffers still fit the URAM (2 x 456), the other two spill into 2 x 3,641 BRAM36
+    wide = hw.model_copy(update={"weight_buffer_KiB": 16384})
+    buf = estimate(wide)["per_module"]["operand_buffers"]
+    assert (buf["urams"], buf["brams"]) == (912, 2 * 3641)
+    ok, reason = fits(wide)
+    assert not ok and "brams" in reason
+    # a board without UltraRAM holds them in BRAM only
+    no_uram = hw.model_copy(update={"resources": u280.model_copy(update={"urams": 0})})
+    assert estimate(no_uram)["per_module"]["operand_buffers"]["brams"] == 4 * 1821
+
+
+def test_the_sequencer_is_part_of_the_estimate() -> None:
+    est = estimate(HardwareSpec(cores=2, lanes_per_core=64))
+    seq = est["per_module"]["sequencer"]
+    assert seq["basis"] == "synthesized" and seq["ffs"] > 4 * 16 * 64  # four 16-deep queues of 64-bit words
+
+
+@pytest.mark.parametrize("board", ["alveo-u280", "vck190", "zcu102", "kv260"])
+def test_every_shipped_board_fits_its_preset_design(board: str) -> None:
+    import sys
+    from pathlib import Path
+
+    from cosim.config import resolve
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_workload import TINY
+
+    ok, reason = fits(resolve({**TINY, "hardware": {"preset": board}}).hardware)
     assert ok, reason
 
 
