@@ -59,6 +59,7 @@ class Record:
         "core",
         "bits",
         "taken_at",
+        "not_before",
     )
 
     def __init__(
@@ -88,6 +89,7 @@ class Record:
         self.core = -1
         self.bits = 0  # TAS: the index-register bits it writes when done
         self.taken_at = 0.0  # when its engine took it from the queue
+        self.not_before = 0.0  # when the sequencer issues it (it may be handed over earlier)
 
 
 class InstructionQueue:
@@ -163,6 +165,8 @@ class Engine:
             if rec is None:
                 yield queue.ready
                 continue
+            if rec.not_before > env.now:  # handed over ahead of its issue cycle: it is not there yet
+                yield env.timeout(rec.not_before - env.now)
             arrived = rec.taken_at = env.now
             for signal in rec.waits:
                 event = signal.wait(env)
@@ -221,11 +225,19 @@ class CoreEngine(Engine):
             self._stream()
 
     def _stream(self) -> None:
-        """Issue the next operand fetches that have a free buffer, in order."""
+        """Issue the next operand fetches that have a free buffer, in order (a record handed over ahead of
+        its issue cycle is fetched from that cycle on)."""
+        env = self.env
         while self._fetch and self.free_buffers:
             rec = self._fetch.popleft()
             self.free_buffers -= 1
-            rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
+            wait = rec.not_before - env.now
+            if wait > 0:
+                env.timeout(wait).callbacks.append(
+                    lambda _e, rec=rec: rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
+                )
+            else:
+                rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
 
     def _operands(self, rec: Record):
         if rec.loaded is not None and not rec.loaded.processed:

@@ -119,6 +119,7 @@ class Machine:
         self._costs: dict = {}
         self._mappings: dict = {}
         self._issue_s = hw.issue_cycles / hw.clock_Hz
+        self._issue_at = 0.0  # when the sequencer issues its next instruction
         self.log: list | None = None  # layer_trace: every record put, with the engine that runs it
         self.engine_ids = {e: i for i, e in enumerate([*self.cores, self.tas_unit, self.replay_unit])}
 
@@ -140,6 +141,7 @@ class Machine:
 
     def _put(self, engine: Engine, rec: Record):
         rec.layer_run.outstanding += 1
+        rec.not_before = self._issue_at
         event = engine.submit(rec)
         if event is not None:
             t = self.env.now
@@ -150,7 +152,7 @@ class Machine:
                 {
                     "engine": self.engine_ids[engine],
                     "record": rec,
-                    "entered": self.env.now,
+                    "entered": max(self.env.now, self._issue_at),
                     "entries": rec.entries,
                 }
             )
@@ -205,6 +207,8 @@ class Machine:
                 decoded, counts = self._decoded(tail)
                 lay = LayerRun(s * (layers + 1) + layers, counts)
                 yield from self._layer(decoded, lay, None, previous, ctx[s])
+        if self._issue_at > self.env.now:  # the last instruction's issue cycle
+            yield self.env.timeout(self._issue_at - self.env.now)
 
     def options(self, step: int) -> StreamOptions:
         """What the compiler is told about decode step ``step``."""
@@ -289,8 +293,9 @@ class Machine:
                 event = lay.bits.signals[0].wait(env)
                 if event is not None:
                     yield event
-                start = env.now
-                yield env.timeout(self._cost(ins, ctx).total_cycles(len(ins_entries)) / self.hw.clock_Hz)
+                start = max(env.now, self._issue_at)
+                drs_s = self._cost(ins, ctx).total_cycles(len(ins_entries)) / self.hw.clock_Hz
+                yield env.timeout(start + drs_s - env.now)
                 self.drs_events += 1
                 mapping = self._map(lay.index, len(ins_entries))
                 self._ends[lay.unit][DRS] = env.now
@@ -308,9 +313,12 @@ class Machine:
                 yield from self._put(cores[ins.core], rec)
             elif op == Op.SYNC:
                 yield from self._sync(lay)
-                lay.synced_at = env.now
-            if self._issue_s:
-                yield env.timeout(self._issue_s)  # the sequencer's issue time (hardware.issue_cycles)
+                lay.synced_at = max(env.now, self._issue_at)
+            # The sequencer issues the next instruction issue_cycles later. Rather than waiting that out
+            # here (one SimPy event per instruction), it hands records over ahead of their cycle with
+            # ``not_before``; engines and stream engines do not act on them earlier, and every wait of
+            # the sequencer itself (DRS, SYNC, a full queue, index bits) starts from this clock.
+            self._issue_at = max(env.now, self._issue_at) + self._issue_s
 
     def _replay(self, lay: LayerRun, entries, read: bool, c):
         if read:
