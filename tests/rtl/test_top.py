@@ -37,7 +37,7 @@ CASES = {
         "hardware.cores=2",
         "video.prompts=3",
         "hardware.weight_buffer_KiB=1",
-        "hardware.memory.ddr4.bandwidth_GBps=1",
+        "hardware.memory.ddr4.bandwidth_GBps=4",  # 16 bytes per cycle: a burst takes 4 cycles
         "hardware.memory.ddr4.efficiency=0.8",
     ],
 }
@@ -53,8 +53,12 @@ def _job(sets, seed=1):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_top_level_runs_a_layer_in_the_event_models_cycles(name):
+    # Every machine at the first step of frame 1 (TAS, DRS, replay); the first one also in frame 0 (index
+    # preset, no TAS) and at the last step (longest context). The MyHDL simulation runs ~400 cycles/s.
     w, job = _job(CASES[name])
-    for step in (0, w.video.tokens_per_frame, w.video.steps - 1):
+    v = w.video
+    steps = (0, v.tokens_per_frame, v.steps - 1) if name == next(iter(CASES)) else (v.tokens_per_frame,)
+    for step in steps:
         r = run_layer(job, step, 1)
         assert r["rtl_ends"] == r["expected_ends"], (name, step)
         assert r["rtl_cycles"] == r["cycles"], (name, step)
