@@ -96,7 +96,8 @@ def cmd_program(args: argparse.Namespace) -> int:
     """The compiled instruction stream of one layer at one decode step, with what each instruction costs."""
     import numpy as np
 
-    from accelerator.compiler import StreamOptions, listing, program
+    from accelerator.compiler import listing, program
+    from accelerator.machine import Machine
     from cosim.simulate import make_job
 
     w = _workload(args)
@@ -105,15 +106,7 @@ def cmd_program(args: argparse.Namespace) -> int:
     if not 0 <= step < v.steps:
         raise UsageError(f"--step: {step} is not a decode step of this workload (0 to {v.steps - 1})")
     job = make_job(w, np.zeros((v.batch, w.model.layers, v.steps), dtype=bool))
-    opts = StreamOptions(
-        batch=v.batch,
-        cores=w.hardware.cores,
-        shared_weights=w.hardware.weights_shared_across_batch,
-        tas=bool(job.scores(step)),
-        drs=bool(job.schedules(step)),
-        cache=job.uses_cache,
-        barrier=w.scheduler.layer_barrier,
-    )
+    opts = Machine(job, barrier=w.scheduler.layer_barrier).options(step)
     ctx = int(job.cost.attended(job.context()[step]))
     stream, tail = program(job.cost, opts)
     print(

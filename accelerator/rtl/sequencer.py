@@ -545,20 +545,26 @@ class SequencerBench(Bench):
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_program(p: dict, words: list[int], trace: dict, batch: int, cores: int):
-    """Testbench steps that write the program and the layer's registers (a generator of clock waits)."""
+def layer_registers(trace: dict, batch: int) -> dict:
+    """The sequencer's registers for one layer-step of the event model's trace (``layer_trace``)."""
+    counts = trace["counts"]
+    return {
+        "batch": batch,
+        "index0": trace["index0"],
+        **{f"{k}_target": pack(counts[k], COUNT_BITS) for k in ("qkv", "tas", "o", "down")},
+    }
+
+
+def host_writes(p: dict, words: list[int], regs: dict):
+    """Testbench steps of the host before ``go``: the program, one word per clock (a generator the bench
+    waits a clock edge on per step), then the registers."""
     for a, w in enumerate(words):
         p["iw_we"].next, p["iw_addr"].next, p["iw_data"].next = 1, a, w
         yield
     p["iw_we"].next = 0
     p["n_instr"].next = len(words)
-    p["batch"].next = batch
-    p["index0"].next = trace["index0"]
-    counts = trace["counts"]
-    p["qkv_target"].next = pack(counts["qkv"], COUNT_BITS)
-    p["tas_target"].next = pack(counts["tas"], COUNT_BITS)
-    p["o_target"].next = pack(counts["o"], COUNT_BITS)
-    p["down_target"].next = pack(counts["down"], COUNT_BITS)
+    for name, value in regs.items():
+        p[name].next = value
 
 
 def check_layer(job, step: int, layer: int, queue_depth: int | None = None) -> dict:
@@ -590,7 +596,7 @@ def check_layer(job, step: int, layer: int, queue_depth: int | None = None) -> d
 
     @instance
     def bench():
-        for _ in load_program(p, words, trace, job.batch, cores):
+        for _ in host_writes(p, words, layer_registers(trace, job.batch)):
             yield clk.posedge
         p["go"].next = 1
         yield clk.posedge  # go sampled: time 0 starts after this edge

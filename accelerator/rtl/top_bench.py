@@ -20,8 +20,8 @@ from accelerator.compiler import program
 from accelerator.cost import ceil_div, gemv_cycles
 from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
-from accelerator.rtl.common import bits_for, pack, unpack
-from accelerator.rtl.sequencer import COUNT_BITS
+from accelerator.rtl.common import bits_for, unpack
+from accelerator.rtl.sequencer import host_writes, layer_registers
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 #: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
@@ -161,14 +161,8 @@ def memory_channels(hw) -> list[tuple[Fraction, Fraction, int]]:
 
 def registers(job, trace: dict, ins: dict) -> dict:
     """The values the host writes into the top level's registers before ``go``."""
-    counts = trace["counts"]
     return {
-        "batch": job.batch,
-        "index0": trace["index0"],
-        "qkv_target": pack(counts["qkv"], COUNT_BITS),
-        "tas_target": pack(counts["tas"], COUNT_BITS),
-        "o_target": pack(counts["o"], COUNT_BITS),
-        "down_target": pack(counts["down"], COUNT_BITS),
+        **layer_registers(trace, job.batch),
         **{k: ins[k] for k in ("keys", "keys_write", "kv_bytes", "decisions")},
     }
 
@@ -239,13 +233,8 @@ def _run_myhdl(job, P: TopParams, ins: dict, regs: dict, channels, limit: int):
     @instance
     def bench():
         p = ports
-        for a, w in enumerate(ins["words"]):
-            p["iw_we"].next, p["iw_addr"].next, p["iw_data"].next = 1, a, w
+        for _ in host_writes(p, ins["words"], regs):
             yield clk.posedge
-        p["iw_we"].next = 0
-        p["n_instr"].next = len(ins["words"])
-        for k, v in regs.items():
-            p[k].next = v
         p["go"].next = 1
         yield clk.posedge
         p["go"].next = 0
