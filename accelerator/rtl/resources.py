@@ -46,7 +46,9 @@ SWEEPS: dict[str, tuple[str, list[int], dict]] = {
 #: Bits of one UltraRAM (URAM288: 4K x 72) and of one block RAM (RAMB36: 36 Kb).
 URAM_BITS, BRAM_BITS = 288 * 1024, 36 * 1024
 #: What the estimate does not contain: stated with every fit verdict.
-NOT_INCLUDED = "memory controllers, PCIe/shell, the AXI interconnect and the engines' control are not included"
+NOT_INCLUDED = (
+    "memory controllers, PCIe/shell, the AXI interconnect and the engines' control are not included"
+)
 
 
 def bench_for(module: str, params: dict):
