@@ -138,9 +138,12 @@ def check_tas_cosim(verbose: bool = False, prompts: int = 4) -> tuple[bool, str]
     return ok, line
 
 
-def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0, cocheck_prompts: int = 4) -> int:
-    """Run every module's cross-checks (``cases`` random cases each) and the TAS co-check (a dense decode
-    of ``cocheck_prompts`` prompts); print one line per module; 0 if all pass, 1 otherwise."""
+def rtl_check(
+    verbose: bool = False, cases: int = 4, seed: int = 0, cocheck_prompts: int = 4, formal: bool = True
+) -> int:
+    """Run every module's cross-checks (``cases`` random cases each), the TAS co-check (a dense decode
+    of ``cocheck_prompts`` prompts) and the formal properties; print one line per check; 0 if all pass
+    (a check whose tool is missing is skipped), 1 otherwise."""
     cache_root()  # an unsafe or unusable build cache is bad input (exit 2), refused before any check
     ok = True
     for i, module in enumerate(CASES):
@@ -157,6 +160,16 @@ def rtl_check(verbose: bool = False, cases: int = 4, seed: int = 0, cocheck_prom
     c_ok, line = check_tas_cosim(verbose, cocheck_prompts)
     ok &= c_ok
     print(line, flush=True)
+    if formal:
+        from accelerator.rtl.formal import check_all
+
+        for name, f_ok, detail in check_all():
+            skipped = detail.startswith("skipped")
+            ok &= f_ok or skipped
+            print(
+                f"formal {name:22s} {'ok' if f_ok else ('' if skipped else 'FAILED')} {detail}".rstrip(),
+                flush=True,
+            )
     print(f"resources: {LABEL}")
     return 0 if ok else 1
 
