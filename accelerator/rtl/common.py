@@ -11,7 +11,7 @@ converted Verilog be co-simulated against MyHDL through the VPI without delta-cy
 
 from __future__ import annotations
 
-from myhdl import ConcatSignal, Signal, always, always_comb, block, intbv
+from myhdl import ConcatSignal, Signal, always, always_comb, block, delay, intbv
 
 
 def signed_sig(bits: int, value: int = 0) -> Signal:
@@ -165,6 +165,17 @@ def wire(a, s):
         s.next = a
 
     return logic
+
+
+@block
+def clock_source(clk, half_period: int = 5):
+    """A free-running clock for a MyHDL testbench."""
+
+    @always(delay(half_period))
+    def toggle():
+        clk.next = not clk
+
+    return toggle
 
 
 @block

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from myhdl import ConcatSignal, ResetSignal, Signal, always_comb, always_seq, block
 
 from accelerator.isa import MAPPED, MATRICES, Op
-from accelerator.rtl.common import bits_for, pack, unpack, unsigned_sig, wire
+from accelerator.rtl.common import bits_for, clock_source, pack, unpack, unsigned_sig, wire
 from accelerator.rtl.drs import core_bits, drs_scheduler
 from accelerator.rtl.harness import Bench
 
@@ -589,12 +589,6 @@ def check_layer(job, step: int, layer: int, queue_depth: int | None = None) -> d
     out = {"sync": None}
 
     @instance
-    def clock():
-        while True:
-            yield delay(5)
-            clk.next = not clk
-
-    @instance
     def bench():
         for _ in host_writes(p, words, layer_registers(trace, job.batch)):
             yield clk.posedge
@@ -627,6 +621,6 @@ def check_layer(job, step: int, layer: int, queue_depth: int | None = None) -> d
                 raise StopSimulation
         raise StopSimulation
 
-    Simulation(dut, clock, bench).run(quiet=True)
+    Simulation(dut, clock_source(clk), bench).run(quiet=True)
     expected = sorted((r["entered"], r["engine"], tuple(r["entries"])) for r in trace["records"])
     return {"cycles": trace["cycles"], "rtl_cycles": out["sync"], "expected": expected, "got": sorted(seen)}

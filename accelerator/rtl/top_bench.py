@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 
-from myhdl import Signal, Simulation, StopSimulation, block, delay, instance
+from myhdl import Signal, Simulation, StopSimulation, block, instance
 
 from accelerator.compiler import program
 from accelerator.cost import ceil_div, gemv_cycles
 from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
-from accelerator.rtl.common import bits_for, unpack
+from accelerator.rtl.common import bits_for, clock_source, unpack
 from accelerator.rtl.sequencer import host_writes, layer_registers
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
@@ -225,12 +225,6 @@ def _run_myhdl(job, P: TopParams, ins: dict, regs: dict, channels, limit: int):
     out = {"cycles": None}
 
     @instance
-    def clock():
-        while True:
-            yield delay(5)
-            clk.next = not clk
-
-    @instance
     def bench():
         p = ports
         for _ in host_writes(p, ins["words"], regs):
@@ -249,5 +243,5 @@ def _run_myhdl(job, P: TopParams, ins: dict, regs: dict, channels, limit: int):
                 raise StopSimulation
         raise StopSimulation
 
-    Simulation(dut, mem, clock, bench).run(quiet=True)
+    Simulation(dut, mem, clock_source(clk), bench).run(quiet=True)
     return out["cycles"], sorted(fins)
