@@ -11,7 +11,7 @@ converted Verilog be co-simulated against MyHDL through the VPI without delta-cy
 
 from __future__ import annotations
 
-from myhdl import ConcatSignal, Signal, always, always_comb, block, delay, intbv
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, delay, intbv
 
 
 def signed_sig(bits: int, value: int = 0) -> Signal:
@@ -161,6 +161,18 @@ def wire(a, s):
     """Copy a signal (e.g. a ConcatSignal) into a plain one: MyHDL cannot name a slice of a ConcatSignal."""
 
     @always_comb
+    def logic():
+        s.next = a
+
+    return logic
+
+
+@block
+def flag_reg(clk, rst, a, s):
+    """A pipeline register of control flags (valid, first, last, end), cleared by reset so that a
+    one-edge reset leaves no stale flag in flight (data registers beside it need none)."""
+
+    @always_seq(clk.posedge, reset=rst)
     def logic():
         s.next = a
 

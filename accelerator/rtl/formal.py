@@ -157,10 +157,10 @@ GEMV_W, GEMV_X, GEMV_COLS = 4, 4, 3
 GEMV_BOUND = """
 module formal_top(input clk);
     localparam W = {w}, X = {x}, N = {cols}, ACC = {acc}, AB = {ab}, CB = {cb};
-    // Reset held for 4 edges: the tile's flag pipeline (valid/first/last/end) has no reset of its own and
-    // powers up anything in a formal model; 3 edges of reset flush it with the reset flags.
+    // One edge of reset: the tile's flag pipeline (valid/first/last/end) is cleared by it (common.flag_reg),
+    // so nothing stale is in flight whatever the registers powered up as.
     reg [2:0] rcount = 3'd0;
-    wire init = rcount < 3'd4;
+    wire init = rcount < 3'd1;
     always @(posedge clk) if (init) rcount <= rcount + 3'd1;
 
     (* anyconst *) reg [W*N-1:0] wv;   // the weights of the single row, one per column
@@ -403,7 +403,7 @@ def gemv_acc_bound(acc_delta: int = 0) -> Property:
         "gemv_acc_bound" + (f"_acc{acc_delta:+d}" if acc_delta else ""),
         GemvBench(p, []),
         wrapper,
-        # 4 reset edges + N buffer writes + start + N columns + 3 pipeline edges, and a few more
+        # a reset edge + N buffer writes + start + N columns + 3 pipeline edges, and a few more
         GEMV_COLS * 2 + 10,
         expect_pass=acc_delta >= 0,
         what=f"lane result == exact dot product for any int{GEMV_W} x int{GEMV_X} operands over "

@@ -24,7 +24,16 @@ import numpy as np
 from myhdl import ConcatSignal, ResetSignal, Signal, always, always_comb, always_seq, block, intbv
 
 from accelerator.cost import ceil_div, gemv_cycles
-from accelerator.rtl.common import bits_for, delay_reg, mul_reg, pack, signed_sig, unpack, unsigned_sig
+from accelerator.rtl.common import (
+    bits_for,
+    delay_reg,
+    flag_reg,
+    mul_reg,
+    pack,
+    signed_sig,
+    unpack,
+    unsigned_sig,
+)
 from accelerator.rtl.harness import Bench, event_setup
 
 BASE_PIPELINE_CYCLES = 3
@@ -160,9 +169,9 @@ def gemv_tile(
     va, fa, la, za = (Signal(bool(0)) for _ in range(4))
     flags_a = ConcatSignal(va, fa, la, za)
     fchain = [Signal(intbv(0)[4:]) for _ in range(2 + EXTRA)]
-    insts = [delay_reg(clk, flags_a, fchain[0])]
+    insts = [flag_reg(clk, rst, flags_a, fchain[0])]
     for k in range(1 + EXTRA):
-        insts.append(delay_reg(clk, fchain[k], fchain[k + 1]))
+        insts.append(flag_reg(clk, rst, fchain[k], fchain[k + 1]))
     fd = fchain[-1]
     vd, fdd, ld, zd = fd(3), fd(2), fd(1), fd(0)
 

@@ -30,7 +30,7 @@ from accelerator.cost import ceil_div, tas_cycles
 from accelerator.rtl.common import (
     adder_tree,
     bits_for,
-    delay_reg,
+    flag_reg,
     mul_reg_bits,
     pack,
     signed_sig,
@@ -98,7 +98,7 @@ def tas_unit(
     insts.append(wire(ConcatSignal(f_v, f_f, f_l), flags))
     chain = [flags] + [unsigned_sig(3) for _ in range(tree_levels(LANES))]
     for k in range(len(chain) - 1):
-        insts.append(delay_reg(clk, chain[k], chain[k + 1]))
+        insts.append(flag_reg(clk, rst, chain[k], chain[k + 1]))
     ft = chain[-1]
     t_v, t_f, t_l = ft(2), ft(1), ft(0)
 
