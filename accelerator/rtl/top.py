@@ -138,7 +138,7 @@ def core_engine(
     left = unsigned_sig(6)  # GEMV: entries still to run; ATTN: heads still to start
     part_values = Signal(bool(0))  # ATTN: the tile job started last was a head's values
     p_ready, q_ready, o_ready = (unsigned_sig(TIME_BITS) for _ in range(3))
-    finishing, taking, start_rec, next_job, cand_ready = (Signal(bool(0)) for _ in range(5))
+    finishing, taking, start_rec, next_job = (Signal(bool(0)) for _ in range(4))
     n_entries = unsigned_sig(6)
 
     @always_comb
@@ -219,7 +219,6 @@ def core_engine(
             for e in range(ENTRIES):
                 if cand[e] and not attn_fired[e]:
                     ok = False
-        cand_ready.next = ok
         start_rec.next = (st == HOLD or tk) and ok
 
     @always_comb
