@@ -34,6 +34,8 @@ TAS_TAIL_STAGES = 3
 DRS_COMMIT_CYCLES = 1
 #: Replay-cache controller: address generation and read-data register.
 REPLAY_LATENCY_CYCLES = 2
+#: Output writer: the requantise stage (with the operand read) and the write stage.
+WRITER_LATENCY_CYCLES = 2
 
 
 def ceil_div(a, b):
@@ -51,6 +53,14 @@ def gemv_cycles(rows, cols, lanes: int, pipeline_cycles: int):
     element per cycle, so a tile of ``lanes`` rows needs ``cols`` cycles; tiles issue back to back and
     the pipeline fills once per instruction."""
     return ceil_div(rows, lanes) * cols + pipeline_cycles
+
+
+def output_drain_cycles(rows: int, lanes: int, elems_per_cycle: int) -> int:
+    """The tail of a GEMV instruction: its output writer drains each tile's outputs ``elems_per_cycle``
+    per cycle into the activation memory while the next tile computes, so only the last tile's drain and
+    the writer's stages follow the tile; the instruction ends (its outputs are readable) after them."""
+    last = (rows - 1) % lanes + 1
+    return int(ceil_div(last, elems_per_cycle)) + WRITER_LATENCY_CYCLES
 
 
 def input_write_cycles(elems, elems_per_cycle: int):
@@ -204,6 +214,10 @@ class CostModel:
             ]
             for m in self.matrices
         }
+        #: Per block instruction of each matrix, its output drain (once per instruction, not per entry).
+        self.block_drain = {
+            m: [output_drain_cycles(r, lanes, port) for r in self.blocks[m]] for m in self.matrices
+        }
         self.qkv_cycles = sum(self.block_cycles["qkv"])
         self.o_cycles = sum(self.block_cycles["o"])
         self.mlp_cycles = sum(self.block_cycles["up"]) + sum(self.block_cycles["down"])
@@ -271,6 +285,7 @@ class CostModel:
                 rows * cols,
                 rows * cols * self.w_bytes,
                 pl.weights,
+                fixed_cycles=self.block_drain[matrix][block],
                 streamed=True,
             )
         if op == "ATTN":
@@ -293,10 +308,19 @@ class CostModel:
         return InstructionCost(0, 0, 0.0, "")
 
     # -- phase demands for a core running `n` entries --------------------------------------------------
+    def drains(self, n, *matrices: str):
+        """The output drains of a core's block instructions of ``matrices`` for ``n`` entries: the
+        compiler issues each block once per core when the entries share the streamed weights, else once
+        per entry (accelerator.compiler)."""
+        total = sum(sum(self.block_drain[m]) for m in matrices)
+        if not self.hw.weights_shared_across_batch:
+            return n * total
+        return np.where(np.asarray(n) > 0, total, 0) if isinstance(n, np.ndarray) else (total if n > 0 else 0)
+
     def qkv(self, n) -> Demand:
         pl = self.hw.placement
         return Demand(
-            cycles=n * self.qkv_cycles,
+            cycles=n * self.qkv_cycles + self.drains(n, "qkv"),
             bytes={pl.weights: self.weight_bytes(self.qkv_weight_bytes, n)},
             macs=n * self.qkv_macs,
         )
@@ -307,7 +331,11 @@ class CostModel:
             {pl.kv_cache: n * self.kv_bytes_per_entry(ctx)},
             {pl.weights: self.weight_bytes(self.o_weight_bytes, n)},
         )
-        return Demand(cycles=n * self.attention_cycles(ctx), bytes=by, macs=n * self.attention_macs(ctx))
+        return Demand(
+            cycles=n * self.attention_cycles(ctx) + self.drains(n, "o"),
+            bytes=by,
+            macs=n * self.attention_macs(ctx),
+        )
 
     def _per_entry(self, op: str, n) -> Demand:
         """``n`` entries of an instruction that moves its bytes per entry (the TAS unit, the replay-cache
@@ -326,7 +354,7 @@ class CostModel:
 
     def mlp(self, n) -> Demand:
         return Demand(
-            cycles=n * self.mlp_cycles,
+            cycles=n * self.mlp_cycles + self.drains(n, "up", "down"),
             bytes={self.hw.placement.weights: self.weight_bytes(self.mlp_weight_bytes, n)},
             macs=n * self.mlp_macs,
         )

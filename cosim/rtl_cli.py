@@ -278,6 +278,40 @@ def whole_cycle_memory(hw) -> bool:
     return True
 
 
+#: The tensors ``rtl layer`` compares, as printed.
+TENSOR_NAMES = {
+    "qkv": "q, k, v (QKV projection)",
+    "h": "h = x + O(att)",
+    "g": "gate",
+    "a": "a = silu(gate) * up",
+    "d": "d (MLP output)",
+    "y": "y = h + d (layer output)",
+}
+
+
+def _print_outputs(outputs: dict | None) -> bool:
+    """Print the output comparison; False when a tensor differs or the writer overran."""
+    if outputs is None:
+        print("  outputs: not compared (--simulator myhdl runs control and timing only)")
+        return True
+    ok = outputs["overrun"] is None
+    if not ok:
+        cycle, cores = outputs["overrun"]
+        print(
+            f"  output writer OVERRUN at cycle {cycle:,} (cores mask {cores:b}): a tile's outputs were lost"
+        )
+    print("  outputs against the numpy reference (accelerator/rtl/layer_numerics.py):")
+    for name, (n, bad) in outputs["tensors"].items():
+        ok = ok and bad == 0
+        state = "equal" if bad == 0 else f"{bad:,} DIFFER"
+        print(f"    {TENSOR_NAMES[name]:<28} {n:>10,} values  {state}")
+    print(
+        "    not computed by the RTL yet: the attention output (preloaded from the reference), the TAS "
+        "scores, the replayed entries' d and y"
+    )
+    return ok
+
+
 def rtl_layer(w, step: int | None, layer: int, simulator: str, progress: bool) -> int:
     """Run the layer-step on the top level and on the instruction-level event model; print both."""
     from accelerator.rtl.top_bench import TopError, run_layer
@@ -309,7 +343,7 @@ def rtl_layer(w, step: int | None, layer: int, simulator: str, progress: bool) -
             print(f"  {msg}", file=sys.stderr, flush=True)
 
     try:
-        r = run_layer(job, step, layer, simulator=simulator, progress=say)
+        r = run_layer(job, step, layer, simulator=simulator, progress=say, seed=w.simulation.seed)
     except TopError as exc:
         raise InputError(f"{w.name}: {exc}") from None
     exact = whole_cycle_memory(w.hardware)
@@ -339,6 +373,6 @@ def rtl_layer(w, step: int | None, layer: int, simulator: str, progress: bool) -
         f"  record finishes: {'all equal' if ends_equal else 'differ'} "
         f"({len(r['rtl_ends'])} RTL, {len(r['expected_ends'])} event model)"
     )
-    print("  outputs: not compared (the top level's data path is not connected yet)")
+    ok = _print_outputs(r["outputs"]) and ok
     print(f"  {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1

@@ -55,10 +55,11 @@ def test_drs_costs_only_what_outlasts_attention_on_a_balanced_pattern(tiny_raw, 
         )
         # Per scheduled layer: both cores finish QKV together; the TAS unit then scores core 0's two
         # entries and core 1's two; DRS scans 4 bits plus the overhead. Attention (two entries per core)
-        # ends 2 x attention_cycles(context) after QKV. DRS costs what it outlasts attention by.
+        # (and the O projection's output drain) ends attention(2 entries) after QKV. DRS costs what it
+        # outlasts attention by.
         ctx = w.video.prompt_tokens + np.arange(w.video.steps) + 1
         excess = [
-            4 * cost.tas_unit_cycles + drs_assign_cycles(4) + overhead - 2 * cost.attention_cycles(int(c))
+            4 * cost.tas_unit_cycles + drs_assign_cycles(4) + overhead - cost.attention(2, int(c)).cycles
             for c in ctx[w.video.tokens_per_frame :]
         ]
         if not exposed:

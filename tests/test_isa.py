@@ -230,7 +230,12 @@ def test_stream_cycles_equal_the_cost_model_per_phase(batch, cores, shared, weig
     """Sum of the instructions' cycles per phase (every entry computing: the stream before the filter)
     equals the cost model's per-phase demand of each core times its entries, summed over cores."""
     w = resolve(
-        copy.deepcopy(TINY), [f"hardware.weight_buffer_KiB={weight_buffer_kib}", "hardware.input_buffers=1"]
+        copy.deepcopy(TINY),
+        [
+            f"hardware.weight_buffer_KiB={weight_buffer_kib}",
+            "hardware.input_buffers=1",
+            f"hardware.weights_shared_across_batch={str(shared).lower()}",
+        ],
     )
     cost = CostModel(w.hardware, w.model, drs_overhead_cycles=w.scheduler.overhead_cycles)
     ctx = 37
@@ -241,7 +246,12 @@ def test_stream_cycles_equal_the_cost_model_per_phase(batch, cores, shared, weig
         n = len(i.entries)
         if i.op == Op.GEMV:
             matrix = MATRICES[i.matrix]
-            got[phase_of[matrix]] += n * cost.block_cycles[matrix][i.block]
+            # a mapped instruction runs on every core that gets entries (round robin: entry e on core e mod
+            # cores, every entry computing), and drains its outputs on each
+            runs = len({e % cores for e in i.entries}) if i.core == MAPPED else 1
+            got[phase_of[matrix]] += (
+                n * cost.block_cycles[matrix][i.block] + runs * cost.block_drain[matrix][i.block]
+            )
         elif i.op == Op.ATTN:
             got["attention"] += int(cost.attention_entry_cycles(ctx))
         elif i.op == Op.TAS:

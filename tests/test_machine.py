@@ -417,15 +417,17 @@ def test_without_drs_replayed_entries_leave_their_core_idle(tiny_raw):
 def test_least_loaded_moves_work_off_the_busy_core(tiny_raw):
     """Batch 3 on 2 cores: statically core 0 has entries 0, 2 and core 1 entry 1. Only entry 1 computes
     its MLP from frame 1 on. Per layer of a later step (cycles from the layer's start, A = one entry's
-    attention at that step's context):
-      core 0: qkv 0-262, attention of entries 0, 2 to 262+2A, o (2 entries) to 396+2A
-      core 1: qkv 0-131, attention of entry 1 to 131+A, o to 198+A
-      TAS unit, in order: core 0's pair 262-284, core 1's entry 284-295; DRS (3+1 + 100 overhead) to 399
-      replay reads of entries 0, 2 (2 x 4 cycles) 399-407
-    round_robin: the first computing entry goes to core 0, behind its o: MLP 396+2A .. 962+2A, its cache
-      write 4 cycles later: the layer ends at 966+2A.
-    least_loaded: core 0 has 2A-3 cycles of backlog at 399, core 1 none: entry 1 goes to core 1, MLP from
-      max(399, 198+A) for 566 cycles, write 4 cycles: the layer ends at max(396+2A, 969, 768+A)."""
+    attention at that step's context; every GEMV instruction ends with its output drain: qkv and o 66
+    cycles, up 34, down 66):
+      core 0: qkv 0-328 (2 x 131 + 66), attention of entries 0, 2 to 328+2A, o (2 x 67 + 66) to 528+2A
+      core 1: qkv 0-197, attention of entry 1 to 197+A, o to 330+A
+      TAS unit, in order: core 0's pair 328-350, core 1's entry 350-361; DRS (3+1 + 100 overhead) to 465
+      replay reads of entries 0, 2 (2 x 4 cycles) 465-473
+    round_robin: the first computing entry goes to core 0, behind its o: MLP (387 + 34 + 179 + 66 = 666)
+      528+2A .. 1194+2A, its cache write 4 cycles later: the layer ends at 1198+2A.
+    least_loaded: core 0 has 63+2A cycles of backlog at 465, core 1 at most A-135: entry 1 goes to core
+      1, MLP from max(465, 330+A) for 666 cycles, write 4 cycles: the layer ends at
+      max(528+2A, 1135, 1000+A)."""
     w = _compute_bound(tiny_raw, "hardware.cores=2", "video.prompts=3", "video.cfg=false")
     assert w.video.batch == 3 and w.scheduler.overhead_cycles == 100
     job = make_job(w, crafted(w, [0, 2]))
@@ -445,10 +447,10 @@ def test_least_loaded_moves_work_off_the_busy_core(tiny_raw):
     }
     assert mlp["least_loaded"] == {(0, (0, 2)): frame0 * layers, (1, (1,)): (frame0 + later) * layers}
     a = np.asarray(job.cost.attention_entry_cycles(job.context()[frame0:]), dtype=float)
-    # backlogs at DRS time (cycle 399): core 1 max(198+A-399, 0) < core 0 396+2A-399 at every step, so
-    # least_loaded always picks core 1; and core 0's o ends after DRS (396+2A > 399), as assumed above
-    assert (np.maximum(a - 201, 0) < 2 * a - 3).all() and (396 + 2 * a > 399).all()
-    gain = (966 + 2 * a) - np.maximum(np.maximum(396 + 2 * a, 969), 768 + a)
+    # backlogs at DRS time (cycle 465): core 1 max(330+A-465, 0) < core 0 528+2A-465 at every step, so
+    # least_loaded always picks core 1; and core 0's o ends after DRS (528+2A > 465), as assumed above
+    assert (np.maximum(a - 135, 0) < 63 + 2 * a).all() and (528 + 2 * a > 465).all()
+    gain = (1198 + 2 * a) - np.maximum(np.maximum(528 + 2 * a, 1135), 1000 + a)
     expected = layers * gain.sum() / w.hardware.clock_Hz
     got = results["round_robin"].latency_s - results["least_loaded"].latency_s
     assert got == pytest.approx(expected, rel=1e-9)
@@ -476,10 +478,10 @@ def test_no_barrier_uses_cross_layer_slack(tiny_raw):
     """Static mapping (DRS off), batch 4 on 2 cores; from frame 1 the replays alternate: in even layers
     core 1's entries (1, 3) replay, in odd layers core 0's (0, 2). With the barrier every layer waits for
     the one core that runs two MLPs. Per layer (cycles, A = one entry's attention at the step's context):
-    both cores qkv 2 x 131 = 262, attention 2A, o 2 x 67 = 134 -> 396+2A; the busy core's two MLPs
-    (one GEMV pair of 2 entries: 2 x 566 = 1132) -> 1528+2A; its group's two cache writes (2 x 4) ->
-    1536+2A. In frame 0 both cores compute and the replay-cache controller stores both groups one after
-    the other: 1544+2A. Without the barrier the idle core runs ahead into the next layer, where it is the
+    both cores qkv 2 x 131 + 66 (the instruction's output drain) = 328, attention 2A, o 2 x 67 + 66 = 200
+    -> 528+2A; the busy core's two MLPs (up 2 x 387 + 34, down 2 x 179 + 66: 1232) -> 1760+2A; its
+    group's two cache writes (2 x 4) -> 1768+2A. In frame 0 both cores compute and the replay-cache
+    controller stores both groups one after the other: 1776+2A. Without the barrier the idle core runs ahead into the next layer, where it is the
     busy one: measured 0.803 of the barrier's latency."""
     w = _compute_bound(tiny_raw, "hardware.cores=2", "scheduler.drs=false")
     v = w.video
@@ -492,7 +494,7 @@ def test_no_barrier_uses_cross_layer_slack(tiny_raw):
     off = instruction(job, barrier=False)
     a = np.asarray(job.cost.attention_entry_cycles(job.context()), dtype=float)
     frame0 = v.tokens_per_frame
-    expected_on = w.model.layers * ((1544 + 2 * a[:frame0]).sum() + (1536 + 2 * a[frame0:]).sum()) / 100e6
+    expected_on = w.model.layers * ((1776 + 2 * a[:frame0]).sum() + (1768 + 2 * a[frame0:]).sum()) / 100e6
     # 1e-9: the first weight block of each layer (4 KiB at 1e18 B/s) is exposed, 4e-15 s per layer
     assert on.latency_s == pytest.approx(expected_on, rel=1e-9)
     assert off.latency_s < 0.9 * on.latency_s, off.latency_s / on.latency_s

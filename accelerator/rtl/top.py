@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from myhdl import ConcatSignal, Signal, always_comb, always_seq, block, intbv
 
 from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
+from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout, output_writer
 from accelerator.rtl.pe_lane import gemv_tile
 from accelerator.rtl.replay_cache import replay_cache_ctrl
 from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV, REPLAY_WR, WORD, sequencer
@@ -86,9 +87,30 @@ class TopParams:
     group_weights: int  # memory channel of each kind of transfer
     group_kv: int
     group_replay: int
+    block_row0: tuple[int, ...]  # per (matrix, block): its first row in the matrix
+    layout: ActLayout  # the activation memory
+    port: int  # elements per cycle of the output writer (input_write_elems_per_cycle)
+    act_bits: int
+    w_bits: int  # tile weight lanes (the wider of the weight and KV precisions)
+    acc_bits: int
+
+    @property
+    def row0_bits(self) -> int:
+        """A row of any matrix (the writer's row counter)."""
+        L = self.layout
+        return bits_for(max(L.q_dim + 2 * L.kv_dim, L.hidden, 2 * L.mlp) + self.lanes)
 
 
 IDLE, HOLD, RUN = 0, 1, 2
+
+
+@block
+def address_add(base, offset, addr):
+    @always_comb
+    def add():
+        addr.next = base + offset
+
+    return add
 
 
 @block
@@ -115,9 +137,21 @@ def core_engine(
     keys,
     keys_write,
     kv_bytes,
+    req_word,
+    w_slot,
+    job_gemv,
+    job_matrix,
+    job_row0,
+    job_rows,
+    job_entry,
+    x_base,
+    w_idle,
     P: TopParams,
 ):
-    """A core: its operand fetches, and the records it runs on its tile."""
+    """A core: its operand fetches, and the records it runs on its tile. ``req_word`` names the operand
+    of a fetch (the record's instruction); fetch k goes to operand buffer k mod ``weight_buffers``, and
+    ``w_slot`` is the buffer of the running record. ``job_*`` and ``x_base`` describe the tile job for the
+    output writer and the input read."""
     D = P.queue_depth + 1
     NB = P.max_blocks
     ROWS, BYTES, COLS = P.block_rows, P.block_bytes, P.matrix_cols
@@ -125,6 +159,17 @@ def core_engine(
     # operand fetches: records that entered the queue while no buffer was free wait here, in order
     pend = [unsigned_sig(BYTES_BITS) for _ in range(D)]
     pend_kv = [Signal(bool(0)) for _ in range(D)]
+    pend_word = [unsigned_sig(WORD) for _ in range(D)]
+    WB = P.weight_buffers
+    tk_slot, hold_slot = unsigned_sig(bits_for(WB)), unsigned_sig(bits_for(WB))
+    ROW0 = P.block_row0
+    L = P.layout
+    S = L.stride
+    OX, OATT, OH, OGU = (L.offset(r) for r in ("x", "att", "h", "gu"))
+    index_r = unsigned_sig(bits_for(NB * 4))
+    todo = unsigned_sig(ENTRIES)
+    cand_low, todo_low = unsigned_sig(5), unsigned_sig(5)
+    ebase = unsigned_sig(L.addr_bits)
     p_head, p_count = unsigned_sig(bits_for(D)), unsigned_sig(bits_for(D))
     issued, freed, loaded, taken = (unsigned_sig(16) for _ in range(4))
     in_bytes, word_bytes = unsigned_sig(BYTES_BITS), unsigned_sig(BYTES_BITS)
@@ -162,6 +207,50 @@ def core_engine(
         cand_cols.next = COLS[cand[53:51]]
 
     @always_comb
+    def lookup_run():
+        index_r.next = rec[53:51] * NB + rec[51:32]
+
+    @always_comb
+    def rom_row0():
+        job_row0.next = ROW0[index_r]
+
+    @always_comb
+    def lowest():
+        a = 0
+        b = 0
+        found_a = False
+        found_b = False
+        for e in range(ENTRIES):
+            if cand[e] and not found_a:
+                a = e
+                found_a = True
+            if todo[e] and not found_b:
+                b = e
+                found_b = True
+        cand_low.next = a
+        todo_low.next = b
+
+    @always_comb
+    def job_view():
+        job_gemv.next = st == RUN and rec[WORD:60] == GEMV
+        job_matrix.next = rec[53:51]
+        job_rows.next = cur_rows
+        ebase.next = job_entry * S
+
+    @always_comb
+    def input_base():
+        if rec[WORD:60] != GEMV:
+            x_base.next = 0
+        elif rec[53:51] == 0:
+            x_base.next = ebase + OX
+        elif rec[53:51] == 1:
+            x_base.next = ebase + OATT
+        elif rec[53:51] == 2:
+            x_base.next = ebase + OH
+        else:
+            x_base.next = ebase + OGU + L.mlp
+
+    @always_comb
     def entering():
         if word_in[WORD:60] == GEMV:
             in_bytes.next = word_bytes
@@ -186,7 +275,7 @@ def core_engine(
                 if left > 0:
                     nj = True
                 else:
-                    f = True
+                    f = bool(w_idle)  # the instruction ends when its last outputs are written
             elif not part_values:
                 nj = now >= p_ready
             elif left > 0:
@@ -253,6 +342,7 @@ def core_engine(
             free = free + 1
         if p_count > 0:
             req_bytes.next = pend[p_head]
+            req_word.next = pend_word[p_head]
             req_valid.next = free > 0
             if pend_kv[p_head]:
                 req_group.next = P.group_kv
@@ -260,6 +350,7 @@ def core_engine(
                 req_group.next = P.group_weights
         else:
             req_bytes.next = in_bytes
+            req_word.next = word_in
             req_valid.next = put and free > 0
             if word_in[WORD:60] == GEMV:
                 req_group.next = P.group_weights
@@ -275,6 +366,7 @@ def core_engine(
         if clear:
             p_head.next = 0
             p_count.next = 0
+            tk_slot.next = 0
             issued.next = 0
             freed.next = 0
             loaded.next = 0
@@ -299,6 +391,7 @@ def core_engine(
                     slot = slot - D
                 pend[slot].next = in_bytes
                 pend_kv[slot].next = word_in[WORD:60] == ATTN
+                pend_word[slot].next = word_in
             if put and (p_count > 0 or not req_valid):
                 if not (req_valid and p_count > 0):
                     p_count.next = p_count + 1
@@ -307,9 +400,20 @@ def core_engine(
             # records
             if taking:
                 taken.next = taken + 1
+                hold_slot.next = tk_slot
+                if tk_slot == WB - 1:
+                    tk_slot.next = 0
+                else:
+                    tk_slot.next = tk_slot + 1
             if start_rec:
                 st.next = RUN
                 rec.next = cand
+                if st == HOLD:
+                    w_slot.next = hold_slot
+                else:
+                    w_slot.next = tk_slot
+                job_entry.next = cand_low
+                todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
                 if cand[WORD:60] == GEMV:
                     left.next = n_entries - 1
                     cur_rows.next = cand_rows
@@ -327,6 +431,8 @@ def core_engine(
             elif next_job:
                 if rec[WORD:60] == GEMV:
                     left.next = left - 1
+                    job_entry.next = todo_low
+                    todo.next = todo & ~(1 << int(todo_low))
                 elif not part_values:
                     part_values.next = 1
                     q_ready.next = now + P.hd_write
@@ -338,6 +444,11 @@ def core_engine(
     return (
         lookup_in,
         rom_bytes,
+        lookup_run,
+        rom_row0,
+        lowest,
+        job_view,
+        input_base,
         lookup_cand,
         rom_rows,
         rom_cols,
@@ -489,7 +600,7 @@ def unit_engine(
 def top_ports(P: TopParams) -> dict:
     from accelerator.rtl.sequencer import sequencer_ports
 
-    r = P.cores + 2
+    r, c, ab = P.cores + 2, P.cores, P.layout.addr_bits
     ports = {k: v for k, v in sequencer_ports(P.cores, P.idepth).items() if k in _SEQ_HOST}
     ports.update(
         {
@@ -497,6 +608,21 @@ def top_ports(P: TopParams) -> dict:
             "keys_write": unsigned_sig(TIME_BITS),
             "kv_bytes": unsigned_sig(BYTES_BITS),
             "decisions": unsigned_sig(ENTRIES),
+            "shifts": unsigned_sig(4 * SHIFT_BITS),
+            "s_act": unsigned_sig(SHIFT_BITS),
+            "req_word": unsigned_sig(r * WORD),
+            "w_slot": unsigned_sig(c * bits_for(P.weight_buffers)),
+            "w_addr": unsigned_sig(c * 32),
+            "w_data": unsigned_sig(c * P.lanes * P.w_bits),
+            "x_raddr": unsigned_sig(c * ab),
+            "x_rdata": unsigned_sig(c * WORD_BITS),
+            "cr_addr": unsigned_sig(c * ab),
+            "cr_data": unsigned_sig(c * P.port * WORD_BITS),
+            "wr_en": unsigned_sig(c * 2),
+            "wr_addr": unsigned_sig(c * 2 * ab),
+            "wr_data": unsigned_sig(c * 2 * P.port * WORD_BITS),
+            "wr_mask": unsigned_sig(c * P.port),
+            "dp_err": unsigned_sig(c),
             "req_valid": unsigned_sig(r),
             "req_bytes": unsigned_sig(r * BYTES_BITS),
             "req_group": unsigned_sig(r * 2),
@@ -545,6 +671,21 @@ def machine_top(
     keys_write,
     kv_bytes,
     decisions,
+    shifts,
+    s_act,
+    req_word,
+    w_slot,
+    w_addr,
+    w_data,
+    x_raddr,
+    x_rdata,
+    cr_addr,
+    cr_data,
+    wr_en,
+    wr_addr,
+    wr_data,
+    wr_mask,
+    dp_err,
     req_valid,
     req_bytes,
     req_group,
@@ -601,9 +742,24 @@ def machine_top(
     rbytes = [unsigned_sig(BYTES_BITS) for _ in range(R)]
     rgroup = [unsigned_sig(2) for _ in range(R)]
     CB = bits_for(P.max_cols)
+    AB = P.layout.addr_bits
+    SLB = bits_for(P.weight_buffers)
+    PW = P.port * WORD_BITS
+    rword = [unsigned_sig(WORD) for _ in range(R)]
+    per_core = {k: [] for k in ("w_slot", "w_addr", "x_raddr", "cr_addr", "wr_en", "wr_addr", "wr_data")}
+    per_core.update(wr_mask=[], dp_err=[])
     for c in range(C):
         t_start, t_busy, t_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
         t_rows, t_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
+        y_valid, y_row = Signal(bool(0)), unsigned_sig(P.row_bits + bits_for(P.lanes) + 1)
+        y_bus = unsigned_sig(P.lanes * P.acc_bits)
+        c_w_addr, c_x_col = unsigned_sig(32), unsigned_sig(CB)
+        c_slot, c_x_base, c_x_addr = unsigned_sig(SLB), unsigned_sig(AB), unsigned_sig(AB)
+        j_gemv, j_matrix, j_entry = Signal(bool(0)), unsigned_sig(2), unsigned_sig(5)
+        j_row0, j_rows = unsigned_sig(P.row0_bits), unsigned_sig(P.row_bits)
+        c_cr_addr = unsigned_sig(AB)
+        c_wr_en, c_wr_addr, c_wr_data = unsigned_sig(2), unsigned_sig(2 * AB), unsigned_sig(2 * PW)
+        c_wr_mask, c_err, c_idle = unsigned_sig(P.port), Signal(bool(0)), Signal(bool(0))
         insts.append(
             gemv_tile(
                 clk,
@@ -613,24 +769,69 @@ def machine_top(
                 t_cols,
                 t_busy,
                 t_done,
-                unsigned_sig(32),
-                unsigned_sig(P.lanes * 8),
+                c_w_addr,
+                w_data((c + 1) * P.lanes * P.w_bits, c * P.lanes * P.w_bits),
                 Signal(bool(0)),
                 unsigned_sig(bits_for(P.max_cols - 1)),
                 unsigned_sig(16),
-                Signal(bool(0)),
-                unsigned_sig(P.row_bits + bits_for(P.lanes) + 1),
-                unsigned_sig(P.lanes * 40),
+                y_valid,
+                y_row,
+                y_bus,
                 LANES=P.lanes,
-                W_BITS=8,
-                X_BITS=16,
-                ACC_BITS=40,
+                W_BITS=P.w_bits,
+                X_BITS=WORD_BITS,
+                ACC_BITS=P.acc_bits,
                 MAX_COLS=P.max_cols,
                 ROW_BITS=P.row_bits,
                 WADDR_BITS=32,
                 EXTRA=P.pipeline_cycles - 3,
+                x_raddr=c_x_col,
+                x_rdata=x_rdata((c + 1) * WORD_BITS, c * WORD_BITS),
             )
         )
+        insts.append(address_add(c_x_base, c_x_col, c_x_addr))
+        insts.append(
+            output_writer(
+                clk,
+                rst,
+                clear,
+                y_valid,
+                y_row,
+                y_bus,
+                j_gemv,
+                j_matrix,
+                j_row0,
+                j_rows,
+                j_entry,
+                shifts,
+                s_act,
+                c_cr_addr,
+                cr_data((c + 1) * PW, c * PW),
+                c_wr_en,
+                c_wr_addr,
+                c_wr_data,
+                c_wr_mask,
+                c_err,
+                c_idle,
+                L=P.layout,
+                LANES=P.lanes,
+                ACC_BITS=P.acc_bits,
+                PORT=P.port,
+                A=P.act_bits,
+            )
+        )
+        for k, sig in (
+            ("w_slot", c_slot),
+            ("w_addr", c_w_addr),
+            ("x_raddr", c_x_addr),
+            ("cr_addr", c_cr_addr),
+            ("wr_en", c_wr_en),
+            ("wr_addr", c_wr_addr),
+            ("wr_data", c_wr_data),
+            ("wr_mask", c_wr_mask),
+            ("dp_err", c_err),
+        ):
+            per_core[k].append(sig)
         insts.append(
             core_engine(
                 clk,
@@ -655,6 +856,15 @@ def machine_top(
                 keys,
                 keys_write,
                 kv_bytes,
+                rword[c],
+                c_slot,
+                j_gemv,
+                j_matrix,
+                j_row0,
+                j_rows,
+                j_entry,
+                c_x_base,
+                c_idle,
                 P=P,
             )
         )
@@ -766,6 +976,8 @@ def machine_top(
             IS_TAS=False,
         )
     )
+    rword[TAS_R] = Signal(intbv(0)[WORD:])  # the TAS and replay operands are not fetched as data yet
+    rword[RC_R] = Signal(intbv(0)[WORD:])
     rgroup[TAS_R] = Signal(intbv(P.group_kv)[2:])
     rgroup[RC_R] = Signal(intbv(P.group_replay)[2:])
     insts += [
@@ -774,8 +986,22 @@ def machine_top(
         wire(ConcatSignal(*reversed(rvalid)), req_valid),
         wire(ConcatSignal(*reversed(rbytes)), req_bytes),
         wire(ConcatSignal(*reversed(rgroup)), req_group),
+        wire(ConcatSignal(*reversed(rword)), req_word),
         wire(fin_i, fin),
     ]
+    for k, out in (
+        ("w_slot", w_slot),
+        ("w_addr", w_addr),
+        ("x_raddr", x_raddr),
+        ("cr_addr", cr_addr),
+        ("wr_en", wr_en),
+        ("wr_addr", wr_addr),
+        ("wr_data", wr_data),
+        ("wr_mask", wr_mask),
+        ("dp_err", dp_err),
+    ):
+        sigs = per_core[k]
+        insts.append(wire(ConcatSignal(*reversed(sigs)) if len(sigs) > 1 else sigs[0], out))
 
     @always_comb
     def begin():

@@ -11,9 +11,12 @@ of cycles both are exact to the cycle; otherwise the model rounds each completio
 
 from __future__ import annotations
 
+import tempfile
 import time
 from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 from myhdl import Signal, Simulation, StopSimulation, block, instance
 
 from accelerator.compiler import program
@@ -21,7 +24,10 @@ from accelerator.cost import ceil_div, gemv_cycles
 from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
 from accelerator.rtl.common import bits_for, clock_source, unpack
-from accelerator.rtl.sequencer import host_writes, layer_registers
+from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout
+from accelerator.rtl.layer_numerics import Numerics, layer_data, reference
+from accelerator.rtl.pe_lane import accumulator_bits
+from accelerator.rtl.sequencer import ENTRIES, host_writes, layer_registers
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 #: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
@@ -50,6 +56,15 @@ def top_params(job, step: int) -> TopParams:
                 "level takes a GEMV's input as written by the previous phase (choose a wider "
                 "hardware.input_write_elems_per_cycle or larger layers)"
             )
+    if d.mlp_kind != "swiglu":
+        raise TopError(f"model.mlp_kind: the top level's data path computes a SwiGLU MLP, not {d.mlp_kind}")
+    if not 8 <= hw.precision.activations_bits <= 16:
+        raise TopError("hardware.precision.activations_bits: the data path holds 8- to 16-bit activations")
+    if hw.lanes_per_core % port:
+        raise TopError(
+            f"hardware.input_write_elems_per_cycle: the output writer drains whole groups of {port} of a "
+            f"tile's {hw.lanes_per_core} lanes; choose a divisor of lanes_per_core"
+        )
     nb = max(len(b) for b in cost.blocks.values())
     rows = [cost.blocks[m][b] if b < len(cost.blocks[m]) else 0 for m in MATRICES for b in range(nb)]
     nbytes = [
@@ -61,6 +76,9 @@ def top_params(job, step: int) -> TopParams:
     words = len(program(cost, _options(job, step))[0])
     groups = sorted(hw.memory)
     pl = hw.placement
+    row0 = [sum(cost.blocks[m][:b]) if b < len(cost.blocks[m]) else 0 for m in MATRICES for b in range(nb)]
+    w_bits = max(hw.precision.weights_bits, hw.precision.kv_bits)
+    max_cols = max(max(c for _, c in cost.matrices.values()), keys, d.head_dim)
     return TopParams(
         cores=hw.cores,
         lanes=hw.lanes_per_core,
@@ -68,7 +86,7 @@ def top_params(job, step: int) -> TopParams:
         queue_depth=hw.queue_depth,
         weight_buffers=hw.weight_buffers,
         idepth=max(PROGRAM_WORDS, 1 << bits_for(words - 1)),
-        max_cols=max(max(c for _, c in cost.matrices.values()), keys, d.head_dim),
+        max_cols=max_cols,
         row_bits=bits_for(max(max(rows), keys, d.head_dim)) + 1,
         block_rows=tuple(rows),
         block_bytes=tuple(nbytes),
@@ -87,6 +105,12 @@ def top_params(job, step: int) -> TopParams:
         group_weights=groups.index(pl.weights),
         group_kv=groups.index(pl.kv_cache),
         group_replay=groups.index(pl.replay_cache),
+        block_row0=tuple(row0),
+        layout=ActLayout(d.hidden, d.q_dim, d.kv_dim, d.mlp_hidden, ENTRIES),
+        port=port,
+        act_bits=hw.precision.activations_bits,
+        w_bits=w_bits,
+        acc_bits=accumulator_bits(w_bits, WORD_BITS, max_cols),
     )
 
 
@@ -167,10 +191,11 @@ def registers(job, trace: dict, ins: dict) -> dict:
     }
 
 
-def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=None) -> dict:
+def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=None, seed: int = 0) -> dict:
     """The layer-step on the RTL top level and on the event model: layer cycles and every record's
-    finish (cycle, engine) of both. ``simulator``: ``myhdl`` (the MyHDL model itself) or ``verilator``
-    (the converted Verilog)."""
+    finish (cycle, engine) of both. ``simulator``: ``myhdl`` (the MyHDL model itself, control and timing
+    only) or ``verilator`` (the converted Verilog, with the data path: ``outputs`` compares every tensor it
+    writes with ``layer_numerics.reference``)."""
     trace = layer_trace(job, step, layer)
     P = top_params(job, step)
     ins = layer_inputs(job, step, layer, trace)
@@ -178,11 +203,19 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
     limit = trace["cycles"] * 2 + 1000
     channels = memory_channels(job.cost.hw)
     t0 = time.perf_counter()
+    outputs = None
     if simulator == "verilator":
         from accelerator.rtl import top_verilator
 
         binary = top_verilator.build(P, progress)
         built = time.perf_counter()
+        tmp = tempfile.TemporaryDirectory(prefix="cosim-layer-")
+        work = Path(tmp.name)
+        num = Numerics.for_job(job)
+        data = layer_data(job, layer, step, ins["keys"], seed)
+        ref = reference(job, data, num, job.compute[:, layer, step])
+        index = write_data(work, P, data, ref, job.batch)
+        regs.update(data_registers(num))
         ports = top_ports(P)
         stimulus = [f"{len(ins['words']):x}"] + [f"{w:x}" for w in ins["words"]]
         stimulus += top_verilator.register_tokens(ports, regs)
@@ -192,8 +225,12 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
                 f"{x:x}"
                 for x in (rate.numerator, rate.denominator, latency.numerator, latency.denominator, burst)
             ]
-        cycles, fins = top_verilator.simulate(binary, stimulus, limit, binary.parent.parent)
+        stimulus += [f"{x:x}" for pair in index for x in pair]
+        cycles, fins, overrun = top_verilator.simulate(binary, stimulus, limit, work)
         timing = {"build_s": built - t0, "run_s": time.perf_counter() - built}
+        outputs = compare_outputs(work, P, ref, job.compute[:, layer, step], job.batch)
+        outputs["overrun"] = overrun
+        tmp.cleanup()
     else:
         cycles, fins = _run_myhdl(job, P, ins, regs, channels, limit)
         timing = {"build_s": 0.0, "run_s": time.perf_counter() - t0}
@@ -203,8 +240,105 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
         "expected_ends": sorted((r["end"], r["engine"]) for r in trace["records"]),
         "rtl_ends": fins,
         "words": len(ins["words"]),
+        "outputs": outputs,
         **timing,
     }
+
+
+def data_registers(num: Numerics) -> dict:
+    shifts = sum(num.shifts[m] << (SHIFT_BITS * i) for i, m in enumerate(MATRICES))
+    return {"shifts": shifts, "s_act": num.s_act}
+
+
+def weight_beats(w: np.ndarray, row0: int, rows: int, P: TopParams) -> np.ndarray:
+    """One weight block as the tile reads it: tile-major beats of ``lanes`` weights (lane r of beat
+    t * cols + c is W[row0 + t * lanes + r, c]), ``w_bits`` per lane, packed little-endian into 32-bit
+    words (``top_verilator.beat_words`` per beat)."""
+    L, bits = P.lanes, P.w_bits
+    tiles = -(-rows // L)
+    cols = w.shape[1]
+    block = np.zeros((tiles * L, cols), dtype=np.int64)
+    block[:rows] = w[row0 : row0 + rows]
+    lanes = block.reshape(tiles, L, cols).transpose(0, 2, 1).reshape(-1, L) & ((1 << bits) - 1)
+    bits_per_beat = L * bits
+    words = -(-bits_per_beat // 32)
+    if bits in (4, 8, 16) and bits_per_beat % 32 == 0:
+        if bits == 4:
+            packed = (lanes[:, 0::2] | (lanes[:, 1::2] << 4)).astype(np.uint8)
+        else:
+            packed = lanes.astype(np.uint8 if bits == 8 else np.uint16)
+        return np.ascontiguousarray(packed).view(np.uint32).reshape(-1, words)
+    out = np.zeros((lanes.shape[0], words), dtype=np.uint32)
+    for r in range(L):
+        bit = r * bits
+        out[:, bit // 32] |= (lanes[:, r] << (bit % 32)).astype(np.uint64).astype(np.uint32)
+        if bit % 32 + bits > 32:
+            out[:, bit // 32 + 1] |= (lanes[:, r] >> (32 - bit % 32)).astype(np.uint32)
+    return out
+
+
+def write_data(work, P: TopParams, data, ref: dict, batch: int) -> list[tuple[int, int]]:
+    """``act_in.bin`` (the activation memory before the layer) and ``weights.bin`` (every weight block's
+    beats) for the Verilator testbench; returns (first word, beats) per (matrix, block)."""
+    L = P.layout
+    act = np.zeros(L.words, dtype=np.int16)
+    for e in range(batch):
+        act[L.base(e, "x") : L.base(e, "x") + L.hidden] = data.x[e]
+        act[L.base(e, "att") : L.base(e, "att") + L.q_dim] = ref["att"][e]
+    act.tofile(work / "act_in.bin")
+    index, at = [], 0
+    with open(work / "weights.bin", "wb") as f:
+        for m in MATRICES:
+            for b in range(P.max_blocks):
+                rows = P.block_rows[MATRICES.index(m) * P.max_blocks + b]
+                if not rows:
+                    index.append((0, 0))
+                    continue
+                beats = weight_beats(
+                    data.weights[m], P.block_row0[MATRICES.index(m) * P.max_blocks + b], rows, P
+                )
+                beats.tofile(f)
+                index.append((at, len(beats)))
+                at += beats.size
+    return index
+
+
+#: What the RTL writes, per entry: (region, first element, count) of the activation memory, and whether only
+#: the entries that compute their MLP write it.
+def _tensors(L) -> dict:
+    return {
+        "qkv": ("qkv", 0, L.q_dim + 2 * L.kv_dim, False),
+        "h": ("h", 0, L.hidden, False),
+        "g": ("gu", 0, L.mlp, True),
+        "a": ("gu", L.mlp, L.mlp, True),
+        "d": ("d", 0, L.hidden, True),
+        "y": ("y", 0, L.hidden, True),
+    }
+
+
+def compare_outputs(work, P: TopParams, ref: dict, compute, batch: int) -> dict:
+    """Every tensor the RTL wrote against the reference: name -> (values compared, values that differ)."""
+    L = P.layout
+    act = np.fromfile(work / "act_out.bin", dtype=np.int16).astype(np.int64)
+    expect = {
+        "qkv": ref["qkv"],
+        "h": ref["h"],
+        "g": ref["gu"][:, : L.mlp],
+        "a": ref["a"],
+        "d": ref["d"],
+        "y": ref["y"],
+    }
+    out = {}
+    for name, (region, first, count, computing_only) in _tensors(L).items():
+        n = bad = 0
+        for e in range(batch):
+            if computing_only and not compute[e]:
+                continue
+            got = act[L.base(e, region) + first : L.base(e, region) + first + count]
+            n += count
+            bad += int(np.count_nonzero(got != expect[name][e]))
+        out[name] = (n, bad)
+    return {"tensors": out}
 
 
 def _run_myhdl(job, P: TopParams, ins: dict, regs: dict, channels, limit: int):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from myhdl import Signal
 
+from accelerator.rtl.common import bits_for
+from accelerator.rtl.sequencer import GEMV
 from accelerator.rtl.tools import build_key, cache_dir, missing, run, sources_digest, tool_version
 from accelerator.rtl.top import TopParams, machine_top, top_ports
 
@@ -33,6 +35,8 @@ REGISTERS = (
     "keys_write",
     "kv_bytes",
     "decisions",
+    "shifts",
+    "s_act",
 )
 
 _TB = r"""
@@ -41,8 +45,11 @@ _TB = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <vector>
+
+@CONSTANTS@
 
 static uint64_t rd(FILE* f) {
     unsigned long long v = 0;
@@ -50,11 +57,64 @@ static uint64_t rd(FILE* f) {
     return v;
 }
 
+// Ports as arrays of 32-bit words (Verilator keeps ports up to 64 bits as scalars, wider ones as VlWide).
+template <std::size_t N> static void get_words(const VlWide<N>& s, uint32_t* w) {
+    for (std::size_t i = 0; i < N; i++) w[i] = s[i];
+}
+template <typename T> static void get_words(const T& s, uint32_t* w) {
+    uint64_t v = (uint64_t) s; w[0] = (uint32_t) v; w[1] = (uint32_t) (v >> 32);
+}
+template <std::size_t N> static void set_words(VlWide<N>& s, const uint32_t* w) {
+    for (std::size_t i = 0; i < N; i++) s[i] = w[i];
+}
+template <typename T> static void set_words(T& s, const uint32_t* w) {
+    s = (T) (((uint64_t) w[1] << 32) | w[0]);
+}
+static uint64_t field(const uint32_t* w, int lo, int width) {
+    int i = lo >> 5, o = lo & 31;
+    unsigned __int128 v = (unsigned __int128) w[i] | ((unsigned __int128) w[i + 1] << 32)
+        | ((unsigned __int128) w[i + 2] << 64);
+    v >>= o;
+    return (uint64_t) v & (width >= 64 ? ~0ULL : ((1ULL << width) - 1));
+}
+static void put_field(uint32_t* w, int lo, int width, uint64_t v) {
+    for (int b = 0; b < width; b++) {
+        int k = lo + b;
+        if (v >> b & 1) w[k >> 5] |= 1u << (k & 31); else w[k >> 5] &= ~(1u << (k & 31));
+    }
+}
+
+// The layer's data: the activation memory image and the weight blocks as tile beats.
+struct Data {
+    std::vector<int16_t> act;
+    std::vector<uint32_t> beats;
+    std::vector<uint64_t> block_at, block_beats;  // per (matrix, block): first word, beats
+};
+
+static void load_data(const char* dir, Data& d) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/act_in.bin", dir);
+    FILE* f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    d.act.resize(ACT_WORDS);
+    if (fread(d.act.data(), 2, ACT_WORDS, f) != (size_t) ACT_WORDS) { fprintf(stderr, "act_in: short\n"); exit(2); }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/weights.bin", dir);
+    f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+    d.beats.resize(n / 4 + 3);
+    if (fread(d.beats.data(), 4, n / 4, f) != (size_t) (n / 4)) { fprintf(stderr, "weights: short\n"); exit(2); }
+    fclose(f);
+}
+
 int main(int argc, char** argv) {
-    if (argc < 3) { fprintf(stderr, "usage: tb STIMULUS LIMIT\n"); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: tb STIMULUS LIMIT DATA_DIR\n"); return 2; }
     FILE* f = fopen(argv[1], "r");
     if (!f) { perror(argv[1]); return 2; }
     long long limit = atoll(argv[2]);
+    Data data;
+    load_data(argv[3], data);
     Verilated::commandArgs(1, argv);
     Vmachine_top* top = new Vmachine_top;
     auto edge = [&]() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); };
@@ -71,18 +131,33 @@ int main(int argc, char** argv) {
         long double rn = rd(f), rdn = rd(f), ln = rd(f), ld = rd(f);
         rate[g] = rn / rdn; lat[g] = ln / ld; burst[g] = rd(f);
     }
+    data.block_at.resize(4 * NB); data.block_beats.resize(4 * NB);
+    for (int i = 0; i < 4 * NB; i++) { data.block_at[i] = rd(f); data.block_beats[i] = rd(f); }
     const int R = @REQUESTERS@;
     std::map<long long, uint64_t> due;
+    // operand buffers: the record fetched into each, and whether its fetch completed
+    std::vector<std::vector<uint64_t>> slot_word(C, std::vector<uint64_t>(WB, 0));
+    std::vector<long long> issued(C, 0);
+    static uint32_t w_req[R_WORDS + 3], w_slot[SLOT_WORDS + 3], w_addr[WADDR_WORDS + 3], w_data[WDATA_WORDS + 3];
+    static uint32_t x_addr[XADDR_WORDS + 3], x_data[XDATA_WORDS + 3], c_addr[XADDR_WORDS + 3];
+    static uint32_t c_data[CDATA_WORDS + 3], wr_en[WREN_WORDS + 3], wr_addr[WRADDR_WORDS + 3];
+    static uint32_t wr_data[WRDATA_WORDS + 3], wr_mask[WRMASK_WORDS + 3], req_bytes[RB_WORDS + 3];
+    std::vector<long long> wrote_at(ACT_WORDS, -1);
     top->go = 1; edge(); top->go = 0; top->mem_done = 0; top->eval();
+    int status = 0;
     for (long long t = 0; t < limit; t++) {
-        if (top->layer_done) { printf("cycles %lld\n", t - 1); return 0; }
+        if (top->layer_done) { printf("cycles %lld\n", t - 1); status = 1; break; }
         uint64_t fin = (uint64_t) top->fin;
         for (int r = 0; r < R; r++) if (fin >> r & 1) printf("fin %lld %d\n", t, r);
+        uint64_t err = (uint64_t) top->dp_err;
+        if (err) { printf("overrun %lld %llu\n", t, (unsigned long long) err); status = 2; break; }
         uint64_t valid = (uint64_t) top->req_valid;
         uint64_t group = (uint64_t) top->req_group;
+        get_words(top->req_bytes, req_bytes);
+        get_words(top->req_word, w_req);
         for (int r = 0; r < R; r++) {
             if (!(valid >> r & 1)) continue;
-            uint64_t bytes = @REQ_BYTES@;
+            uint64_t bytes = field(req_bytes, 32 * r, 32);
             int g = (int) (group >> (2 * r) & 3);
             uint64_t rounded = (bytes + burst[g] - 1) / burst[g] * burst[g];
             long double start = freeat[g] > (long double) t ? freeat[g] : (long double) t;
@@ -90,14 +165,66 @@ int main(int argc, char** argv) {
             long long done = (long long) ceill(freeat[g] + lat[g] - 1e-9L);
             if (due[done] >> r & 1) { fprintf(stderr, "requester %d: two completions in one cycle\n", r); return 3; }
             due[done] |= 1ULL << r;
+            if (r < C) slot_word[r][issued[r]++ % WB] = field(w_req, 64 * r, 64);
         }
+        // sample the read addresses and the writes of this cycle
+        get_words(top->w_slot, w_slot); get_words(top->w_addr, w_addr);
+        get_words(top->x_raddr, x_addr); get_words(top->cr_addr, c_addr);
+        get_words(top->wr_en, wr_en); get_words(top->wr_addr, wr_addr);
+        get_words(top->wr_data, wr_data); get_words(top->wr_mask, wr_mask);
         edge();
+        // registered reads (of the memory before this edge's writes), then the writes
+        memset(w_data, 0, sizeof w_data); memset(x_data, 0, sizeof x_data); memset(c_data, 0, sizeof c_data);
+        for (int c = 0; c < C; c++) {
+            uint64_t word = slot_word[c][field(w_slot, SLOT_BITS * c, SLOT_BITS)];
+            uint64_t beat = field(w_addr, 32 * c, 32);
+            if ((word >> 60) == KIND_GEMV) {
+                int idx = (int) ((word >> 51 & 3) * NB + (word >> 32 & ((1ULL << 19) - 1)));
+                if (beat < data.block_beats[idx]) {
+                    const uint32_t* src = &data.beats[data.block_at[idx] + beat * BEAT_WORDS];
+                    if ((LANES * W_BITS) % 32 == 0) {
+                        memcpy(&w_data[c * BEAT_WORDS], src, 4 * BEAT_WORDS);
+                    } else {
+                        for (int b = 0; b < LANES * W_BITS; b += 32) {
+                            int width = LANES * W_BITS - b < 32 ? LANES * W_BITS - b : 32;
+                            put_field(w_data, c * LANES * W_BITS + b, width, src[b >> 5]);
+                        }
+                    }
+                }
+            }
+            uint64_t xa = field(x_addr, AB * c, AB);
+            if (xa < (uint64_t) ACT_WORDS) put_field(x_data, 16 * c, 16, (uint16_t) data.act[xa]);
+            uint64_t ca = field(c_addr, AB * c, AB);
+            for (int j = 0; j < PORT; j++)
+                if (ca + j < (uint64_t) ACT_WORDS)
+                    put_field(c_data, 16 * (c * PORT + j), 16, (uint16_t) data.act[ca + j]);
+        }
+        for (int c = 0; c < C; c++) {
+            for (int p = 0; p < 2; p++) {
+                if (!field(wr_en, 2 * c + p, 1)) continue;
+                uint64_t a = field(wr_addr, AB * (2 * c + p), AB);
+                for (int j = 0; j < PORT; j++) {
+                    if (!field(wr_mask, PORT * c + j, 1)) continue;
+                    if (a + j >= (uint64_t) ACT_WORDS) { printf("write out of range %lld\n", t); return 4; }
+                    if (wrote_at[a + j] == t) { printf("write conflict %lld %llu\n", t, (unsigned long long) (a + j)); return 4; }
+                    wrote_at[a + j] = t;
+                    data.act[a + j] = (int16_t) field(wr_data, 16 * ((2 * c + p) * PORT + j), 16);
+                }
+            }
+        }
+        set_words(top->w_data, w_data); set_words(top->x_rdata, x_data); set_words(top->cr_data, c_data);
         auto it = due.find(t + 1);
-        top->mem_done = it == due.end() ? 0 : it->second;
+        uint64_t pulse = it == due.end() ? 0 : it->second;
+        top->mem_done = pulse;
         if (it != due.end()) due.erase(it);
         top->eval();
     }
-    printf("timeout %lld\n", limit);
+    if (!status) printf("timeout %lld\n", limit);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/act_out.bin", argv[3]);
+    FILE* o = fopen(path, "wb");
+    if (!o || fwrite(data.act.data(), 2, ACT_WORDS, o) != (size_t) ACT_WORDS) { perror(path); return 2; }
+    fclose(o);
     return 0;
 }
 """
@@ -113,6 +240,43 @@ def _register_code(ports: dict) -> str:
             words = -(-width // 32)
             lines.append(f"    for (int i = 0; i < {words}; i++) top->{name}[i] = (uint32_t) rd(f);")
     return "\n".join(lines)
+
+
+def _constants(P: TopParams, ports: dict) -> str:
+    words = {
+        "R_WORDS": "req_word",
+        "SLOT_WORDS": "w_slot",
+        "WADDR_WORDS": "w_addr",
+        "WDATA_WORDS": "w_data",
+        "XADDR_WORDS": "x_raddr",
+        "XDATA_WORDS": "x_rdata",
+        "CDATA_WORDS": "cr_data",
+        "WREN_WORDS": "wr_en",
+        "WRADDR_WORDS": "wr_addr",
+        "WRDATA_WORDS": "wr_data",
+        "WRMASK_WORDS": "wr_mask",
+        "RB_WORDS": "req_bytes",
+    }
+    const = {
+        "C": P.cores,
+        "NB": P.max_blocks,
+        "WB": P.weight_buffers,
+        "LANES": P.lanes,
+        "W_BITS": P.w_bits,
+        "PORT": P.port,
+        "AB": P.layout.addr_bits,
+        "SLOT_BITS": bits_for(P.weight_buffers),
+        "ACT_WORDS": P.layout.words,
+        "KIND_GEMV": GEMV,
+        "BEAT_WORDS": beat_words(P),
+        **{k: max(2, -(-len(ports[name]) // 32)) for k, name in words.items()},
+    }
+    return "\n".join(f"static const long long {k} = {v};" for k, v in const.items())
+
+
+def beat_words(P: TopParams) -> int:
+    """32-bit words of one weight beat (``lanes`` weights) in ``weights.bin``."""
+    return -(-P.lanes * P.w_bits // 32)
 
 
 def register_tokens(ports: dict, values: dict) -> list[str]:
@@ -144,14 +308,9 @@ def build(P: TopParams, progress=None) -> Path:
         machine_top(clk, **ports, P=P).convert(
             hdl="Verilog", path=str(work), name="machine_top", testbench=False
         )
-    requesters = P.cores + 2
-    req_bytes = (
-        "(uint64_t) top->req_bytes[r]"
-        if requesters * 32 > 64
-        else "(uint64_t) (top->req_bytes >> (32 * r) & 0xFFFFFFFFULL)"
-    )
-    tb = _TB.replace("@REGISTERS@", _register_code(ports)).replace("@REQUESTERS@", str(requesters))
-    (work / "tb.cpp").write_text(tb.replace("@REQ_BYTES@", req_bytes))
+    tb = _TB.replace("@REGISTERS@", _register_code(ports)).replace("@REQUESTERS@", str(P.cores + 2))
+    tb = tb.replace("@CONSTANTS@", _constants(P, ports))
+    (work / "tb.cpp").write_text(tb)
     if progress:
         progress(f"converted to Verilog in {time.perf_counter() - t0:.1f} s; compiling with Verilator")
     run(
@@ -188,16 +347,20 @@ def build(P: TopParams, progress=None) -> Path:
 
 def simulate(
     binary: Path, stimulus: list[str], limit: int, workdir: Path
-) -> tuple[int | None, list[tuple[int, int]]]:
-    """Run the compiled top level; (layer cycles or None on timeout, sorted record finishes)."""
+) -> tuple[int | None, list[tuple[int, int]], tuple[int, int] | None]:
+    """Run the compiled top level on ``workdir``'s data files; (layer cycles or None on timeout, sorted
+    record finishes, (cycle, cores) of a writer overrun or None). The activation memory after the run is
+    left in ``workdir/act_out.bin``."""
     path = workdir / "stimulus.txt"
     path.write_text(" ".join(stimulus) + "\n")
-    proc = run([str(binary), str(path), str(limit)], timeout=7200)
-    cycles, fins = None, []
+    proc = run([str(binary), str(path), str(limit), str(workdir)], timeout=7200)
+    cycles, fins, overrun = None, [], None
     for line in proc.stdout.splitlines():
         parts = line.split()
         if parts[0] == "fin":
             fins.append((int(parts[1]), int(parts[2])))
         elif parts[0] == "cycles":
             cycles = int(parts[1])
-    return cycles, sorted(fins)
+        elif parts[0] == "overrun":
+            overrun = (int(parts[1]), int(parts[2]))
+    return cycles, sorted(fins), overrun

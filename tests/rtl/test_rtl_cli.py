@@ -100,6 +100,8 @@ def test_rtl_layer_reduced_flow_is_exact_under_verilator(tmp_path: Path, tools) 
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "difference: +0 cycles" in proc.stdout and "tolerance 0%" in proc.stdout
         assert "record finishes: all equal" in proc.stdout
+        # every tensor the RTL writes equals the numpy reference (six lines, none differing)
+        assert proc.stdout.count(" equal\n") == 6 and "DIFFER" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -112,6 +114,8 @@ def test_rtl_layer_reduced_flow_is_exact_under_verilator(tmp_path: Path, tools) 
             "round robin only",
         ),
         (["--set", "hardware.input_buffers=1"], "exposed input-buffer write"),
+        (["--set", "hardware.input_write_elems_per_cycle=3"], "divisor of lanes_per_core"),
+        (["--set", "model.mlp_kind=gelu"], "SwiGLU"),
     ],
 )
 def test_rtl_layer_bad_input_is_one_message_and_exit_2(tmp_path: Path, args, message) -> None:

@@ -1,0 +1,339 @@
+"""The top level's data path: where activations live, and the writer that puts a tile's outputs there.
+
+Activation memory. One memory of A-bit activations (held in 16-bit words) shared by the cores: each core
+reads its tile's input vector from it one element per cycle (the tile's ``x`` port, a registered read),
+and writes its outputs into it ``port`` elements per cycle (``input_write_elems_per_cycle``), so a GEMV's
+input is where the phase before wrote it and no separate input write exists. Entry e owns the regions of
+``ActLayout`` at ``e * stride``:
+
+* ``x`` the layer input, ``qkv`` q|k|v, ``att`` the attention output, ``h = x + o``,
+* ``gu`` the gate half, then the up half overwritten by ``a = silu(g) * u`` as it is produced,
+* ``d`` the MLP output (computed or replayed), ``y = h + d`` the layer output.
+
+The memory is a testbench model (``top_verilator``): a real build would hold it in BRAM/URAM, which the
+resource estimate counts beside the top level.
+
+Output writer (one per core). When the tile emits a tile of accumulators (``y_valid``) the writer takes it
+into a drain register and writes ``port`` elements per cycle, each requantised (``sat(rs(acc, shift))``,
+the shift of the matrix) and combined with one operand it reads from the memory, by matrix:
+
+* qkv: store; o: ``h = sat(x + o)``; up: gate rows store, up rows ``a = sat(rs(SILU[g >> (A-8)] * u,
+  s_act))``; down: store ``d`` and ``y = sat(h + d)`` (its second write port).
+
+A tile emitted while the previous one is still draining is an overrun: ``overrun`` latches, and the bench
+reports it (the cost model assumes a tile's outputs leave during the next tile, ``lanes / port <= cols``).
+Two stages: the requantisation and the operand read, then the combine and the write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block
+
+from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
+from accelerator.rtl.layer_numerics import SILU, SILU_INDEX_BITS
+
+WORD_BITS = 16  # one activation in the memory
+SHIFT_BITS = 6
+QKV_M, O_M, UP_M, DOWN_M = 0, 1, 2, 3  # accelerator.isa.MATRICES
+REGIONS = ("x", "qkv", "att", "h", "gu", "d", "y")
+
+
+@dataclass(frozen=True)
+class ActLayout:
+    hidden: int
+    q_dim: int
+    kv_dim: int
+    mlp: int
+    entries: int
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "x": self.hidden,
+            "qkv": self.q_dim + 2 * self.kv_dim,
+            "att": self.q_dim,
+            "h": self.hidden,
+            "gu": 2 * self.mlp,
+            "d": self.hidden,
+            "y": self.hidden,
+        }
+
+    def offset(self, region: str) -> int:
+        out = 0
+        for name, size in self.sizes().items():
+            if name == region:
+                return out
+            out += size
+        raise KeyError(region)
+
+    @property
+    def stride(self) -> int:
+        return sum(self.sizes().values())
+
+    @property
+    def words(self) -> int:
+        return self.entries * self.stride
+
+    @property
+    def addr_bits(self) -> int:
+        return bits_for(self.words)
+
+    def base(self, entry: int, region: str) -> int:
+        return entry * self.stride + self.offset(region)
+
+
+@block
+def saturate(v, out, A):
+    """``out`` = v clipped to the A-bit two's-complement range."""
+    HI, LO = (1 << (A - 1)) - 1, -(1 << (A - 1))
+
+    @always_comb
+    def clip():
+        if v > HI:
+            out.next = HI
+        elif v < LO:
+            out.next = LO
+        else:
+            out.next = v
+
+    return clip
+
+
+@block
+def writer_lane(clk, acc, c, shift, s_act, matrix1, gate1, d0, d1, ACC_BITS, A):
+    """One element of the writer: requantise (stage 0, registered), combine with ``c`` (stage 1). The
+    rounding shift ``rs(v, s) = (v + 2^(s-1)) >> s`` is computed as ``((v >> (s-1)) + 1) >> 1`` (equal for
+    s >= 1), and as ``(2v) >> 1 = v`` for s = 0."""
+    t0 = signed_sig(ACC_BITS + 1)
+    r0 = signed_sig(ACC_BITS)
+    rq0, rq1, cs, f, gs = (signed_sig(WORD_BITS) for _ in range(5))
+    idx = unsigned_sig(SILU_INDEX_BITS)
+    prod = signed_sig(2 * WORD_BITS + 1)
+    t1 = signed_sig(2 * WORD_BITS + 2)
+    g1 = signed_sig(2 * WORD_BITS)
+    s1 = signed_sig(WORD_BITS + 1)
+    sh1 = unsigned_sig(SHIFT_BITS)
+    insts = [saturate(r0, rq0, A=A), saturate(s1, d1, A=A), saturate(g1, gs, A=A)]
+
+    @always_comb
+    def rounding():
+        if shift == 0:
+            t0.next = acc.signed() << 1
+        else:
+            t0.next = (acc.signed() >> (shift - 1)) + 1
+
+    @always_comb
+    def halve():
+        r0.next = t0 >> 1
+
+    @always(clk.posedge)
+    def stage():
+        rq1.next = rq0
+        sh1.next = s_act
+
+    @always_comb
+    def operand():
+        cs.next = c.signed()
+        idx.next = c[A : A - SILU_INDEX_BITS]
+
+    @always_comb
+    def silu_rom():
+        f.next = SILU[idx]
+
+    @always_comb
+    def gate_product():
+        prod.next = f * rq1
+        s1.next = rq1 + cs
+
+    @always_comb
+    def gate_round():
+        if sh1 == 0:
+            t1.next = prod << 1
+        else:
+            t1.next = (prod >> (sh1 - 1)) + 1
+
+    @always_comb
+    def gate_halve():
+        g1.next = t1 >> 1
+
+    @always_comb
+    def combine():
+        if matrix1 == O_M:
+            d0.next = d1
+        elif matrix1 == UP_M and gate1:
+            d0.next = gs
+        else:
+            d0.next = rq1
+
+    return insts, rounding, halve, stage, operand, silu_rom, gate_product, gate_round, gate_halve, combine
+
+
+@block
+def output_writer(
+    clk,
+    rst,
+    clear,
+    y_valid,
+    y_row,
+    y,
+    job_gemv,
+    job_matrix,
+    job_row0,
+    job_rows,
+    job_entry,
+    shifts,
+    s_act,
+    cr_addr,
+    cr_data,
+    wr_en,
+    wr_addr,
+    wr_data,
+    wr_mask,
+    overrun,
+    idle,
+    L: ActLayout,
+    LANES,
+    ACC_BITS,
+    PORT,
+    A,
+):
+    """Drain the tile's outputs into the activation memory (see the module docstring)."""
+    AB = L.addr_bits
+    RB = len(job_row0)
+    S = L.stride
+    OX, OQKV, OH, OGU, OD, OY = (L.offset(r) for r in ("x", "qkv", "h", "gu", "d", "y"))
+    MLP = L.mlp
+    MASKS = tuple((1 << k) - 1 for k in range(PORT + 1))
+    dr = unsigned_sig(LANES * ACC_BITS)
+    left = unsigned_sig(bits_for(LANES))
+    lcap = unsigned_sig(bits_for(PORT))
+    nrem = unsigned_sig(RB)
+    row = unsigned_sig(RB)
+    matrix, entry = unsigned_sig(2), unsigned_sig(5)
+    active = Signal(bool(0))
+    shift = unsigned_sig(SHIFT_BITS)
+    ebase, ebase1 = unsigned_sig(AB), unsigned_sig(AB)
+    # stage 1
+    v1, gate1 = Signal(bool(0)), Signal(bool(0))
+    row1 = unsigned_sig(RB)
+    matrix1, entry1 = unsigned_sig(2), unsigned_sig(5)
+    mask0, mask1 = unsigned_sig(PORT), unsigned_sig(PORT)
+    take = Signal(bool(0))
+    addr0, addr1 = unsigned_sig(AB), unsigned_sig(AB)
+    en0, en1 = Signal(bool(0)), Signal(bool(0))
+    d0s = [signed_sig(WORD_BITS) for _ in range(PORT)]
+    d1s = [signed_sig(WORD_BITS) for _ in range(PORT)]
+    insts = []
+    for j in range(PORT):
+        insts.append(
+            writer_lane(
+                clk,
+                dr((j + 1) * ACC_BITS, j * ACC_BITS),
+                cr_data((j + 1) * WORD_BITS, j * WORD_BITS),
+                shift,
+                s_act,
+                matrix1,
+                gate1,
+                d0s[j],
+                d1s[j],
+                ACC_BITS=ACC_BITS,
+                A=A,
+            )
+        )
+    data0, data1 = unsigned_sig(PORT * WORD_BITS), unsigned_sig(PORT * WORD_BITS)
+    insts += [
+        wire(ConcatSignal(*reversed(d0s)) if PORT > 1 else d0s[0], data0),
+        wire(ConcatSignal(*reversed(d1s)) if PORT > 1 else d1s[0], data1),
+        wire(ConcatSignal(data1, data0), wr_data),
+        wire(ConcatSignal(addr1, addr0), wr_addr),
+        wire(ConcatSignal(en1, en0), wr_en),
+    ]
+
+    @always_comb
+    def select():
+        if matrix == QKV_M:
+            shift.next = shifts[SHIFT_BITS:0]
+        elif matrix == O_M:
+            shift.next = shifts[2 * SHIFT_BITS : SHIFT_BITS]
+        elif matrix == UP_M:
+            shift.next = shifts[3 * SHIFT_BITS : 2 * SHIFT_BITS]
+        else:
+            shift.next = shifts[4 * SHIFT_BITS : 3 * SHIFT_BITS]
+        take.next = y_valid and job_gemv
+        if y_row < job_rows:
+            nrem.next = job_rows - y_row
+        else:
+            nrem.next = 0
+        if left < PORT:
+            lcap.next = left
+        else:
+            lcap.next = PORT
+        ebase.next = entry * S
+        ebase1.next = entry1 * S
+
+    @always_comb
+    def masks():
+        mask0.next = MASKS[lcap]
+        idle.next = not take and not active and not v1
+
+    @always_comb
+    def read_operand():
+        if matrix == O_M:
+            cr_addr.next = ebase + OX + row
+        elif matrix == DOWN_M:
+            cr_addr.next = ebase + OH + row
+        elif row >= MLP:
+            cr_addr.next = ebase + OGU + row - MLP
+        else:
+            cr_addr.next = 0
+
+    @always_comb
+    def write():
+        wr_mask.next = mask1
+        addr1.next = ebase1 + OY + row1
+        if matrix1 == QKV_M:
+            addr0.next = ebase1 + OQKV + row1
+        elif matrix1 == O_M:
+            addr0.next = ebase1 + OH + row1
+        elif matrix1 == UP_M:
+            addr0.next = ebase1 + OGU + row1
+        else:
+            addr0.next = ebase1 + OD + row1
+        en0.next = v1
+        en1.next = v1 and matrix1 == DOWN_M
+
+    @always_seq(clk.posedge, reset=rst)
+    def drain():
+        v1.next = active
+        row1.next = row
+        matrix1.next = matrix
+        entry1.next = entry
+        mask1.next = mask0
+        gate1.next = row >= MLP
+        if clear:
+            overrun.next = 0
+            active.next = 0
+            left.next = 0
+        elif take:
+            if active and left > PORT:
+                overrun.next = 1
+            dr.next = y
+            if nrem > LANES:
+                left.next = LANES
+            else:
+                left.next = nrem
+            row.next = job_row0 + y_row
+            matrix.next = job_matrix
+            entry.next = job_entry
+            active.next = 1
+        elif active:
+            dr.next = dr >> (PORT * ACC_BITS)
+            row.next = row + PORT
+            if left <= PORT:
+                active.next = 0
+                left.next = 0
+            else:
+                left.next = left - PORT
+
+    return insts, select, masks, read_operand, write, drain
