@@ -36,6 +36,8 @@ DRS_COMMIT_CYCLES = 1
 REPLAY_LATENCY_CYCLES = 2
 #: Output writer: the requantise stage (with the operand read) and the write stage.
 WRITER_LATENCY_CYCLES = 2
+#: A replay-cache write reads its first beat from the activation memory before the controller starts.
+REPLAY_PREFETCH_CYCLES = 1
 
 
 def ceil_div(a, b):
@@ -302,7 +304,10 @@ class CostModel:
             fixed = drs_assign_cycles(0) + self.drs_overhead_cycles
             return InstructionCost(drs_assign_cycles(1) - drs_assign_cycles(0), 0, 0.0, "", fixed)
         if op in ("REPLAY_RD", "REPLAY_WR"):
-            return InstructionCost(self.replay_unit_cycles, 0, self.replay_bytes, pl.replay_cache)
+            # a read's last beat goes through the writer (d, and y = h + d) after the controller is done;
+            # a write prefetches its first beat from the activation memory before the controller starts
+            fixed = WRITER_LATENCY_CYCLES if op == "REPLAY_RD" else REPLAY_PREFETCH_CYCLES
+            return InstructionCost(self.replay_unit_cycles, 0, self.replay_bytes, pl.replay_cache, fixed)
         if op == "EXTRA":
             return InstructionCost(self.extra_cycles, d.extra_macs_per_token, 0.0, "")
         return InstructionCost(0, 0, 0.0, "")
@@ -360,8 +365,16 @@ class CostModel:
         )
 
     def replay(self, reads, writes) -> Demand:
-        """Replay-cache controller: ``reads`` replayed outputs fetched, ``writes`` fresh outputs stored."""
-        return self._per_entry("REPLAY_RD", np.asarray(reads) + np.asarray(writes))
+        """Replay-cache controller: ``reads`` replayed outputs fetched (one instruction), ``writes`` fresh
+        outputs stored (another)."""
+        reads, writes = np.asarray(reads), np.asarray(writes)
+        rd, wr = self.instruction("REPLAY_RD"), self.instruction("REPLAY_WR")
+        cycles = (
+            (reads + writes) * rd.cycles
+            + np.where(reads > 0, rd.fixed_cycles, 0)
+            + np.where(writes > 0, wr.fixed_cycles, 0)
+        )
+        return Demand(cycles=cycles, bytes={rd.group: (reads + writes) * rd.nbytes}, macs=0)
 
     def extra(self, n) -> Demand:
         return self._per_entry("EXTRA", n)

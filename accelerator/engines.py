@@ -54,6 +54,7 @@ class Record:
         "channel",
         "macs",
         "waits",
+        "compute_waits",
         "loaded",
         "on_done",
         "core",
@@ -84,6 +85,7 @@ class Record:
         self.channel = channel
         self.macs = macs
         self.waits = waits
+        self.compute_waits = ()  # inputs its compute needs but its transfer does not (a replay read's h)
         self.loaded: simpy.Event | None = None
         self.on_done = on_done
         self.core = -1
@@ -193,6 +195,10 @@ class Engine:
         transfer = None
         if rec.channel is not None and rec.nbytes > 0:
             transfer = rec.channel.transfer(self, rec.nbytes, label=rec.name)
+        for signal in rec.compute_waits:
+            event = signal.wait(self.env)
+            if event is not None:
+                yield event
         yield self.env.timeout(rec.seconds)
         if transfer is not None and not transfer.processed:
             yield transfer

@@ -322,8 +322,11 @@ class Machine:
 
     def _replay(self, lay: LayerRun, entries, read: bool, c):
         if read:
+            # the read streams the cached outputs in at once, but forms y = h + d: its controller starts
+            # once every attention output (h, the O projections) is written, one rule for the three models
             self.replay_reads += len(entries)
             rec = self._record("replay read", REPLAY, lay, entries, c, on_done=self._replay_read_done)
+            rec.compute_waits = tuple(lay.attention.signals[e] for e in range(self.job.batch))
         else:
             self.replay_writes += len(entries)
             rec = self._record("replay write", REPLAY, lay, entries, c)

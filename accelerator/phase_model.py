@@ -96,9 +96,16 @@ class _Layers:
         ]
         ends[MLP] = max(mlp_end)
         if self.job.uses_cache:
-            # Reads once the bits (and the mapping) are known; each write after the MLPs it stores: all of
-            # them after DRS (one instruction for every entry), each core's own statically.
-            end = self.cache.submit(batch - k, 0, ready)
+            # Reads once the bits (and the mapping) are known, their controller once every attention
+            # output is written (a read forms y = h + d); each write after the MLPs it stores. After DRS one
+            # instruction each for every entry; statically one per core's group, in core order.
+            if schedules:
+                end = self.cache.submit(batch - k, 0, ready, attention) if batch > k else ready
+            else:
+                end = ready
+                for n_static, n in zip(self.static_n, mlp_n, strict=True):
+                    if n_static > n:
+                        end = self.cache.submit(n_static - n, 0, ready, attention)
             if schedules:
                 end = max(self.cache.submit(0, k, ends[MLP]), end)
             else:

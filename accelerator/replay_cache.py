@@ -48,11 +48,12 @@ class ReplayCacheController(Unit):
         self.reads = 0
         self.writes = 0
 
-    def submit(self, reads: int, writes: int, ready_s: float) -> float:
-        """Fetch ``reads`` replayed outputs and store ``writes`` fresh ones; return when the port is done."""
+    def submit(self, reads: int, writes: int, ready_s: float, compute_ready_s: float = 0.0) -> float:
+        """Fetch ``reads`` replayed outputs and store ``writes`` fresh ones; return when the port is done.
+        The controller starts at ``compute_ready_s`` at the earliest (a read forms y = h + d)."""
         if reads + writes <= 0:
             return ready_s
         self.reads += reads
         self.writes += writes
         task = self.planned((reads, writes), lambda: self.cost.replay(reads, writes))
-        return self.run(task, ready_s, "replay", reads=reads, writes=writes)
+        return self.run(task, ready_s, "replay", compute_ready_s, reads=reads, writes=writes)

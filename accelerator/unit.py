@@ -56,10 +56,11 @@ class Unit:
             task = self._plans[key] = plan(self.cost, self.memory, demand_fn())
         return task
 
-    def run(self, task: Task, ready_s: float, label: str, **args) -> float:
-        """Start ``task`` when it is ready and the unit is free; return when it ends."""
+    def run(self, task: Task, ready_s: float, label: str, compute_ready_s: float = 0.0, **args) -> float:
+        """Start ``task`` when it is ready and the unit is free; return when it ends. Its compute waits
+        also for ``compute_ready_s`` (inputs only the compute needs), its transfers do not."""
         start = max(ready_s, self.free_at)
-        end = start + task.compute_s
+        end = max(start, compute_ready_s) + task.compute_s
         for server, nbytes in task.transfers:
             end = max(end, server.reserve(nbytes, start, label))
         self.busy_s += task.compute_s

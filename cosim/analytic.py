@@ -71,10 +71,25 @@ def run_analytic(job: DecodeJob) -> SimResult:
     t_mlp = np.maximum(np.max(mlp_end, axis=0), t_ready + memory_seconds(cost, mlp))
     k = active.sum(axis=0)
     if job.uses_cache:
-        # Reads start once the mapping is known; writes follow the MLPs whose outputs they store: all of
-        # them after DRS (one instruction for every entry), each core's own in core order statically.
+        # Reads start once the mapping is known and every attention output is written (a read forms
+        # y = h + d); writes follow the MLPs whose outputs they store. After DRS one instruction each for
+        # every entry; statically one per core's group, in core order.
         reads, writes = cost.replay(job.batch - k, 0), cost.replay(0, k)
-        t_read = np.where(job.batch > k, t_drs + cost.roofline_seconds(reads), t_drs)
+
+        def read_end(demand: Demand, ready):
+            """The transfer from ``ready``, the controller from the attention outputs on."""
+            memory = cost.roofline_seconds(Demand(0.0, demand.bytes))
+            return np.maximum(ready + memory, np.maximum(ready, t_attn) + cost.seconds(demand.cycles))
+
+        drs_read = np.where(job.batch > k, read_end(reads, t_drs), t_drs)
+        static_reads = static_n - per_core  # under the static mapping: each group's replayed entries
+        static_read, read_cycles, write_cycles = t_drs, 0.0, 0.0
+        for c in range(cores):
+            r = cost.replay(static_reads[c], 0)
+            static_read = np.where(static_reads[c] > 0, read_end(r, static_read), static_read)
+            read_cycles = read_cycles + r.cycles
+            write_cycles = write_cycles + cost.replay(0, per_core[c]).cycles
+        t_read = np.where(scheduling, drs_read, static_read)
         after_drs = np.maximum(np.maximum(t_read, t_mlp) + cost.roofline_seconds(writes), t_read)
         static = t_read
         for c in range(cores):
@@ -82,7 +97,8 @@ def run_analytic(job: DecodeJob) -> SimResult:
             step_end = np.maximum(static, mlp_end[c]) + cost.roofline_seconds(cost.replay(0, per_core[c]))
             static = np.where(wrote, step_end, static)
         t_end = np.where(scheduling, after_drs, static)
-        cache = Demand(reads.cycles + writes.cycles, add_bytes(reads.bytes, writes.bytes), 0.0)
+        cycles = np.where(scheduling, reads.cycles + writes.cycles, read_cycles + write_cycles)
+        cache = Demand(cycles, add_bytes(reads.bytes, writes.bytes), 0.0)
     else:
         cache = Demand(np.zeros(shape), {}, 0.0)
         t_end = t_mlp

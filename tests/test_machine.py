@@ -422,12 +422,14 @@ def test_least_loaded_moves_work_off_the_busy_core(tiny_raw):
       core 0: qkv 0-328 (2 x 131 + 66), attention of entries 0, 2 to 328+2A, o (2 x 67 + 66) to 528+2A
       core 1: qkv 0-197, attention of entry 1 to 197+A, o to 330+A
       TAS unit, in order: core 0's pair 328-350, core 1's entry 350-361; DRS (3+1 + 100 overhead) to 465
-      replay reads of entries 0, 2 (2 x 4 cycles) 465-473
+      replay reads of entries 0, 2 (2 x 4 cycles + the writer's 2), once every attention output is
+      written (they form y = h + d): 528+2A .. 538+2A
     round_robin: the first computing entry goes to core 0, behind its o: MLP (387 + 34 + 179 + 66 = 666)
-      528+2A .. 1194+2A, its cache write 4 cycles later: the layer ends at 1198+2A.
+      528+2A .. 1194+2A, its cache write (a prefetch cycle and 4) 5 cycles later: the layer ends at
+      1199+2A.
     least_loaded: core 0 has 63+2A cycles of backlog at 465, core 1 at most A-135: entry 1 goes to core
-      1, MLP from max(465, 330+A) for 666 cycles, write 4 cycles: the layer ends at
-      max(528+2A, 1135, 1000+A)."""
+      1, MLP from max(465, 330+A) for 666 cycles, its write 5 cycles after it and the reads: the layer
+      ends at max(543+2A, 1136, 1001+A)."""
     w = _compute_bound(tiny_raw, "hardware.cores=2", "video.prompts=3", "video.cfg=false")
     assert w.video.batch == 3 and w.scheduler.overhead_cycles == 100
     job = make_job(w, crafted(w, [0, 2]))
@@ -450,7 +452,7 @@ def test_least_loaded_moves_work_off_the_busy_core(tiny_raw):
     # backlogs at DRS time (cycle 465): core 1 max(330+A-465, 0) < core 0 528+2A-465 at every step, so
     # least_loaded always picks core 1; and core 0's o ends after DRS (528+2A > 465), as assumed above
     assert (np.maximum(a - 135, 0) < 63 + 2 * a).all() and (528 + 2 * a > 465).all()
-    gain = (1198 + 2 * a) - np.maximum(np.maximum(528 + 2 * a, 1135), 1000 + a)
+    gain = (1199 + 2 * a) - np.maximum(np.maximum(543 + 2 * a, 1136), 1001 + a)
     expected = layers * gain.sum() / w.hardware.clock_Hz
     got = results["round_robin"].latency_s - results["least_loaded"].latency_s
     assert got == pytest.approx(expected, rel=1e-9)
@@ -480,8 +482,8 @@ def test_no_barrier_uses_cross_layer_slack(tiny_raw):
     the one core that runs two MLPs. Per layer (cycles, A = one entry's attention at the step's context):
     both cores qkv 2 x 131 + 66 (the instruction's output drain) = 328, attention 2A, o 2 x 67 + 66 = 200
     -> 528+2A; the busy core's two MLPs (up 2 x 387 + 34, down 2 x 179 + 66: 1232) -> 1760+2A; its
-    group's two cache writes (2 x 4) -> 1768+2A. In frame 0 both cores compute and the replay-cache
-    controller stores both groups one after the other: 1776+2A. Without the barrier the idle core runs ahead into the next layer, where it is the
+    group's two cache writes (a prefetch cycle + 2 x 4) -> 1769+2A. In frame 0 both cores compute and the
+    replay-cache controller stores both groups one after the other: 1778+2A. Without the barrier the idle core runs ahead into the next layer, where it is the
     busy one: measured 0.803 of the barrier's latency."""
     w = _compute_bound(tiny_raw, "hardware.cores=2", "scheduler.drs=false")
     v = w.video
@@ -494,7 +496,7 @@ def test_no_barrier_uses_cross_layer_slack(tiny_raw):
     off = instruction(job, barrier=False)
     a = np.asarray(job.cost.attention_entry_cycles(job.context()), dtype=float)
     frame0 = v.tokens_per_frame
-    expected_on = w.model.layers * ((1776 + 2 * a[:frame0]).sum() + (1768 + 2 * a[frame0:]).sum()) / 100e6
+    expected_on = w.model.layers * ((1778 + 2 * a[:frame0]).sum() + (1769 + 2 * a[frame0:]).sum()) / 100e6
     # 1e-9: the first weight block of each layer (4 KiB at 1e18 B/s) is exposed, 4e-15 s per layer
     assert on.latency_s == pytest.approx(expected_on, rel=1e-9)
     assert off.latency_s < 0.9 * on.latency_s, off.latency_s / on.latency_s
@@ -604,17 +606,18 @@ def test_instruction_equals_phase_where_the_fast_path_holds(tiny_raw, cores, drs
 
 def test_static_cache_writes_follow_each_core(tiny_raw):
     """Batch 4 on 2 cores, static, entry 0 replays from frame 1: core 0 computes one MLP (entry 2), core 1
-    two (1, 3). Entry 2's output is stored (4 cycles) while core 1 still computes, so only core 1's two
-    stores (2 x 4 cycles) follow the last MLP, in both granularities and in the analytic model. In frame 0
-    every entry computes, two per core, so all four stores follow the last MLP."""
+    two (1, 3). Entry 2's output is stored (a prefetch cycle + 4) while core 1 still computes, so only core
+    1's store instruction (1 + 2 x 4 cycles) follows the last MLP, in both granularities and in the analytic
+    model. In frame 0 every entry computes, two per core, so both cores' store instructions (2 x 9 cycles)
+    follow the last MLP."""
     w = _compute_bound(tiny_raw, "hardware.cores=2", "scheduler.drs=false")
     job = make_job(w, crafted(w, [0]))
     phase, inst = execute(job, "event"), instruction(job)
     analytic = execute(job, "analytic")
     assert inst.latency_s == pytest.approx(phase.latency_s, rel=1e-9)
     assert analytic.latency_s == pytest.approx(phase.latency_s, rel=1e-9)
-    # (frame 0: 16 steps x 4 layers x 4 stores + later: 48 steps x 4 layers x 2 stores) x 4 cycles at 100 MHz
-    stores_after_last_mlp = (16 * 4 * 4 + 48 * 4 * 2) * 4 / 100e6
+    # (frame 0: 16 steps x 4 layers x 2 instructions + later: 48 steps x 4 layers x 1) x 9 cycles at 100 MHz
+    stores_after_last_mlp = (16 * 4 * 2 + 48 * 4 * 1) * 9 / 100e6
     assert phase.breakdown_s["replay"] == pytest.approx(stores_after_last_mlp, rel=1e-6)
 
 

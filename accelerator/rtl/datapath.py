@@ -337,3 +337,145 @@ def output_writer(
                 left.next = left - PORT
 
     return insts, select, masks, read_operand, write, drain
+
+
+# ---------------------------------------------------------------------------------------------------
+# The replay-cache controller's data: cached MLP outputs in and out of the activation memory
+# ---------------------------------------------------------------------------------------------------
+
+
+@block
+def replay_lane(clk, raw, h, d_out, y_out, CACHE_BITS, A):
+    """One element of a read beat: the cached ``d`` (sign-extended, registered), and ``y = sat(h + d)``
+    with ``h`` from the activation memory's registered read."""
+    d0, d1, hs = (signed_sig(WORD_BITS) for _ in range(3))
+    s = signed_sig(WORD_BITS + 1)
+    insts = [saturate(s, y_out, A=A)]
+
+    @always_comb
+    def extend():
+        d0.next = raw.signed()
+        hs.next = h.signed()
+
+    @always(clk.posedge)
+    def stage():
+        d1.next = d0
+
+    @always_comb
+    def add():
+        s.next = d1 + hs
+        d_out.next = d1
+
+    return insts, extend, stage, add
+
+
+@block
+def replay_writer(
+    clk,
+    rst,
+    rvalid,
+    rdata,
+    start,
+    entry,
+    rr_addr,
+    rr_data,
+    rw_en,
+    rw_addr,
+    rw_data,
+    idle,
+    L: ActLayout,
+    EPB,
+    CACHE_BITS,
+    A,
+):
+    """A replay read's beats into the activation memory: each beat of ``EPB`` cached elements is written
+    to the entry's ``d`` and, added to ``h`` (read in the beat's cycle), to its ``y``; two stages, as the
+    output writer. ``start``/``entry``: a controller job begins (beats count from 0)."""
+    AB = L.addr_bits
+    S, OH, OD, OY = L.stride, L.offset("h"), L.offset("d"), L.offset("y")
+    beats = -(-L.hidden // EPB)
+    beat, beat1 = unsigned_sig(bits_for(beats)), unsigned_sig(bits_for(beats))
+    ent, ent1 = unsigned_sig(5), unsigned_sig(5)
+    v1 = Signal(bool(0))
+    a0, a1 = unsigned_sig(AB), unsigned_sig(AB)
+    en0 = Signal(bool(0))
+    ds = [signed_sig(WORD_BITS) for _ in range(EPB)]
+    ys = [signed_sig(WORD_BITS) for _ in range(EPB)]
+    insts = [
+        replay_lane(
+            clk,
+            rdata((j + 1) * CACHE_BITS, j * CACHE_BITS),
+            rr_data((j + 1) * WORD_BITS, j * WORD_BITS),
+            ds[j],
+            ys[j],
+            CACHE_BITS=CACHE_BITS,
+            A=A,
+        )
+        for j in range(EPB)
+    ]
+    data0, data1 = unsigned_sig(EPB * WORD_BITS), unsigned_sig(EPB * WORD_BITS)
+    insts += [
+        wire(ConcatSignal(*reversed(ds)) if EPB > 1 else ds[0], data0),
+        wire(ConcatSignal(*reversed(ys)) if EPB > 1 else ys[0], data1),
+        wire(ConcatSignal(data1, data0), rw_data),
+        wire(ConcatSignal(a1, a0), rw_addr),
+        wire(ConcatSignal(en0, en0), rw_en),
+    ]
+
+    @always_comb
+    def addresses():
+        rr_addr.next = ent * S + OH + beat * EPB
+        a0.next = ent1 * S + OD + beat1 * EPB
+        a1.next = ent1 * S + OY + beat1 * EPB
+        en0.next = v1
+        idle.next = not rvalid and not v1
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        v1.next = rvalid
+        beat1.next = beat
+        ent1.next = ent
+        if start:
+            ent.next = entry
+            beat.next = 0
+        elif rvalid:
+            beat.next = beat + 1
+
+    return insts, addresses, count
+
+
+@block
+def replay_reader(
+    clk, rst, pre, first, start, entry, next_entry, rd_addr, rd_data, wdata, L: ActLayout, EPB, CACHE_BITS
+):
+    """A replay write's beats out of the activation memory: the controller samples beat b of ``wdata`` on
+    the edge it addresses it, so each beat is read one cycle ahead: beat 0 of the first entry in the
+    record's prefetch cycle (``pre``, entry ``first``), beat 1 as the controller starts (``start``,
+    ``entry``), then one beat per cycle, and beat 0 of the next entry (``next_entry``) while it waits."""
+    S, OD = L.stride, L.offset("d")
+    beats = -(-L.hidden // EPB)
+    rb = unsigned_sig(bits_for(beats + 1), beats)
+    ent = unsigned_sig(5)
+    lanes = [rd_data(j * WORD_BITS + CACHE_BITS, j * WORD_BITS) for j in range(EPB)]
+    insts = [wire(ConcatSignal(*reversed(lanes)) if EPB > 1 else lanes[0], wdata)]
+
+    @always_comb
+    def address():
+        if pre:
+            rd_addr.next = first * S + OD
+        elif start:
+            rd_addr.next = entry * S + OD + EPB
+        elif rb < beats:
+            rd_addr.next = ent * S + OD + rb * EPB
+        else:
+            rd_addr.next = next_entry * S + OD
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        if start:
+            ent.next = entry
+            rb.next = 2
+        elif rb < beats:
+            rb.next = rb + 1
+
+    return insts, address, count

@@ -47,7 +47,14 @@ from dataclasses import dataclass
 from myhdl import ConcatSignal, Signal, always_comb, always_seq, block, intbv
 
 from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
-from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout, output_writer
+from accelerator.rtl.datapath import (
+    SHIFT_BITS,
+    WORD_BITS,
+    ActLayout,
+    output_writer,
+    replay_reader,
+    replay_writer,
+)
 from accelerator.rtl.pe_lane import gemv_tile
 from accelerator.rtl.replay_cache import replay_cache_ctrl
 from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV, REPLAY_WR, WORD, sequencer
@@ -101,7 +108,7 @@ class TopParams:
         return bits_for(max(L.q_dim + 2 * L.kv_dim, L.hidden, 2 * L.mlp) + self.lanes)
 
 
-IDLE, HOLD, RUN = 0, 1, 2
+IDLE, HOLD, RUN, PRE = 0, 1, 2, 3  # PRE: a replay record started, its controller not yet
 
 
 @block
@@ -474,6 +481,7 @@ def unit_engine(
     fin,
     bits,
     qkv_fired,
+    attn_all,
     out_fired,
     req_valid,
     req_bytes,
@@ -484,13 +492,19 @@ def unit_engine(
     u_busy,
     u_done,
     u_replay,
+    w_idle,
+    pre_out,
+    next_entry,
     ENTRY_BYTES,
     CORES,
     IS_TAS,
 ):
     """The TAS unit's or the replay-cache controller's engine: a record's transfer starts with it and its
-    unit runs one job per entry, back to back; the record ends when both are done. The TAS engine's
-    ``bits`` are the index-register bits of the record's computing entries (valid with ``fin``)."""
+        unit runs one job per entry, back to back; the record ends when both are done and its data is written
+        (``w_idle``). A replay write starts its controller one cycle after the record, in which its first beat is
+    read (``pre_out``). The TAS
+        engine's ``bits`` are the index-register bits of the record's computing entries (valid with ``fin``)."""
+    UNGATED = bool(IS_TAS)  # the TAS unit's jobs wait for nothing but their record
     st = unsigned_sig(2)
     rec, cand = unsigned_sig(WORD), unsigned_sig(WORD)
     todo = unsigned_sig(ENTRIES)  # entries whose unit job has not started
@@ -524,8 +538,9 @@ def unit_engine(
     @always_comb
     def ending():
         between = st == RUN and not u_busy
-        finishing.next = between and todo == 0 and (xfer_done or mem_done)
+        finishing.next = between and todo == 0 and (xfer_done or mem_done) and w_idle
         next_job.next = between and todo != 0
+        next_entry.next = todo_low
 
     @always_comb
     def taker():
@@ -535,7 +550,7 @@ def unit_engine(
     def choose():
         tk = (st == IDLE or finishing) and head_valid
         taking.next = tk
-        if st == HOLD:
+        if st == HOLD or st == PRE:
             cand.next = rec
         else:
             cand.next = head_word
@@ -552,12 +567,21 @@ def unit_engine(
 
     @always_comb
     def drive():
-        u_start.next = start_rec or next_job
-        if start_rec:
+        # the controller waits a cycle after a replay write's start (its first beat is read), and a replay
+        # read's controller waits for every entry's h (it forms y = h + d); the transfer does not
+        writing = cand[WORD:60] == REPLAY_WR
+        prefetch = start_rec and writing
+        pre_out.next = prefetch
+        go = writing or attn_all or UNGATED
+        u_start.next = (start_rec and not writing and go) or (st == PRE and go) or next_job
+        if start_rec or st == PRE:
             u_entry.next = cand_low
         else:
             u_entry.next = todo_low
-        u_write.next = cand[WORD:60] == REPLAY_WR if start_rec else rec[WORD:60] == REPLAY_WR
+        if start_rec:
+            u_write.next = cand[WORD:60] == REPLAY_WR
+        else:
+            u_write.next = rec[WORD:60] == REPLAY_WR
         req_valid.next = start_rec
         req_bytes.next = n_cand * ENTRY_BYTES
 
@@ -579,12 +603,19 @@ def unit_engine(
             if mem_done:
                 xfer_done.next = 1
             if start_rec:
-                st.next = RUN
                 rec.next = cand
-                todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
-                last.next = cand_low
                 acc.next = 0
                 xfer_done.next = 0
+                if u_start:
+                    st.next = RUN
+                    todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
+                    last.next = cand_low
+                else:
+                    st.next = PRE
+            elif st == PRE and u_start:
+                st.next = RUN
+                todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
+                last.next = cand_low
             elif taking:
                 st.next = HOLD
                 rec.next = head_word
@@ -601,6 +632,7 @@ def top_ports(P: TopParams) -> dict:
     from accelerator.rtl.sequencer import sequencer_ports
 
     r, c, ab = P.cores + 2, P.cores, P.layout.addr_bits
+    epw = P.replay_port_bits // P.replay_word_bits * WORD_BITS  # a replay beat's elements as 16-bit words
     ports = {k: v for k, v in sequencer_ports(P.cores, P.idepth).items() if k in _SEQ_HOST}
     ports.update(
         {
@@ -623,6 +655,17 @@ def top_ports(P: TopParams) -> dict:
             "wr_data": unsigned_sig(c * 2 * P.port * WORD_BITS),
             "wr_mask": unsigned_sig(c * P.port),
             "dp_err": unsigned_sig(c),
+            "rc_addr": unsigned_sig(32),
+            "rc_we": Signal(bool(0)),
+            "rc_wdata": unsigned_sig(P.replay_port_bits),
+            "rc_rdata": unsigned_sig(P.replay_port_bits),
+            "rr_addr": unsigned_sig(ab),
+            "rr_data": unsigned_sig(epw),
+            "rw_en": unsigned_sig(2),
+            "rw_addr": unsigned_sig(2 * ab),
+            "rw_data": unsigned_sig(2 * epw),
+            "rd_addr": unsigned_sig(ab),
+            "rd_data": unsigned_sig(epw),
             "req_valid": unsigned_sig(r),
             "req_bytes": unsigned_sig(r * BYTES_BITS),
             "req_group": unsigned_sig(r * 2),
@@ -686,6 +729,17 @@ def machine_top(
     wr_data,
     wr_mask,
     dp_err,
+    rc_addr,
+    rc_we,
+    rc_wdata,
+    rc_rdata,
+    rr_addr,
+    rr_data,
+    rw_en,
+    rw_addr,
+    rw_data,
+    rd_addr,
+    rd_data,
     req_valid,
     req_bytes,
     req_group,
@@ -868,6 +922,17 @@ def machine_top(
                 P=P,
             )
         )
+    attn_all, bmask = Signal(bool(0)), unsigned_sig(ENTRIES)
+
+    @always_comb
+    def batch_mask():
+        bmask.next = (1 << batch) - 1
+
+    @always_comb
+    def all_attention():
+        attn_all.next = (attn_fired & bmask) == bmask
+
+    insts += [batch_mask, all_attention]
     # the TAS unit and its engine
     tp = TasParams(heads=P.heads, head_dim=P.head_dim, lanes=P.tas_lanes)
     u_start, u_busy, u_done, u_replay, u_write = (Signal(bool(0)) for _ in range(5))
@@ -900,6 +965,7 @@ def machine_top(
             fins[TAS_R],
             tas_bits,
             qkv_fired,
+            attn_all,
             out_fired,
             rvalid[TAS_R],
             rbytes[TAS_R],
@@ -910,6 +976,9 @@ def machine_top(
             u_busy,
             u_done,
             u_replay,
+            Signal(bool(1)),
+            Signal(bool(0)),
+            unsigned_sig(5),
             ENTRY_BYTES=P.tas_bytes,
             CORES=C,
             IS_TAS=True,
@@ -921,9 +990,12 @@ def machine_top(
         """q and k are zero here, so the mean score is 0: tau 1 makes the entry compute, 0 replay."""
         tau.next = 1 if decisions[u_entry] else 0
 
-    # the replay-cache controller and its engine
+    # the replay-cache controller, its engine, and its data in and out of the activation memory
     r_start, r_busy, r_done, r_write, r_rvalid = (Signal(bool(0)) for _ in range(5))
-    r_entry = unsigned_sig(5)
+    r_entry, r_next = unsigned_sig(5), unsigned_sig(5)
+    r_idle, r_pre = Signal(bool(0)), Signal(bool(0))
+    r_wdata, r_rdata = unsigned_sig(P.replay_port_bits), unsigned_sig(P.replay_port_bits)
+    epb = P.replay_port_bits // P.replay_word_bits
     insts.append(
         replay_cache_ctrl(
             clk,
@@ -932,15 +1004,15 @@ def machine_top(
             r_write,
             unsigned_sig(1),
             r_entry,
-            unsigned_sig(P.replay_port_bits),
+            r_wdata,
             r_busy,
             r_done,
             r_rvalid,
-            unsigned_sig(P.replay_port_bits),
-            unsigned_sig(32),
-            Signal(bool(0)),
-            unsigned_sig(P.replay_port_bits),
-            unsigned_sig(P.replay_port_bits),
+            r_rdata,
+            rc_addr,
+            rc_we,
+            rc_wdata,
+            rc_rdata,
             LAYERS=1,
             TPF=ENTRIES,
             WORDS=P.replay_words,
@@ -961,6 +1033,7 @@ def machine_top(
             fins[RC_R],
             unsigned_sig(ENTRIES),
             qkv_fired,
+            attn_all,
             out_fired,
             rvalid[RC_R],
             rbytes[RC_R],
@@ -971,9 +1044,49 @@ def machine_top(
             r_busy,
             r_done,
             Signal(bool(0)),
+            r_idle,
+            r_pre,
+            r_next,
             ENTRY_BYTES=P.replay_bytes,
             CORES=C,
             IS_TAS=False,
+        )
+    )
+    insts.append(
+        replay_writer(
+            clk,
+            rst,
+            r_rvalid,
+            r_rdata,
+            r_start,
+            r_entry,
+            rr_addr,
+            rr_data,
+            rw_en,
+            rw_addr,
+            rw_data,
+            r_idle,
+            L=P.layout,
+            EPB=epb,
+            CACHE_BITS=P.replay_word_bits,
+            A=P.act_bits,
+        )
+    )
+    insts.append(
+        replay_reader(
+            clk,
+            rst,
+            r_pre,
+            r_entry,
+            r_start,
+            r_entry,
+            r_next,
+            rd_addr,
+            rd_data,
+            r_wdata,
+            L=P.layout,
+            EPB=epb,
+            CACHE_BITS=P.replay_word_bits,
         )
     )
     rword[TAS_R] = Signal(intbv(0)[WORD:])  # the TAS and replay operands are not fetched as data yet

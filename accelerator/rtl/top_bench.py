@@ -60,6 +60,14 @@ def top_params(job, step: int) -> TopParams:
         raise TopError(f"model.mlp_kind: the top level's data path computes a SwiGLU MLP, not {d.mlp_kind}")
     if not 8 <= hw.precision.activations_bits <= 16:
         raise TopError("hardware.precision.activations_bits: the data path holds 8- to 16-bit activations")
+    if hw.precision.replay_cache_bits != hw.precision.activations_bits:
+        raise TopError(
+            "hardware.precision.replay_cache_bits: the data path caches MLP outputs at the activation precision"
+        )
+    if hw.replay_port_bits % hw.precision.replay_cache_bits or (d.hidden * hw.precision.replay_cache_bits) % (
+        hw.replay_port_bits
+    ):
+        raise TopError("hardware.replay_port_bits: the data path moves whole beats of whole cached elements")
     if hw.lanes_per_core % port:
         raise TopError(
             f"hardware.input_write_elems_per_cycle: the output writer drains whole groups of {port} of a "
@@ -286,6 +294,9 @@ def write_data(work, P: TopParams, data, ref: dict, batch: int) -> list[tuple[in
         act[L.base(e, "x") : L.base(e, "x") + L.hidden] = data.x[e]
         act[L.base(e, "att") : L.base(e, "att") + L.q_dim] = ref["att"][e]
     act.tofile(work / "act_in.bin")
+    replay = np.zeros((ENTRIES, P.layout.hidden), dtype=np.int64)
+    replay[:batch] = data.cache
+    pack_cache(replay, P).tofile(work / "replay_in.bin")
     index, at = [], 0
     with open(work / "weights.bin", "wb") as f:
         for m in MATRICES:
@@ -303,6 +314,24 @@ def write_data(work, P: TopParams, data, ref: dict, batch: int) -> list[tuple[in
     return index
 
 
+def pack_cache(values: np.ndarray, P: TopParams) -> np.ndarray:
+    """Cached outputs (entries, hidden) as the replay port's beats: ``replay_word_bits`` per element,
+    little-endian, in 32-bit words (entry-major, as the controller addresses them)."""
+    bits = P.replay_word_bits
+    raw = values & ((1 << bits) - 1)
+    if bits == 16:
+        return raw.astype(np.uint16).view(np.uint32).reshape(-1)
+    if bits == 8:
+        return raw.astype(np.uint8).view(np.uint32).reshape(-1)
+    raise TopError("hardware.precision.replay_cache_bits: the data path packs 8- or 16-bit cached elements")
+
+
+def unpack_cache(words: np.ndarray, P: TopParams) -> np.ndarray:
+    bits = P.replay_word_bits
+    raw = words.view(np.uint16 if bits == 16 else np.uint8).astype(np.int64)
+    return np.where(raw >> (bits - 1), raw - (1 << bits), raw).reshape(ENTRIES, P.layout.hidden)
+
+
 #: What the RTL writes, per entry: (region, first element, count) of the activation memory, and whether only
 #: the entries that compute their MLP write it.
 def _tensors(L) -> dict:
@@ -311,8 +340,8 @@ def _tensors(L) -> dict:
         "h": ("h", 0, L.hidden, False),
         "g": ("gu", 0, L.mlp, True),
         "a": ("gu", L.mlp, L.mlp, True),
-        "d": ("d", 0, L.hidden, True),
-        "y": ("y", 0, L.hidden, True),
+        "d": ("d", 0, L.hidden, False),
+        "y": ("y", 0, L.hidden, False),
     }
 
 
@@ -338,6 +367,9 @@ def compare_outputs(work, P: TopParams, ref: dict, compute, batch: int) -> dict:
             n += count
             bad += int(np.count_nonzero(got != expect[name][e]))
         out[name] = (n, bad)
+    # the replay cache after the layer: computing entries' new d stored, the replayed ones' kept
+    cache = unpack_cache(np.fromfile(work / "replay_out.bin", dtype=np.uint32), P)[:batch]
+    out["cache"] = (cache.size, int(np.count_nonzero(cache != ref["d"])))
     return {"tensors": out}
 
 

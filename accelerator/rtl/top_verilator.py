@@ -19,7 +19,7 @@ from pathlib import Path
 from myhdl import Signal
 
 from accelerator.rtl.common import bits_for
-from accelerator.rtl.sequencer import GEMV
+from accelerator.rtl.sequencer import ENTRIES, GEMV
 from accelerator.rtl.tools import build_key, cache_dir, missing, run, sources_digest, tool_version
 from accelerator.rtl.top import TopParams, machine_top, top_ports
 
@@ -84,9 +84,32 @@ static void put_field(uint32_t* w, int lo, int width, uint64_t v) {
     }
 }
 
+// Activation-memory ports: reads registered (the memory before this edge's writes), writes at the edge.
+static void read_port(const std::vector<int16_t>& act, uint64_t a, int n, uint32_t* out, int lo) {
+    for (int j = 0; j < n; j++)
+        if (a + j < (uint64_t) ACT_WORDS) put_field(out, lo + 16 * j, 16, (uint16_t) act[a + j]);
+}
+static bool write_ports(std::vector<int16_t>& act, std::vector<long long>& wrote_at, long long t,
+                        const uint32_t* en, const uint32_t* addr, const uint32_t* data, const uint32_t* mask,
+                        int ports, int width, int ports_per_mask) {
+    for (int p = 0; p < ports; p++) {
+        if (!field(en, p, 1)) continue;
+        uint64_t a = field(addr, AB * p, AB);
+        for (int j = 0; j < width; j++) {
+            if (mask && !field(mask, width * (p / ports_per_mask) + j, 1)) continue;
+            if (a + j >= (uint64_t) ACT_WORDS) { printf("write out of range %lld\n", t); return false; }
+            if (wrote_at[a + j] == t) { printf("write conflict %lld %llu\n", t, (unsigned long long) (a + j)); return false; }
+            wrote_at[a + j] = t;
+            act[a + j] = (int16_t) field(data, 16 * (p * width + j), 16);
+        }
+    }
+    return true;
+}
+
 // The layer's data: the activation memory image and the weight blocks as tile beats.
 struct Data {
     std::vector<int16_t> act;
+    std::vector<uint32_t> replay;  // the replay cache: per entry, its beats of RC_WORDS words
     std::vector<uint32_t> beats;
     std::vector<uint64_t> block_at, block_beats;  // per (matrix, block): first word, beats
 };
@@ -98,6 +121,12 @@ static void load_data(const char* dir, Data& d) {
     if (!f) { perror(path); exit(2); }
     d.act.resize(ACT_WORDS);
     if (fread(d.act.data(), 2, ACT_WORDS, f) != (size_t) ACT_WORDS) { fprintf(stderr, "act_in: short\n"); exit(2); }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/replay_in.bin", dir);
+    f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    d.replay.resize(RC_ENTRIES * RC_BEATS * RC_WORDS);
+    if (fread(d.replay.data(), 4, d.replay.size(), f) != d.replay.size()) { fprintf(stderr, "replay_in: short\n"); exit(2); }
     fclose(f);
     snprintf(path, sizeof path, "%s/weights.bin", dir);
     f = fopen(path, "rb");
@@ -142,6 +171,9 @@ int main(int argc, char** argv) {
     static uint32_t x_addr[XADDR_WORDS + 3], x_data[XDATA_WORDS + 3], c_addr[XADDR_WORDS + 3];
     static uint32_t c_data[CDATA_WORDS + 3], wr_en[WREN_WORDS + 3], wr_addr[WRADDR_WORDS + 3];
     static uint32_t wr_data[WRDATA_WORDS + 3], wr_mask[WRMASK_WORDS + 3], req_bytes[RB_WORDS + 3];
+    static uint32_t rc_wdata[RC_WORDS + 3], rc_rdata[RC_WORDS + 3], rr_addr[2 + 3], rr_data[RR_WORDS + 3];
+    static uint32_t rw_en[2 + 3], rw_addr[RWADDR_WORDS + 3], rw_data[RWDATA_WORDS + 3], rd_addr[2 + 3];
+    static uint32_t rd_data[RR_WORDS + 3];
     std::vector<long long> wrote_at(ACT_WORDS, -1);
     top->go = 1; edge(); top->go = 0; top->mem_done = 0; top->eval();
     int status = 0;
@@ -172,7 +204,22 @@ int main(int argc, char** argv) {
         get_words(top->x_raddr, x_addr); get_words(top->cr_addr, c_addr);
         get_words(top->wr_en, wr_en); get_words(top->wr_addr, wr_addr);
         get_words(top->wr_data, wr_data); get_words(top->wr_mask, wr_mask);
+        uint64_t rc_addr = (uint64_t) top->rc_addr; bool rc_we = top->rc_we;
+        get_words(top->rc_wdata, rc_wdata);
+        get_words(top->rr_addr, rr_addr); get_words(top->rd_addr, rd_addr);
+        get_words(top->rw_en, rw_en); get_words(top->rw_addr, rw_addr); get_words(top->rw_data, rw_data);
         edge();
+        // the replay cache's port (a synchronous memory), then the activation memory
+        if (rc_addr >= (uint64_t) (RC_ENTRIES * RC_BEATS)) {
+            if (rc_we) { printf("replay write out of range %lld\n", t); return 4; }
+        } else if (rc_we) {
+            memcpy(&data.replay[rc_addr * RC_WORDS], rc_wdata, 4 * RC_WORDS);
+        } else {
+            memcpy(rc_rdata, &data.replay[rc_addr * RC_WORDS], 4 * RC_WORDS);
+        }
+        memset(rr_data, 0, sizeof rr_data); memset(rd_data, 0, sizeof rd_data);
+        read_port(data.act, field(rr_addr, 0, AB), EPB, rr_data, 0);
+        read_port(data.act, field(rd_addr, 0, AB), EPB, rd_data, 0);
         // registered reads (of the memory before this edge's writes), then the writes
         memset(w_data, 0, sizeof w_data); memset(x_data, 0, sizeof x_data); memset(c_data, 0, sizeof c_data);
         for (int c = 0; c < C; c++) {
@@ -192,27 +239,13 @@ int main(int argc, char** argv) {
                     }
                 }
             }
-            uint64_t xa = field(x_addr, AB * c, AB);
-            if (xa < (uint64_t) ACT_WORDS) put_field(x_data, 16 * c, 16, (uint16_t) data.act[xa]);
-            uint64_t ca = field(c_addr, AB * c, AB);
-            for (int j = 0; j < PORT; j++)
-                if (ca + j < (uint64_t) ACT_WORDS)
-                    put_field(c_data, 16 * (c * PORT + j), 16, (uint16_t) data.act[ca + j]);
+            read_port(data.act, field(x_addr, AB * c, AB), 1, x_data, 16 * c);
+            read_port(data.act, field(c_addr, AB * c, AB), PORT, c_data, 16 * c * PORT);
         }
-        for (int c = 0; c < C; c++) {
-            for (int p = 0; p < 2; p++) {
-                if (!field(wr_en, 2 * c + p, 1)) continue;
-                uint64_t a = field(wr_addr, AB * (2 * c + p), AB);
-                for (int j = 0; j < PORT; j++) {
-                    if (!field(wr_mask, PORT * c + j, 1)) continue;
-                    if (a + j >= (uint64_t) ACT_WORDS) { printf("write out of range %lld\n", t); return 4; }
-                    if (wrote_at[a + j] == t) { printf("write conflict %lld %llu\n", t, (unsigned long long) (a + j)); return 4; }
-                    wrote_at[a + j] = t;
-                    data.act[a + j] = (int16_t) field(wr_data, 16 * ((2 * c + p) * PORT + j), 16);
-                }
-            }
-        }
+        if (!write_ports(data.act, wrote_at, t, wr_en, wr_addr, wr_data, wr_mask, 2 * C, PORT, 2)) return 4;
+        if (!write_ports(data.act, wrote_at, t, rw_en, rw_addr, rw_data, nullptr, 2, EPB, 2)) return 4;
         set_words(top->w_data, w_data); set_words(top->x_rdata, x_data); set_words(top->cr_data, c_data);
+        set_words(top->rc_rdata, rc_rdata); set_words(top->rr_data, rr_data); set_words(top->rd_data, rd_data);
         auto it = due.find(t + 1);
         uint64_t pulse = it == due.end() ? 0 : it->second;
         top->mem_done = pulse;
@@ -224,6 +257,10 @@ int main(int argc, char** argv) {
     snprintf(path, sizeof path, "%s/act_out.bin", argv[3]);
     FILE* o = fopen(path, "wb");
     if (!o || fwrite(data.act.data(), 2, ACT_WORDS, o) != (size_t) ACT_WORDS) { perror(path); return 2; }
+    fclose(o);
+    snprintf(path, sizeof path, "%s/replay_out.bin", argv[3]);
+    o = fopen(path, "wb");
+    if (!o || fwrite(data.replay.data(), 4, data.replay.size(), o) != data.replay.size()) { perror(path); return 2; }
     fclose(o);
     return 0;
 }
@@ -256,6 +293,10 @@ def _constants(P: TopParams, ports: dict) -> str:
         "WRDATA_WORDS": "wr_data",
         "WRMASK_WORDS": "wr_mask",
         "RB_WORDS": "req_bytes",
+        "RC_WORDS": "rc_wdata",
+        "RR_WORDS": "rr_data",
+        "RWADDR_WORDS": "rw_addr",
+        "RWDATA_WORDS": "rw_data",
     }
     const = {
         "C": P.cores,
@@ -269,9 +310,17 @@ def _constants(P: TopParams, ports: dict) -> str:
         "ACT_WORDS": P.layout.words,
         "KIND_GEMV": GEMV,
         "BEAT_WORDS": beat_words(P),
+        "EPB": P.replay_port_bits // P.replay_word_bits,
+        "RC_ENTRIES": ENTRIES,
+        "RC_BEATS": replay_beats(P),
         **{k: max(2, -(-len(ports[name]) // 32)) for k, name in words.items()},
     }
     return "\n".join(f"static const long long {k} = {v};" for k, v in const.items())
+
+
+def replay_beats(P: TopParams) -> int:
+    """Beats of one cached output through the replay port (whole beats: ``top_bench.top_params``)."""
+    return P.replay_words * P.replay_word_bits // P.replay_port_bits
 
 
 def beat_words(P: TopParams) -> int:

@@ -156,7 +156,10 @@ def test_reduced_layer_outputs_equal_the_reference(tools):
     assert 0 < computing < job.batch  # both kinds of entries in this layer-step
     for name, (n, bad) in out["tensors"].items():
         assert n > 0 and bad == 0, (name, n, bad)
-    assert out["tensors"]["d"][0] == computing * job.cost.dims.hidden
+    # the MLP's tensors for the computing entries; d, y and the replay cache for every entry (the
+    # replayed ones through the replay-cache controller)
+    assert out["tensors"]["a"][0] == computing * job.cost.dims.mlp_hidden
+    assert out["tensors"]["y"][0] == out["tensors"]["cache"][0] == job.batch * job.cost.dims.hidden
 
 
 @pytest.mark.hdl
@@ -173,8 +176,12 @@ def test_a_wrong_up_shift_shows_in_the_mlp_outputs_only(tools, monkeypatch):
     monkeypatch.setattr(top_bench, "data_registers", off_by_one)
     out = _run(job, w.video.tokens_per_frame + 3)["outputs"]["tensors"]
     assert out["qkv"][1] == 0 and out["h"][1] == 0
-    for name in ("g", "a", "d", "y"):
+    for name in ("g", "a"):
         assert out[name][1] > out[name][0] // 2, (name, out[name])
+    # d, y and the cache are wrong exactly for the computing entries (the replayed ones take the cache's)
+    hidden, computing = job.cost.dims.hidden, int(job.compute[:, 2, w.video.tokens_per_frame + 3].sum())
+    for name in ("d", "y", "cache"):
+        assert computing * hidden // 2 < out[name][1] <= computing * hidden, (name, out[name])
 
 
 @pytest.mark.hdl
