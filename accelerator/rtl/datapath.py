@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block
+from myhdl import ConcatSignal, ResetSignal, Signal, always, always_comb, always_seq, block
 
 from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
+from accelerator.rtl.harness import Bench
 from accelerator.rtl.layer_numerics import SILU, SILU_INDEX_BITS
 
 WORD_BITS = 16  # one activation in the memory
@@ -135,7 +136,10 @@ def writer_lane(clk, acc, c, shift, s_act, matrix1, gate1, d0, d1, ACC_BITS, A):
     @always_comb
     def operand():
         cs.next = c.signed()
-        idx.next = c[A : A - SILU_INDEX_BITS]
+
+    @always_comb
+    def index():
+        idx.next = cs[A : A - SILU_INDEX_BITS]
 
     @always_comb
     def silu_rom():
@@ -166,7 +170,19 @@ def writer_lane(clk, acc, c, shift, s_act, matrix1, gate1, d0, d1, ACC_BITS, A):
         else:
             d0.next = rq1
 
-    return insts, rounding, halve, stage, operand, silu_rom, gate_product, gate_round, gate_halve, combine
+    return (
+        insts,
+        rounding,
+        halve,
+        stage,
+        operand,
+        index,
+        silu_rom,
+        gate_product,
+        gate_round,
+        gate_halve,
+        combine,
+    )
 
 
 @block
@@ -479,3 +495,65 @@ def replay_reader(
             rb.next = rb + 1
 
     return insts, address, count
+
+
+@dataclass(frozen=True)
+class WriterParams:
+    """An output writer for synthesis: a core of ``lanes`` lanes on the paper's model (VILA-U 7B)."""
+
+    lanes: int = 512
+    port: int = 1
+    acc_bits: int = 37  #: pe_lane.accumulator_bits(4, 16, 11008) at int4 weights
+    act_bits: int = 16
+    hidden: int = 4096
+    q_dim: int = 4096
+    kv_dim: int = 4096
+    mlp: int = 11008
+    entries: int = 10
+
+    def layout(self) -> ActLayout:
+        return ActLayout(self.hidden, self.q_dim, self.kv_dim, self.mlp, self.entries)
+
+    def kwargs(self) -> dict:
+        return {
+            "L": self.layout(),
+            "LANES": self.lanes,
+            "ACC_BITS": self.acc_bits,
+            "PORT": self.port,
+            "A": self.act_bits,
+        }
+
+
+class WriterBench(Bench):
+    """The output writer as a unit (conversion, synthesis); its checks run through ``rtl layer``."""
+
+    name = "output_writer"
+
+    def ports(self) -> dict:
+        p = self.params
+        ab, rows = p.layout().addr_bits, bits_for(2 * p.mlp + p.lanes)
+        return {
+            "rst": ResetSignal(0, active=1, isasync=False),
+            "clear": Signal(bool(0)),
+            "y_valid": Signal(bool(0)),
+            "y_row": unsigned_sig(rows),
+            "y": unsigned_sig(p.lanes * p.acc_bits),
+            "job_gemv": Signal(bool(0)),
+            "job_matrix": unsigned_sig(2),
+            "job_row0": unsigned_sig(rows),
+            "job_rows": unsigned_sig(rows),
+            "job_entry": unsigned_sig(5),
+            "shifts": unsigned_sig(4 * SHIFT_BITS),
+            "s_act": unsigned_sig(SHIFT_BITS),
+            "cr_addr": unsigned_sig(ab),
+            "cr_data": unsigned_sig(p.port * WORD_BITS),
+            "wr_en": unsigned_sig(2),
+            "wr_addr": unsigned_sig(2 * ab),
+            "wr_data": unsigned_sig(2 * p.port * WORD_BITS),
+            "wr_mask": unsigned_sig(p.port),
+            "overrun": Signal(bool(0)),
+            "idle": Signal(bool(0)),
+        }
+
+    def module(self):
+        return output_writer

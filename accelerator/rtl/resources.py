@@ -5,8 +5,8 @@ module and parameter set; regenerate it with ``python -m accelerator.rtl.resourc
 module sweep; results are cached). All numbers are **pre-place-and-route estimates**: generic synthesis,
 no timing closure, no vendor optimisation, no interconnect, memory controllers or shell.
 
-:func:`estimate` adds up one GEMV tile per core, the TAS unit, the DRS scheduler, the replay-cache
-controller, the top level's sequencer and the cores' operand buffers (URAM, then BRAM) for a
+:func:`estimate` adds up one GEMV tile and one output writer per core, the TAS unit, the DRS scheduler,
+the replay-cache controller, the top level's sequencer and the cores' operand buffers (URAM, then BRAM) for a
 :class:`~accelerator.spec.HardwareSpec`. Each module's resources are a function of
 its scaling parameter (lanes, TAS lanes, cores, port bits): exact at the synthesized parameter sets,
 piecewise linear between them and linear beyond them; the result says which (``basis``).
@@ -42,12 +42,14 @@ SWEEPS: dict[str, tuple[str, list[int], dict]] = {
         {"layers": 32, "tokens_per_frame": 256, "words": 4096, "word_bits": 16},
     ),
     "sequencer": ("cores", [2, 4, 8], {"queue_depth": 16, "idepth": 64}),
+    "output_writer": ("lanes", [64, 128, 256, 512], {"port": 1}),
 }
 #: Bits of one UltraRAM (URAM288: 4K x 72) and of one block RAM (RAMB36: 36 Kb).
 URAM_BITS, BRAM_BITS = 288 * 1024, 36 * 1024
 #: What the estimate does not contain: stated with every fit verdict.
 NOT_INCLUDED = (
-    "memory controllers, PCIe/shell, the AXI interconnect and the engines' control are not included"
+    "memory controllers, PCIe/shell, the AXI interconnect, the engines' control, the activation memory "
+    "(its size depends on the model and batch) and the replay-cache data path are not included"
 )
 
 
@@ -70,6 +72,10 @@ def bench_for(module: str, params: dict):
         from accelerator.rtl.sequencer import SequencerBench, SequencerParams
 
         return SequencerBench(SequencerParams(**params), [])
+    if module == "output_writer":
+        from accelerator.rtl.datapath import WriterBench, WriterParams
+
+        return WriterBench(WriterParams(**params), [])
     raise KeyError(module)
 
 
@@ -170,7 +176,8 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
 
     One GEMV tile of ``hw.lanes_per_core`` lanes per core, one TAS unit of ``hw.tas_lanes`` lanes, one DRS
     scheduler for ``hw.cores`` cores, one replay-cache controller with a ``hw.replay_port_bits`` port, the
-    sequencer of the top level for ``hw.cores`` cores, and the cores' operand buffers (:func:`operand_buffers`).
+    sequencer of the top level for ``hw.cores`` cores, one output writer per core, and the cores' operand
+    buffers (:func:`operand_buffers`).
     """
     table = table or load_table()
     rows = table["rows"]
@@ -180,6 +187,7 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
         "drs_scheduler": (hw.cores, 1),
         "replay_cache_ctrl": (hw.replay_port_bits, 1),
         "sequencer": (hw.cores, 1),
+        "output_writer": (hw.lanes_per_core, hw.cores),
     }
     per_module = {}
     totals = dict.fromkeys((*KEYS, "urams"), 0.0)

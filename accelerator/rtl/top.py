@@ -112,6 +112,33 @@ IDLE, HOLD, RUN, PRE = 0, 1, 2, 3  # PRE: a replay record started, its controlle
 
 
 @block
+def lowest_entries(a_bits, b_bits, a_low, b_low, a_count):
+    """The lowest entry of two entry masks (a record's, the ones still to run), and how many ``a`` has."""
+
+    @always_comb
+    def scan():
+        a = 0
+        b = 0
+        n = 0
+        found_a = False
+        found_b = False
+        for e in range(ENTRIES):
+            if a_bits[e]:
+                n += 1
+                if not found_a:
+                    a = e
+                    found_a = True
+            if b_bits[e] and not found_b:
+                b = e
+                found_b = True
+        a_low.next = a
+        b_low.next = b
+        a_count.next = n
+
+    return scan
+
+
+@block
 def address_add(base, offset, addr):
     @always_comb
     def add():
@@ -222,22 +249,6 @@ def core_engine(
         job_row0.next = ROW0[index_r]
 
     @always_comb
-    def lowest():
-        a = 0
-        b = 0
-        found_a = False
-        found_b = False
-        for e in range(ENTRIES):
-            if cand[e] and not found_a:
-                a = e
-                found_a = True
-            if todo[e] and not found_b:
-                b = e
-                found_b = True
-        cand_low.next = a
-        todo_low.next = b
-
-    @always_comb
     def job_view():
         job_gemv.next = st == RUN and rec[WORD:60] == GEMV
         job_matrix.next = rec[53:51]
@@ -263,11 +274,6 @@ def core_engine(
             in_bytes.next = word_bytes
         else:
             in_bytes.next = kv_bytes
-        n = 0
-        for e in range(ENTRIES):
-            if cand[e]:
-                n += 1
-        n_entries.next = n
 
     @always_comb
     def ending():
@@ -449,11 +455,11 @@ def core_engine(
                     p_ready.next = now + keys_write
 
     return (
+        lowest_entries(cand, todo, cand_low, todo_low, n_entries),
         lookup_in,
         rom_bytes,
         lookup_run,
         rom_row0,
-        lowest,
         job_view,
         input_base,
         lookup_cand,
@@ -515,25 +521,7 @@ def unit_engine(
     cand_low, todo_low = unsigned_sig(5), unsigned_sig(5)
     n_cand = unsigned_sig(6)
 
-    @always_comb
-    def lowest():
-        a = 0
-        b = 0
-        n = 0
-        found_a = False
-        found_b = False
-        for e in range(ENTRIES):
-            if cand[e]:
-                n += 1
-                if not found_a:
-                    a = e
-                    found_a = True
-            if todo[e] and not found_b:
-                b = e
-                found_b = True
-        cand_low.next = a
-        todo_low.next = b
-        n_cand.next = n
+    lowest = lowest_entries(cand, todo, cand_low, todo_low, n_cand)
 
     @always_comb
     def ending():

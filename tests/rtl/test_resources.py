@@ -67,6 +67,16 @@ def test_the_sequencer_is_part_of_the_estimate() -> None:
     assert seq["basis"] == "synthesized" and seq["ffs"] > 4 * 16 * 64  # four 16-deep queues of 64-bit words
 
 
+def test_the_output_writers_are_part_of_the_estimate() -> None:
+    """One writer per core; its drain register holds a tile of accumulators, so its flip-flops grow with
+    the lanes (37 bits per lane at the paper's int4 x int16 over 11,008 columns)."""
+    est = estimate(HardwareSpec(cores=2, lanes_per_core=512))
+    w = est["per_module"]["output_writer"]
+    assert w["instances"] == 2 and w["basis"] == "synthesized"
+    assert w["ffs"] >= 512 * 37
+    assert "activation memory" in est["not_included"]
+
+
 @pytest.mark.parametrize("board", ["alveo-u280", "vck190", "zcu102", "kv260"])
 def test_every_shipped_board_fits_its_preset_design(board: str) -> None:
     import sys
