@@ -560,8 +560,8 @@ def unit_engine(
         writing = cand[WORD:60] == REPLAY_WR
         prefetch = start_rec and writing
         pre_out.next = prefetch
-        go = writing or attn_all or UNGATED
-        u_start.next = (start_rec and not writing and go) or (st == PRE and go) or next_job
+        may_start = writing or attn_all or UNGATED
+        u_start.next = (start_rec and not writing and may_start) or (st == PRE and may_start) or next_job
         if start_rec or st == PRE:
             u_entry.next = cand_low
         else:
