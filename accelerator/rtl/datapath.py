@@ -85,6 +85,21 @@ class ActLayout:
 
 
 @block
+def two_write_ports(d0s, d1s, addr0, addr1, en0, en1, data, addr, en):
+    """A writer's two activation-memory write ports as flat buses: port 0 (``d0s`` at ``addr0``) in the
+    low half of each, port 1 above it."""
+    n = len(d0s) * WORD_BITS
+    data0, data1 = unsigned_sig(n), unsigned_sig(n)
+    return [
+        wire(ConcatSignal(*reversed(d0s)) if len(d0s) > 1 else d0s[0], data0),
+        wire(ConcatSignal(*reversed(d1s)) if len(d1s) > 1 else d1s[0], data1),
+        wire(ConcatSignal(data1, data0), data),
+        wire(ConcatSignal(addr1, addr0), addr),
+        wire(ConcatSignal(en1, en0), en),
+    ]
+
+
+@block
 def saturate(v, out, A):
     """``out`` = v clipped to the A-bit two's-complement range."""
     HI, LO = (1 << (A - 1)) - 1, -(1 << (A - 1))
@@ -257,14 +272,7 @@ def output_writer(
                 A=A,
             )
         )
-    data0, data1 = unsigned_sig(PORT * WORD_BITS), unsigned_sig(PORT * WORD_BITS)
-    insts += [
-        wire(ConcatSignal(*reversed(d0s)) if PORT > 1 else d0s[0], data0),
-        wire(ConcatSignal(*reversed(d1s)) if PORT > 1 else d1s[0], data1),
-        wire(ConcatSignal(data1, data0), wr_data),
-        wire(ConcatSignal(addr1, addr0), wr_addr),
-        wire(ConcatSignal(en1, en0), wr_en),
-    ]
+    insts.append(two_write_ports(d0s, d1s, addr0, addr1, en0, en1, wr_data, wr_addr, wr_en))
 
     @always_comb
     def select():
@@ -429,14 +437,7 @@ def replay_writer(
         )
         for j in range(EPB)
     ]
-    data0, data1 = unsigned_sig(EPB * WORD_BITS), unsigned_sig(EPB * WORD_BITS)
-    insts += [
-        wire(ConcatSignal(*reversed(ds)) if EPB > 1 else ds[0], data0),
-        wire(ConcatSignal(*reversed(ys)) if EPB > 1 else ys[0], data1),
-        wire(ConcatSignal(data1, data0), rw_data),
-        wire(ConcatSignal(a1, a0), rw_addr),
-        wire(ConcatSignal(en0, en0), rw_en),
-    ]
+    insts.append(two_write_ports(ds, ys, a0, a1, en0, en0, rw_data, rw_addr, rw_en))
 
     @always_comb
     def addresses():

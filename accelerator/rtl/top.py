@@ -139,6 +139,17 @@ def lowest_entries(a_bits, b_bits, a_low, b_low, a_count):
 
 
 @block
+def block_index(word, index, NB):
+    """Flat (matrix, block) index of a GEMV instruction word, into the per-block tables."""
+
+    @always_comb
+    def lookup():
+        index.next = word[53:51] * NB + word[51:32]
+
+    return lookup
+
+
+@block
 def address_add(base, offset, addr):
     @always_comb
     def add():
@@ -221,16 +232,8 @@ def core_engine(
     n_entries = unsigned_sig(6)
 
     @always_comb
-    def lookup_in():
-        index_w.next = word_in[53:51] * NB + word_in[51:32]
-
-    @always_comb
     def rom_bytes():
         word_bytes.next = BYTES[index_w]
-
-    @always_comb
-    def lookup_cand():
-        index_c.next = cand[53:51] * NB + cand[51:32]
 
     @always_comb
     def rom_rows():
@@ -239,10 +242,6 @@ def core_engine(
     @always_comb
     def rom_cols():
         cand_cols.next = COLS[cand[53:51]]
-
-    @always_comb
-    def lookup_run():
-        index_r.next = rec[53:51] * NB + rec[51:32]
 
     @always_comb
     def rom_row0():
@@ -456,13 +455,13 @@ def core_engine(
 
     return (
         lowest_entries(cand, todo, cand_low, todo_low, n_entries),
-        lookup_in,
+        block_index(word_in, index_w, NB),
         rom_bytes,
-        lookup_run,
+        block_index(rec, index_r, NB),
         rom_row0,
         job_view,
         input_base,
-        lookup_cand,
+        block_index(cand, index_c, NB),
         rom_rows,
         rom_cols,
         entering,
