@@ -38,6 +38,9 @@ REPLAY_LATENCY_CYCLES = 2
 WRITER_LATENCY_CYCLES = 2
 #: A replay-cache write reads its first beat from the activation memory before the controller starts.
 REPLAY_PREFETCH_CYCLES = 1
+#: Softmax unit: after the values job has read a head's last key, the sum of the weights is complete one
+#: cycle later and the divider takes one cycle per quotient bit of floor(2^40 / sum) (26 bits).
+SOFTMAX_RECIP_CYCLES = 27
 
 
 def ceil_div(a, b):
@@ -79,18 +82,18 @@ def exposed_input_cycles(write_cycles, before_cycles, input_buffers: int):
     return write_cycles
 
 
-def attention_head_cycles(
-    keys, head_dim: int, lanes: int, pipeline_cycles: int, write_port: int, buffers: int
-):
-    """One head of one entry on the GEMV tile, which broadcasts one input element per cycle: scores
-    (lanes own keys, q_h broadcast), then values (lanes own the head's output dims, softmax(scores)
-    broadcast; lanes beyond ``head_dim`` idle). The softmax output is written into the input buffer as the
-    scores leave the tile, the next head's query while this head's values run."""
+def attention_cycles(keys, heads: int, head_dim: int, lanes: int, pipeline_cycles: int, write_port: int):
+    """One entry's attention on its core's tile. Per head, two tile jobs back to back: the scores (lanes
+    own keys, q_h broadcast; the softmax unit keeps them and their maximum) and the values (lanes own the
+    head's output dims, the softmax weights broadcast straight from the softmax unit; lanes beyond
+    ``head_dim`` idle). A head's outputs leave through the output writer once the reciprocal of the
+    weights' sum is ready, while the next head's scores compute; the next head's values wait until they
+    have. The instruction ends when the last head's outputs are written."""
     scores = gemv_cycles(keys, head_dim, lanes, pipeline_cycles)
     values = gemv_cycles(head_dim, keys, lanes, pipeline_cycles)
-    p_wait = exposed_input_cycles(input_write_cycles(keys, write_port), scores, buffers)
-    q_wait = exposed_input_cycles(input_write_cycles(head_dim, write_port), values, buffers)
-    return scores + p_wait + values + q_wait
+    drain_from = np.maximum(values, np.asarray(keys) + SOFTMAX_RECIP_CYCLES)
+    tail = drain_from + output_drain_cycles(head_dim, lanes, write_port)
+    return scores + (heads - 1) * np.maximum(values + scores, tail) + tail
 
 
 def weight_block_rows(rows: int, cols: int, lanes: int, weight_bits: int, buffer_bytes: int) -> list[int]:
@@ -200,14 +203,14 @@ class CostModel:
             for m in self.matrices
         }
         # The input each matrix waits for, and the instruction that writes it (the layer before's down
-        # projection for qkv). The attention instruction's own inputs are inside attention_entry_cycles.
+        # projection for qkv).
         port, buffers = hw.input_write_elems_per_cycle, hw.input_buffers
         before = {"qkv": raw["down"], "up": raw["o"], "down": raw["up"]}
         wait = {
             m: int(exposed_input_cycles(input_write_cycles(self.matrices[m][1], port), c, buffers))
             for m, c in before.items()
         }
-        wait["o"] = 0  # charged in attention_entry_cycles, where the heads that write it are known
+        wait["o"] = 0  # the attention instruction before it ends once its outputs are written
         #: Per entry, cycles of each block instruction of each matrix (the input wait on the first block).
         self.block_cycles = {
             m: [
@@ -247,15 +250,16 @@ class CostModel:
 
     # -- phases per entry ------------------------------------------------------------------------------
     def attention_entry_cycles(self, ctx):
-        """The attention instruction of one entry: every head's scores and values on the tile, and the
-        wait for the O projection's input (the heads' outputs, written back as each head ends)."""
+        """The attention instruction of one entry (its outputs, the O projection's input, written)."""
         d, hw = self.dims, self.hw
-        port, buffers = hw.input_write_elems_per_cycle, hw.input_buffers
-        n = self.attended(ctx)
-        head = attention_head_cycles(n, d.head_dim, hw.lanes_per_core, hw.pe_pipeline_cycles, port, buffers)
-        heads = d.heads * head
-        o_wait = exposed_input_cycles(input_write_cycles(d.q_dim, port), heads, buffers)
-        return heads + o_wait
+        return attention_cycles(
+            self.attended(ctx),
+            d.heads,
+            d.head_dim,
+            hw.lanes_per_core,
+            hw.pe_pipeline_cycles,
+            hw.input_write_elems_per_cycle,
+        )
 
     def attention_cycles(self, ctx):
         """Attention of one entry, then its O projection: the attention phase of a core, per entry."""

@@ -36,11 +36,12 @@ def test_phase_cycles_by_hand(cost):
     assert cost.qkv_cycles == 2 * 64 + 3  # rows 64 + 2*32 = 128 -> 2 tiles of 64 cols
     assert cost.o_cycles == 64 + 3
     assert cost.mlp_cycles == (6 * 64 + 3) + (176 + 3)  # gate+up: 352 rows; down: 64 rows x 176 cols
-    # Per head on the broadcast tile: scores (10 keys on 64 lanes, 16 dims) 16 + 3; softmax output written
-    # (10 cycles) while scores run: hidden; values (16 dims on 64 lanes, 10 keys) 10 + 3; the next query
-    # (16 elements) written while values run: 16 - 13 = 3 exposed. 4 heads, then O (its 64-element input
-    # written during the 140 cycles of the heads: hidden).
-    assert cost.attention_cycles(10) == 4 * ((16 + 3) + (10 + 3) + 3) + 67
+    # Per head on the broadcast tile: scores (10 keys on 64 lanes, 16 dims) 16 + 3 = 19; values (16 dims on
+    # 64 lanes, 10 keys, weights straight from the softmax unit) 10 + 3 = 13. A head's outputs drain from
+    # max(13, 10 keys + 27 reciprocal cycles) = 37 after its values start, 16 outputs at 1 per cycle + 2
+    # writer stages: 55. The next head's values wait for that drain (55 > its scores 19 + values 13), and
+    # the instruction ends with the last head's drain: 19 + 3 x 55 + 55 = 239. Then O: 64 + 3.
+    assert cost.attention_cycles(10) == 19 + 3 * 55 + 55 + 67
     assert cost.tas_unit_cycles == 4 + 4 + 3
     assert cost.replay_unit_cycles == 2 + 2
 
@@ -50,8 +51,9 @@ def test_one_input_buffer_serialises_every_input_write(tiny_raw):
     cost = CostModel(w.hardware, w.model)
     assert cost.qkv_cycles == 2 * 64 + 3 + 64  # the 64-element input written first
     assert cost.mlp_cycles == (6 * 64 + 3 + 64) + (176 + 3 + 176)
-    # per head: scores 19, softmax output 10, values 13, next query 16; then O's input 64, then O
-    assert cost.attention_cycles(10) == 4 * (19 + 10 + 13 + 16) + 64 + 67
+    # attention writes no input buffer (the softmax unit feeds the values; O reads its input where the
+    # heads wrote it, after the attention instruction): unchanged
+    assert cost.attention_cycles(10) == 19 + 3 * 55 + 55 + 67
 
 
 def test_weight_blocks_fill_one_buffer_of_whole_tiles(tiny_raw):

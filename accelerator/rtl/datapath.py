@@ -117,6 +117,22 @@ def saturate(v, out, A):
 
 
 @block
+def scale_lane(raw, scale, out, OW):
+    """An accumulator times the writer's scale (the softmax reciprocal for attention outputs, else 1)."""
+    ps = signed_sig(OW)
+
+    @always_comb
+    def multiply():
+        ps.next = raw.signed() * scale
+
+    @always_comb
+    def bits():
+        out.next = ps[OW:]
+
+    return multiply, bits
+
+
+@block
 def writer_lane(clk, acc, c, shift, s_act, matrix1, gate1, d0, d1, ACC_BITS, A):
     """One element of the writer: requantise (stage 0, registered), combine with ``c`` (stage 1). The
     rounding shift ``rs(v, s) = (v + 2^(s-1)) >> s`` is computed as ``((v >> (s-1)) + 1) >> 1`` (equal for
@@ -213,8 +229,12 @@ def output_writer(
     job_row0,
     job_rows,
     job_entry,
+    job_att,
     shifts,
     s_act,
+    s_att,
+    recip,
+    recip_valid,
     cr_addr,
     cr_data,
     wr_en,
@@ -231,9 +251,10 @@ def output_writer(
 ):
     """Drain the tile's outputs into the activation memory (see the module docstring)."""
     AB = L.addr_bits
+    SW = ACC_BITS + len(recip) + 1  # an accumulator scaled by the softmax reciprocal
     RB = len(job_row0)
     S = L.stride
-    OX, OQKV, OH, OGU, OD, OY = (L.offset(r) for r in ("x", "qkv", "h", "gu", "d", "y"))
+    OX, OQKV, OATT, OH, OGU, OD, OY = (L.offset(r) for r in ("x", "qkv", "att", "h", "gu", "d", "y"))
     MLP = L.mlp
     MASKS = tuple((1 << k) - 1 for k in range(PORT + 1))
     dr = unsigned_sig(LANES * ACC_BITS)
@@ -242,7 +263,9 @@ def output_writer(
     nrem = unsigned_sig(RB)
     row = unsigned_sig(RB)
     matrix, entry = unsigned_sig(2), unsigned_sig(5)
-    active = Signal(bool(0))
+    active, att, att1, run = (Signal(bool(0)) for _ in range(4))
+    scale = signed_sig(len(recip) + 1)
+    scaled = [unsigned_sig(SW) for _ in range(PORT)]
     shift = unsigned_sig(SHIFT_BITS)
     ebase, ebase1 = unsigned_sig(AB), unsigned_sig(AB)
     # stage 1
@@ -257,10 +280,11 @@ def output_writer(
     d1s = [signed_sig(WORD_BITS) for _ in range(PORT)]
     insts = []
     for j in range(PORT):
+        insts.append(scale_lane(dr((j + 1) * ACC_BITS, j * ACC_BITS), scale, scaled[j], OW=SW))
         insts.append(
             writer_lane(
                 clk,
-                dr((j + 1) * ACC_BITS, j * ACC_BITS),
+                scaled[j],
                 cr_data((j + 1) * WORD_BITS, j * WORD_BITS),
                 shift,
                 s_act,
@@ -268,7 +292,7 @@ def output_writer(
                 gate1,
                 d0s[j],
                 d1s[j],
-                ACC_BITS=ACC_BITS,
+                ACC_BITS=SW,
                 A=A,
             )
         )
@@ -276,7 +300,10 @@ def output_writer(
 
     @always_comb
     def select():
-        if matrix == QKV_M:
+        if att:
+            shift.next = s_att
+            scale.next = recip
+        elif matrix == QKV_M:
             shift.next = shifts[SHIFT_BITS:0]
         elif matrix == O_M:
             shift.next = shifts[2 * SHIFT_BITS : SHIFT_BITS]
@@ -284,7 +311,10 @@ def output_writer(
             shift.next = shifts[3 * SHIFT_BITS : 2 * SHIFT_BITS]
         else:
             shift.next = shifts[4 * SHIFT_BITS : 3 * SHIFT_BITS]
-        take.next = y_valid and job_gemv
+        if not att:
+            scale.next = 1
+        take.next = y_valid and (job_gemv or job_att)
+        run.next = active and (recip_valid or not att)
         if y_row < job_rows:
             nrem.next = job_rows - y_row
         else:
@@ -316,7 +346,9 @@ def output_writer(
     def write():
         wr_mask.next = mask1
         addr1.next = ebase1 + OY + row1
-        if matrix1 == QKV_M:
+        if att1:
+            addr0.next = ebase1 + OATT + row1
+        elif matrix1 == QKV_M:
             addr0.next = ebase1 + OQKV + row1
         elif matrix1 == O_M:
             addr0.next = ebase1 + OH + row1
@@ -329,7 +361,8 @@ def output_writer(
 
     @always_seq(clk.posedge, reset=rst)
     def drain():
-        v1.next = active
+        v1.next = run
+        att1.next = att
         row1.next = row
         matrix1.next = matrix
         entry1.next = entry
@@ -348,10 +381,14 @@ def output_writer(
             else:
                 left.next = nrem
             row.next = job_row0 + y_row
-            matrix.next = job_matrix
+            if job_att:
+                matrix.next = QKV_M  # stored as it is, as q, k and v are
+            else:
+                matrix.next = job_matrix
+            att.next = job_att
             entry.next = job_entry
             active.next = 1
-        elif active:
+        elif run:
             dr.next = dr >> (PORT * ACC_BITS)
             row.next = row + PORT
             if left <= PORT:

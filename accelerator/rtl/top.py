@@ -56,11 +56,12 @@ from accelerator.rtl.datapath import (
     replay_writer,
 )
 from accelerator.rtl.pe_lane import gemv_tile
+from accelerator.rtl.layer_numerics import EXP_BITS
 from accelerator.rtl.replay_cache import replay_cache_ctrl
 from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV, REPLAY_WR, WORD, sequencer
+from accelerator.rtl.softmax import QUOTIENT_BITS, softmax_unit
 from accelerator.rtl.tas_unit import TasParams, tas_unit
 
-TIME_BITS = 40  # the cycle counter the input-buffer writers time themselves with
 BYTES_BITS = 32
 UP = 2  # matrix index of "up" (accelerator.isa.MATRICES)
 
@@ -82,9 +83,10 @@ class TopParams:
     matrix_cols: tuple[int, ...]
     max_blocks: int
     heads: int
+    kv_heads: int
     head_dim: int
-    hd_write: int  # cycles to write a head's query into the input buffer
-    qdim_write: int  # cycles to write the O projection's input
+    max_keys: int  # the most keys a head attends to (the softmax unit's score memory)
+    score_bits: int  # one attention score (the scores job's accumulator)
     tas_lanes: int
     tas_bytes: int  # one entry's aligned key
     replay_words: int
@@ -150,6 +152,20 @@ def block_index(word, index, NB):
 
 
 @block
+def tile_input(from_p, p, x, out):
+    """The tile's broadcast input: the softmax weights during a values job, else the activation memory."""
+
+    @always_comb
+    def select():
+        if from_p:
+            out.next = p
+        else:
+            out.next = x
+
+    return select
+
+
+@block
 def address_add(base, offset, addr):
     @always_comb
     def add():
@@ -163,7 +179,6 @@ def core_engine(
     clk,
     rst,
     clear,
-    now,
     put,
     word_in,
     head_valid,
@@ -180,11 +195,16 @@ def core_engine(
     t_cols,
     t_busy,
     keys,
-    keys_write,
+    k_beats,
+    v_beats,
     kv_bytes,
     req_word,
     w_slot,
+    w_base,
     job_gemv,
+    job_att,
+    att_scores,
+    v_start,
     job_matrix,
     job_row0,
     job_rows,
@@ -195,8 +215,10 @@ def core_engine(
 ):
     """A core: its operand fetches, and the records it runs on its tile. ``req_word`` names the operand
     of a fetch (the record's instruction); fetch k goes to operand buffer k mod ``weight_buffers``, and
-    ``w_slot`` is the buffer of the running record. ``job_*`` and ``x_base`` describe the tile job for the
-    output writer and the input read."""
+    ``w_slot`` is the buffer of the running record, ``w_base`` the first beat of the tile job's operand in
+    it (an ATTN operand holds, per key/value head, ``k_beats`` of keys then ``v_beats`` of values).
+    ``job_*`` and ``x_base`` describe the tile job for the output writer and the input read; ``att_scores``
+    and ``v_start`` drive the softmax unit."""
     D = P.queue_depth + 1
     NB = P.max_blocks
     ROWS, BYTES, COLS = P.block_rows, P.block_bytes, P.matrix_cols
@@ -210,7 +232,7 @@ def core_engine(
     ROW0 = P.block_row0
     L = P.layout
     S = L.stride
-    OX, OATT, OH, OGU = (L.offset(r) for r in ("x", "att", "h", "gu"))
+    OX, OQKV, OATT, OH, OGU = (L.offset(r) for r in ("x", "qkv", "att", "h", "gu"))
     index_r = unsigned_sig(bits_for(NB * 4))
     todo = unsigned_sig(ENTRIES)
     cand_low, todo_low = unsigned_sig(5), unsigned_sig(5)
@@ -225,9 +247,11 @@ def core_engine(
     cand = unsigned_sig(WORD)
     cand_rows, cand_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
     cur_rows, cur_cols = unsigned_sig(P.row_bits), unsigned_sig(CB)
-    left = unsigned_sig(6)  # GEMV: entries still to run; ATTN: heads still to start
+    left = unsigned_sig(bits_for(max(ENTRIES, P.heads)))  # GEMV: entries still to run; ATTN: heads
     part_values = Signal(bool(0))  # ATTN: the tile job started last was a head's values
-    p_ready, q_ready, o_ready = (unsigned_sig(TIME_BITS) for _ in range(3))
+    G = P.heads // P.kv_heads  # query heads per key/value head
+    head, in_group = unsigned_sig(bits_for(P.heads)), unsigned_sig(bits_for(G))
+    kv_base = unsigned_sig(32)  # ATTN: first beat of the current key/value head's keys
     finishing, taking, start_rec, next_job = (Signal(bool(0)) for _ in range(4))
     n_entries = unsigned_sig(6)
 
@@ -245,19 +269,27 @@ def core_engine(
 
     @always_comb
     def rom_row0():
-        job_row0.next = ROW0[index_r]
+        if rec[WORD:60] == GEMV:
+            job_row0.next = ROW0[index_r]
+        else:
+            job_row0.next = head * P.head_dim
 
     @always_comb
     def job_view():
         job_gemv.next = st == RUN and rec[WORD:60] == GEMV
+        job_att.next = st == RUN and rec[WORD:60] == ATTN and part_values
+        att_scores.next = st == RUN and rec[WORD:60] == ATTN and not part_values
         job_matrix.next = rec[53:51]
-        job_rows.next = cur_rows
+        if rec[WORD:60] == GEMV:
+            job_rows.next = cur_rows
+        else:
+            job_rows.next = P.head_dim
         ebase.next = job_entry * S
 
     @always_comb
     def input_base():
         if rec[WORD:60] != GEMV:
-            x_base.next = 0
+            x_base.next = ebase + OQKV + head * P.head_dim  # the head's query (a scores job's input)
         elif rec[53:51] == 0:
             x_base.next = ebase + OX
         elif rec[53:51] == 1:
@@ -289,13 +321,14 @@ def core_engine(
                 else:
                     f = bool(w_idle)  # the instruction ends when its last outputs are written
             elif not part_values:
-                nj = now >= p_ready
+                nj = bool(w_idle)  # the values, once the previous head's outputs are written
             elif left > 0:
-                nj = now >= q_ready
+                nj = True  # the next head's scores (this head's outputs drain meanwhile)
             else:
-                f = now >= q_ready and now >= o_ready
+                f = bool(w_idle)
         finishing.next = f
         next_job.next = nj
+        v_start.next = nj and rec[WORD:60] == ATTN and not part_values
 
     @always_comb
     def taker():
@@ -426,6 +459,7 @@ def core_engine(
                     w_slot.next = tk_slot
                 job_entry.next = cand_low
                 todo.next = cand[ENTRIES:0] & ~(1 << int(cand_low))
+                w_base.next = 0
                 if cand[WORD:60] == GEMV:
                     left.next = n_entries - 1
                     cur_rows.next = cand_rows
@@ -433,8 +467,9 @@ def core_engine(
                 else:
                     left.next = P.heads - 1
                     part_values.next = 0
-                    p_ready.next = now + keys_write
-                    o_ready.next = now + P.qdim_write
+                    head.next = 0
+                    in_group.next = 0
+                    kv_base.next = 0
             elif taking:
                 st.next = HOLD
                 rec.next = head_word
@@ -447,11 +482,18 @@ def core_engine(
                     todo.next = todo & ~(1 << int(todo_low))
                 elif not part_values:
                     part_values.next = 1
-                    q_ready.next = now + P.hd_write
+                    w_base.next = kv_base + k_beats
                 else:
                     part_values.next = 0
                     left.next = left - 1
-                    p_ready.next = now + keys_write
+                    head.next = head + 1
+                    if in_group == G - 1:
+                        in_group.next = 0
+                        kv_base.next = kv_base + k_beats + v_beats
+                        w_base.next = kv_base + k_beats + v_beats
+                    else:
+                        in_group.next = in_group + 1
+                        w_base.next = kv_base
 
     return (
         lowest_entries(cand, todo, cand_low, todo_low, n_entries),
@@ -624,11 +666,14 @@ def top_ports(P: TopParams) -> dict:
     ports.update(
         {
             "keys": unsigned_sig(P.row_bits),
-            "keys_write": unsigned_sig(TIME_BITS),
+            "k_beats": unsigned_sig(32),
+            "v_beats": unsigned_sig(32),
             "kv_bytes": unsigned_sig(BYTES_BITS),
             "decisions": unsigned_sig(ENTRIES),
             "shifts": unsigned_sig(4 * SHIFT_BITS),
             "s_act": unsigned_sig(SHIFT_BITS),
+            "s_score": unsigned_sig(SHIFT_BITS),
+            "s_att": unsigned_sig(SHIFT_BITS),
             "req_word": unsigned_sig(r * WORD),
             "w_slot": unsigned_sig(c * bits_for(P.weight_buffers)),
             "w_addr": unsigned_sig(c * 32),
@@ -698,11 +743,14 @@ def machine_top(
     go,
     layer_done,
     keys,
-    keys_write,
+    k_beats,
+    v_beats,
     kv_bytes,
     decisions,
     shifts,
     s_act,
+    s_score,
+    s_att,
     req_word,
     w_slot,
     w_addr,
@@ -737,7 +785,6 @@ def machine_top(
     C, R = P.cores, P.cores + 2
     TAS_R, RC_R = C, C + 1
     insts = []
-    now = unsigned_sig(TIME_BITS)
     take, fin_i, put = unsigned_sig(R), unsigned_sig(R), unsigned_sig(R)
     put_mask, head_valid = unsigned_sig(R * ENTRIES), unsigned_sig(R)
     head_word = unsigned_sig(R * WORD)
@@ -795,8 +842,12 @@ def machine_top(
         y_valid, y_row = Signal(bool(0)), unsigned_sig(P.row_bits + bits_for(P.lanes) + 1)
         y_bus = unsigned_sig(P.lanes * P.acc_bits)
         c_w_addr, c_x_col = unsigned_sig(32), unsigned_sig(CB)
+        t_w_addr, c_w_base = unsigned_sig(32), unsigned_sig(32)
         c_slot, c_x_base, c_x_addr = unsigned_sig(SLB), unsigned_sig(AB), unsigned_sig(AB)
         j_gemv, j_matrix, j_entry = Signal(bool(0)), unsigned_sig(2), unsigned_sig(5)
+        j_att, scoring, v_start = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+        p_x, t_x = unsigned_sig(EXP_BITS), unsigned_sig(WORD_BITS)
+        recip, recip_valid = unsigned_sig(QUOTIENT_BITS), Signal(bool(0))
         j_row0, j_rows = unsigned_sig(P.row0_bits), unsigned_sig(P.row_bits)
         c_cr_addr = unsigned_sig(AB)
         c_wr_en, c_wr_addr, c_wr_data = unsigned_sig(2), unsigned_sig(2 * AB), unsigned_sig(2 * PW)
@@ -810,7 +861,7 @@ def machine_top(
                 t_cols,
                 t_busy,
                 t_done,
-                c_w_addr,
+                t_w_addr,
                 w_data((c + 1) * P.lanes * P.w_bits, c * P.lanes * P.w_bits),
                 Signal(bool(0)),
                 unsigned_sig(bits_for(P.max_cols - 1)),
@@ -827,10 +878,33 @@ def machine_top(
                 WADDR_BITS=32,
                 EXTRA=P.pipeline_cycles - 3,
                 x_raddr=c_x_col,
-                x_rdata=x_rdata((c + 1) * WORD_BITS, c * WORD_BITS),
+                x_rdata=t_x,
             )
         )
         insts.append(address_add(c_x_base, c_x_col, c_x_addr))
+        insts.append(address_add(c_w_base, t_w_addr, c_w_addr))
+        insts.append(tile_input(j_att, p_x, x_rdata((c + 1) * WORD_BITS, c * WORD_BITS), t_x))
+        insts.append(
+            softmax_unit(
+                clk,
+                rst,
+                y_valid,
+                y_row,
+                y_bus,
+                scoring,
+                v_start,
+                keys,
+                s_score,
+                c_x_col,
+                p_x,
+                recip,
+                recip_valid,
+                LANES=P.lanes,
+                ACC_BITS=P.acc_bits,
+                SB=P.score_bits,
+                MAX_KEYS=P.max_keys,
+            )
+        )
         insts.append(
             output_writer(
                 clk,
@@ -844,8 +918,12 @@ def machine_top(
                 j_row0,
                 j_rows,
                 j_entry,
+                j_att,
                 shifts,
                 s_act,
+                s_att,
+                recip,
+                recip_valid,
                 c_cr_addr,
                 cr_data((c + 1) * PW, c * PW),
                 c_wr_en,
@@ -878,7 +956,6 @@ def machine_top(
                 clk,
                 rst,
                 clear,
-                now,
                 put(c),
                 cur_word,
                 head_valid(c),
@@ -895,11 +972,16 @@ def machine_top(
                 t_cols,
                 t_busy,
                 keys,
-                keys_write,
+                k_beats,
+                v_beats,
                 kv_bytes,
                 rword[c],
                 c_slot,
+                c_w_base,
                 j_gemv,
+                j_att,
+                scoring,
+                v_start,
                 j_matrix,
                 j_row0,
                 j_rows,
@@ -1107,11 +1189,4 @@ def machine_top(
     def begin():
         clear.next = go
 
-    @always_seq(clk.posedge, reset=rst)
-    def clock():
-        if go:
-            now.next = 0
-        else:
-            now.next = now + 1
-
-    return insts, threshold, begin, clock
+    return insts, threshold, begin

@@ -25,7 +25,7 @@ from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
 from accelerator.rtl.common import bits_for, clock_source, unpack
 from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout
-from accelerator.rtl.layer_numerics import Numerics, layer_data, reference
+from accelerator.rtl.layer_numerics import ATT_RECIP_BITS, Numerics, kv_head, layer_data, reference
 from accelerator.rtl.pe_lane import accumulator_bits
 from accelerator.rtl.sequencer import ENTRIES, host_writes, layer_registers
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
@@ -68,6 +68,11 @@ def top_params(job, step: int) -> TopParams:
         hw.replay_port_bits
     ):
         raise TopError("hardware.replay_port_bits: the data path moves whole beats of whole cached elements")
+    if d.head_dim > hw.lanes_per_core:
+        raise TopError(
+            f"hardware.lanes_per_core: a head's values run in one tile pass on the top level; {d.head_dim} "
+            f"head dims need at least as many lanes"
+        )
     if hw.lanes_per_core % port:
         raise TopError(
             f"hardware.input_write_elems_per_cycle: the output writer drains whole groups of {port} of a "
@@ -101,9 +106,10 @@ def top_params(job, step: int) -> TopParams:
         matrix_cols=tuple(cost.matrices[m][1] for m in MATRICES),
         max_blocks=nb,
         heads=d.heads,
+        kv_heads=d.kv_heads,
         head_dim=d.head_dim,
-        hd_write=int(ceil_div(d.head_dim, port)),
-        qdim_write=int(ceil_div(d.q_dim, port)),
+        max_keys=keys,
+        score_bits=accumulator_bits(w_bits, WORD_BITS, d.head_dim),
         tas_lanes=hw.tas_lanes,
         tas_bytes=_whole_bytes(d.kv_dim * cost.kv_bytes, "an aligned key"),
         replay_words=d.hidden,
@@ -164,12 +170,14 @@ def memory_model(clk, req_valid, req_bytes, req_group, mem_done, channels, reque
 
 
 def layer_inputs(job, step: int, layer: int, trace: dict) -> dict:
-    cost, hw = job.cost, job.cost.hw
+    cost, hw, d = job.cost, job.cost.hw, job.cost.dims
     keys = int(cost.attended(job.context()[step]))
+    lanes = hw.lanes_per_core
     return {
         "words": [encode(i) for i in program(cost, trace["options"])[0]],
         "keys": keys,
-        "keys_write": int(ceil_div(keys, hw.input_write_elems_per_cycle)),
+        "k_beats": int(ceil_div(keys, lanes)) * d.head_dim,  # a key/value head's keys in the operand
+        "v_beats": int(ceil_div(d.head_dim, lanes)) * keys,  # and its values
         "kv_bytes": _whole_bytes(cost.kv_bytes_per_entry(keys), "an entry's keys and values"),
         "decisions": int(sum(1 << e for e in range(job.batch) if job.compute[e, layer, step])),
     }
@@ -195,7 +203,7 @@ def registers(job, trace: dict, ins: dict) -> dict:
     """The values the host writes into the top level's registers before ``go``."""
     return {
         **layer_registers(trace, job.batch),
-        **{k: ins[k] for k in ("keys", "keys_write", "kv_bytes", "decisions")},
+        **{k: ins[k] for k in ("keys", "k_beats", "v_beats", "kv_bytes", "decisions")},
     }
 
 
@@ -222,7 +230,7 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
         num = Numerics.for_job(job)
         data = layer_data(job, layer, step, ins["keys"], seed)
         ref = reference(job, data, num, job.compute[:, layer, step])
-        index = write_data(work, P, data, ref, job.batch)
+        index = write_data(work, P, data, job.batch)
         regs.update(data_registers(num))
         ports = top_ports(P)
         stimulus = [f"{len(ins['words']):x}"] + [f"{w:x}" for w in ins["words"]]
@@ -255,7 +263,12 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
 
 def data_registers(num: Numerics) -> dict:
     shifts = sum(num.shifts[m] << (SHIFT_BITS * i) for i, m in enumerate(MATRICES))
-    return {"shifts": shifts, "s_act": num.s_act}
+    return {
+        "shifts": shifts,
+        "s_act": num.s_act,
+        "s_score": num.s_score,
+        "s_att": ATT_RECIP_BITS - num.s_value,
+    }
 
 
 def weight_beats(w: np.ndarray, row0: int, rows: int, P: TopParams) -> np.ndarray:
@@ -285,14 +298,26 @@ def weight_beats(w: np.ndarray, row0: int, rows: int, P: TopParams) -> np.ndarra
     return out
 
 
-def write_data(work, P: TopParams, data, ref: dict, batch: int) -> list[tuple[int, int]]:
+def kv_operand(keys: np.ndarray, values: np.ndarray, P: TopParams) -> np.ndarray:
+    """One entry's ATTN operand as the tile reads it: per key/value head, its keys (the scores job's
+    ``keys x head_dim`` matrix) then its values transposed (the values job's ``head_dim x keys``)."""
+    hd = P.head_dim
+    parts = []
+    for g in range(P.kv_heads):
+        k, v = keys[:, g * hd : (g + 1) * hd], values[:, g * hd : (g + 1) * hd]
+        parts.append(weight_beats(k, 0, k.shape[0], P))
+        parts.append(weight_beats(np.ascontiguousarray(v.T), 0, hd, P))
+    return np.concatenate(parts)
+
+
+def write_data(work, P: TopParams, data, batch: int) -> list[tuple[int, int]]:
     """``act_in.bin`` (the activation memory before the layer) and ``weights.bin`` (every weight block's
-    beats) for the Verilator testbench; returns (first word, beats) per (matrix, block)."""
+    beats, then every entry's keys and values) for the Verilator testbench; returns (first word, beats)
+    per (matrix, block), then per entry."""
     L = P.layout
     act = np.zeros(L.words, dtype=np.int16)
     for e in range(batch):
         act[L.base(e, "x") : L.base(e, "x") + L.hidden] = data.x[e]
-        act[L.base(e, "att") : L.base(e, "att") + L.q_dim] = ref["att"][e]
     act.tofile(work / "act_in.bin")
     replay = np.zeros((ENTRIES, P.layout.hidden), dtype=np.int64)
     replay[:batch] = data.cache
@@ -311,6 +336,14 @@ def write_data(work, P: TopParams, data, ref: dict, batch: int) -> list[tuple[in
                 beats.tofile(f)
                 index.append((at, len(beats)))
                 at += beats.size
+        for e in range(ENTRIES):
+            if e >= batch:
+                index.append((0, 0))
+                continue
+            beats = kv_operand(data.keys[e], data.values[e], P)
+            beats.tofile(f)
+            index.append((at, len(beats)))
+            at += beats.size
     return index
 
 
@@ -337,6 +370,7 @@ def unpack_cache(words: np.ndarray, P: TopParams) -> np.ndarray:
 def _tensors(L) -> dict:
     return {
         "qkv": ("qkv", 0, L.q_dim + 2 * L.kv_dim, False),
+        "att": ("att", 0, L.q_dim, False),
         "h": ("h", 0, L.hidden, False),
         "g": ("gu", 0, L.mlp, True),
         "a": ("gu", L.mlp, L.mlp, True),
@@ -351,6 +385,7 @@ def compare_outputs(work, P: TopParams, ref: dict, compute, batch: int) -> dict:
     act = np.fromfile(work / "act_out.bin", dtype=np.int16).astype(np.int64)
     expect = {
         "qkv": ref["qkv"],
+        "att": ref["att"],
         "h": ref["h"],
         "g": ref["gu"][:, : L.mlp],
         "a": ref["a"],

@@ -19,7 +19,7 @@ from pathlib import Path
 from myhdl import Signal
 
 from accelerator.rtl.common import bits_for
-from accelerator.rtl.sequencer import ENTRIES, GEMV
+from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV
 from accelerator.rtl.tools import build_key, cache_dir, missing, run, sources_digest, tool_version
 from accelerator.rtl.top import TopParams, machine_top, top_ports
 
@@ -32,11 +32,14 @@ REGISTERS = (
     "o_target",
     "down_target",
     "keys",
-    "keys_write",
+    "k_beats",
+    "v_beats",
     "kv_bytes",
     "decisions",
     "shifts",
     "s_act",
+    "s_score",
+    "s_att",
 )
 
 _TB = r"""
@@ -112,6 +115,7 @@ struct Data {
     std::vector<uint32_t> replay;  // the replay cache: per entry, its beats of RC_WORDS words
     std::vector<uint32_t> beats;
     std::vector<uint64_t> block_at, block_beats;  // per (matrix, block): first word, beats
+    std::vector<uint64_t> kv_at, kv_beats;  // per entry: its ATTN operand (keys and values)
 };
 
 static void load_data(const char* dir, Data& d) {
@@ -162,6 +166,8 @@ int main(int argc, char** argv) {
     }
     data.block_at.resize(4 * NB); data.block_beats.resize(4 * NB);
     for (int i = 0; i < 4 * NB; i++) { data.block_at[i] = rd(f); data.block_beats[i] = rd(f); }
+    data.kv_at.resize(RC_ENTRIES); data.kv_beats.resize(RC_ENTRIES);
+    for (int i = 0; i < RC_ENTRIES; i++) { data.kv_at[i] = rd(f); data.kv_beats[i] = rd(f); }
     const int R = @REQUESTERS@;
     std::map<long long, uint64_t> due;
     // operand buffers: the record fetched into each, and whether its fetch completed
@@ -225,17 +231,21 @@ int main(int argc, char** argv) {
         for (int c = 0; c < C; c++) {
             uint64_t word = slot_word[c][field(w_slot, SLOT_BITS * c, SLOT_BITS)];
             uint64_t beat = field(w_addr, 32 * c, 32);
+            const uint32_t* src = nullptr;
             if ((word >> 60) == KIND_GEMV) {
                 int idx = (int) ((word >> 51 & 3) * NB + (word >> 32 & ((1ULL << 19) - 1)));
-                if (beat < data.block_beats[idx]) {
-                    const uint32_t* src = &data.beats[data.block_at[idx] + beat * BEAT_WORDS];
-                    if ((LANES * W_BITS) % 32 == 0) {
-                        memcpy(&w_data[c * BEAT_WORDS], src, 4 * BEAT_WORDS);
-                    } else {
-                        for (int b = 0; b < LANES * W_BITS; b += 32) {
-                            int width = LANES * W_BITS - b < 32 ? LANES * W_BITS - b : 32;
-                            put_field(w_data, c * LANES * W_BITS + b, width, src[b >> 5]);
-                        }
+                if (beat < data.block_beats[idx]) src = &data.beats[data.block_at[idx] + beat * BEAT_WORDS];
+            } else if ((word >> 60) == KIND_ATTN) {
+                int e = __builtin_ctzll((word & 0xFFFFFFFFULL) | (1ULL << 32));
+                if (e < RC_ENTRIES && beat < data.kv_beats[e]) src = &data.beats[data.kv_at[e] + beat * BEAT_WORDS];
+            }
+            if (src) {
+                if ((LANES * W_BITS) % 32 == 0) {
+                    memcpy(&w_data[c * BEAT_WORDS], src, 4 * BEAT_WORDS);
+                } else {
+                    for (int b = 0; b < LANES * W_BITS; b += 32) {
+                        int width = LANES * W_BITS - b < 32 ? LANES * W_BITS - b : 32;
+                        put_field(w_data, c * LANES * W_BITS + b, width, src[b >> 5]);
                     }
                 }
             }
@@ -309,6 +319,7 @@ def _constants(P: TopParams, ports: dict) -> str:
         "SLOT_BITS": bits_for(P.weight_buffers),
         "ACT_WORDS": P.layout.words,
         "KIND_GEMV": GEMV,
+        "KIND_ATTN": ATTN,
         "BEAT_WORDS": beat_words(P),
         "EPB": P.replay_port_bits // P.replay_word_bits,
         "RC_ENTRIES": ENTRIES,
