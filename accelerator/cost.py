@@ -38,8 +38,9 @@ REPLAY_LATENCY_CYCLES = 2
 WRITER_LATENCY_CYCLES = 2
 #: A replay-cache write reads its first beat from the activation memory before the controller starts.
 REPLAY_PREFETCH_CYCLES = 1
-#: Softmax unit: after the values job has read a head's last key, the sum of the weights is complete one
-#: cycle later and the divider takes one cycle per quotient bit of floor(2^40 / sum) (26 bits).
+#: Softmax unit: a head's reciprocal floor(2^40 / sum of its weights) is ready this many cycles after the
+#: values job reads its last key: one to complete the sum, one per quotient bit (26). Ready at t means
+#: usable from t + 1, as a tile's outputs at the end of its job are.
 SOFTMAX_RECIP_CYCLES = 27
 
 

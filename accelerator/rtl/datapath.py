@@ -34,6 +34,7 @@ from myhdl import ConcatSignal, ResetSignal, Signal, always, always_comb, always
 from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
 from accelerator.rtl.harness import Bench
 from accelerator.rtl.layer_numerics import SILU, SILU_INDEX_BITS
+from accelerator.rtl.softmax import QUOTIENT_BITS
 
 WORD_BITS = 16  # one activation in the memory
 SHIFT_BITS = 6
@@ -581,8 +582,12 @@ class WriterBench(Bench):
             "job_row0": unsigned_sig(rows),
             "job_rows": unsigned_sig(rows),
             "job_entry": unsigned_sig(5),
+            "job_att": Signal(bool(0)),
             "shifts": unsigned_sig(4 * SHIFT_BITS),
             "s_act": unsigned_sig(SHIFT_BITS),
+            "s_att": unsigned_sig(SHIFT_BITS),
+            "recip": unsigned_sig(QUOTIENT_BITS),
+            "recip_valid": Signal(bool(0)),
             "cr_addr": unsigned_sig(ab),
             "cr_data": unsigned_sig(p.port * WORD_BITS),
             "wr_en": unsigned_sig(2),

@@ -6,7 +6,8 @@ module sweep; results are cached). All numbers are **pre-place-and-route estimat
 no timing closure, no vendor optimisation, no interconnect, memory controllers or shell.
 
 :func:`estimate` adds up one GEMV tile and one output writer per core, the TAS unit, the DRS scheduler,
-the replay-cache controller, the top level's sequencer and the cores' operand buffers (URAM, then BRAM) for a
+the replay-cache controller, the top level's sequencer, one softmax unit per core and the cores' operand
+buffers (URAM, then BRAM) for a
 :class:`~accelerator.spec.HardwareSpec`. Each module's resources are a function of
 its scaling parameter (lanes, TAS lanes, cores, port bits): exact at the synthesized parameter sets,
 piecewise linear between them and linear beyond them; the result says which (``basis``).
@@ -43,6 +44,7 @@ SWEEPS: dict[str, tuple[str, list[int], dict]] = {
     ),
     "sequencer": ("cores", [2, 4, 8], {"queue_depth": 16, "idepth": 64}),
     "output_writer": ("lanes", [64, 128, 256, 512], {"port": 1}),
+    "softmax_unit": ("lanes", [64, 128, 256, 512], {"max_keys": 2064}),
 }
 #: Bits of one UltraRAM (URAM288: 4K x 72) and of one block RAM (RAMB36: 36 Kb).
 URAM_BITS, BRAM_BITS = 288 * 1024, 36 * 1024
@@ -76,6 +78,10 @@ def bench_for(module: str, params: dict):
         from accelerator.rtl.datapath import WriterBench, WriterParams
 
         return WriterBench(WriterParams(**params), [])
+    if module == "softmax_unit":
+        from accelerator.rtl.softmax import SoftmaxBench, SoftmaxParams
+
+        return SoftmaxBench(SoftmaxParams(**params), [])
     raise KeyError(module)
 
 
@@ -176,8 +182,8 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
 
     One GEMV tile of ``hw.lanes_per_core`` lanes per core, one TAS unit of ``hw.tas_lanes`` lanes, one DRS
     scheduler for ``hw.cores`` cores, one replay-cache controller with a ``hw.replay_port_bits`` port, the
-    sequencer of the top level for ``hw.cores`` cores, one output writer per core, and the cores' operand
-    buffers (:func:`operand_buffers`).
+    sequencer of the top level for ``hw.cores`` cores, one output writer and one softmax unit (score memory
+    for the paper model's 2,064 keys) per core, and the cores' operand buffers (:func:`operand_buffers`).
     """
     table = table or load_table()
     rows = table["rows"]
@@ -188,6 +194,7 @@ def estimate(hw: HardwareSpec, table: dict | None = None) -> dict:
         "replay_cache_ctrl": (hw.replay_port_bits, 1),
         "sequencer": (hw.cores, 1),
         "output_writer": (hw.lanes_per_core, hw.cores),
+        "softmax_unit": (hw.lanes_per_core, hw.cores),
     }
     per_module = {}
     totals = dict.fromkeys((*KEYS, "urams"), 0.0)

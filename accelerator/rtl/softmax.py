@@ -20,9 +20,12 @@ ends; the reciprocal is valid ``keys + RECIP_CYCLES`` cycles after the values jo
 
 from __future__ import annotations
 
-from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block
+from dataclasses import dataclass
+
+from myhdl import ConcatSignal, ResetSignal, Signal, always, always_comb, always_seq, block
 
 from accelerator.rtl.common import bits_for, signed_sig, unsigned_sig, wire
+from accelerator.rtl.harness import Bench
 from accelerator.rtl.layer_numerics import ATT_RECIP_BITS, EXP, EXP_BITS
 
 #: Quotient bits of floor(2^40 / sum): the sum holds the largest score's p = EXP[0] = 2^15 - 1, so the
@@ -240,3 +243,44 @@ def softmax_unit(
         store,
         state,
     )
+
+
+@dataclass(frozen=True)
+class SoftmaxParams:
+    """A softmax unit for synthesis: a core of ``lanes`` lanes on the paper's model (VILA-U 7B: 2,064 keys
+    at the longest context, scores of int4 keys x 16-bit queries over 128 dims)."""
+
+    lanes: int = 512
+    acc_bits: int = 37  #: the tile's accumulator (pe_lane.accumulator_bits(4, 16, 11008))
+    score_bits: int = 27  #: pe_lane.accumulator_bits(4, 16, 128)
+    max_keys: int = 2064
+
+    def kwargs(self) -> dict:
+        return {"LANES": self.lanes, "ACC_BITS": self.acc_bits, "SB": self.score_bits, "MAX_KEYS": self.max_keys}
+
+
+class SoftmaxBench(Bench):
+    """The softmax unit as a unit (conversion, synthesis); ``tests/rtl/test_softmax.py`` checks it."""
+
+    name = "softmax_unit"
+
+    def ports(self) -> dict:
+        p = self.params
+        kb = bits_for(p.max_keys)
+        return {
+            "rst": ResetSignal(0, active=1, isasync=False),
+            "y_valid": Signal(bool(0)),
+            "y_row": unsigned_sig(kb + 1),
+            "y": unsigned_sig(p.lanes * p.acc_bits),
+            "scores": Signal(bool(0)),
+            "v_start": Signal(bool(0)),
+            "keys": unsigned_sig(kb),
+            "s_score": unsigned_sig(6),
+            "x_col": unsigned_sig(kb),
+            "p_out": unsigned_sig(EXP_BITS),
+            "recip": unsigned_sig(QUOTIENT_BITS),
+            "recip_valid": Signal(bool(0)),
+        }
+
+    def module(self):
+        return softmax_unit
