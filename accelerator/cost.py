@@ -38,6 +38,10 @@ REPLAY_LATENCY_CYCLES = 2
 WRITER_LATENCY_CYCLES = 2
 #: A replay-cache write reads its first beat from the activation memory before the controller starts.
 REPLAY_PREFETCH_CYCLES = 1
+#: The TAS unit samples a query beat in the cycle it starts, so a TAS instruction reads its first beat from
+#: the activation memory one cycle before its unit starts (the next entries' first beats are read while the
+#: unit finishes the previous one).
+TAS_PREFETCH_CYCLES = 1
 #: Softmax unit: a head's reciprocal floor(2^40 / sum of its weights) is ready this many cycles after the
 #: values job reads its last key: one to complete the sum, one per quotient bit (26). Ready at t means
 #: usable from t + 1, as a tile's outputs at the end of its job are.
@@ -304,7 +308,13 @@ class CostModel:
                 streamed=True,
             )
         if op == "TAS":
-            return InstructionCost(self.tas_unit_cycles, self.tas_macs, d.kv_dim * self.kv_bytes, pl.kv_cache)
+            return InstructionCost(
+                self.tas_unit_cycles,
+                self.tas_macs,
+                d.kv_dim * self.kv_bytes,
+                pl.kv_cache,
+                TAS_PREFETCH_CYCLES,
+            )
         if op == "DRS":  # one cycle per bit scanned, the commit and the assumed overhead
             fixed = drs_assign_cycles(0) + self.drs_overhead_cycles
             return InstructionCost(drs_assign_cycles(1) - drs_assign_cycles(0), 0, 0.0, "", fixed)
@@ -352,7 +362,9 @@ class CostModel:
         controller, the per-token extra work)."""
         c = self.instruction(op)
         return Demand(
-            cycles=c.total_cycles(n), bytes={c.group: c.total_bytes(n)} if c.group else {}, macs=n * c.macs
+            cycles=np.where(np.asarray(n) > 0, c.total_cycles(n), 0),
+            bytes={c.group: c.total_bytes(n)} if c.group else {},
+            macs=n * c.macs,
         )
 
     def tas(self, n) -> Demand:

@@ -207,18 +207,14 @@ class Engine:
         pass
 
 
-class CoreEngine(Engine):
-    """A PE tile and its weight-stream engine. The stream engine fetches the operands (weight blocks, an
-    entry's keys and values) of queued instructions in order, as far ahead as ``weight_buffers`` allow; the
-    tile runs an instruction once its operand is in a buffer and frees the buffer when it ends. The stream
-    engine acts on two events only (an instruction queued, a buffer freed), so it is driven from those
-    rather than run as a process of its own."""
+class StreamEngine(Engine):
+    """An engine with a stream engine in front: it fetches the operands of queued instructions in order,
+    as far ahead as its ``buffers`` allow; an instruction runs once its operand is in a buffer and frees
+    the buffer when it ends. The stream engine acts on two events only (an instruction queued, a buffer
+    freed), so it is driven from those rather than run as a process of its own."""
 
-    track = "cores"
-
-    def __init__(self, env, index: int, depth: int, buffers: int, timeline: Timeline, done) -> None:
-        super().__init__(env, f"core{index}", depth, timeline, done)
-        self.index = index
+    def __init__(self, env, name: str, depth: int, buffers: int, timeline: Timeline, done) -> None:
+        super().__init__(env, name, depth, timeline, done)
         self.free_buffers = buffers
         self._fetch: deque[Record] = deque()
 
@@ -256,3 +252,20 @@ class CoreEngine(Engine):
         if rec.loaded is not None:
             self.free_buffers += 1
             self._stream()
+
+
+class CoreEngine(StreamEngine):
+    """A PE tile and its weight-stream engine: the operands are weight blocks and entries' keys and
+    values, ``weight_buffers`` of them."""
+
+    track = "cores"
+
+    def __init__(self, env, index: int, depth: int, buffers: int, timeline: Timeline, done) -> None:
+        super().__init__(env, f"core{index}", depth, buffers, timeline, done)
+        self.index = index
+
+
+def tas_engine(env, depth: int, timeline: Timeline, done) -> StreamEngine:
+    """The TAS unit fetches each record's aligned keys as the record enters its queue (a key buffer for
+    every record it can hold), so the keys are in by the time the record's queries are."""
+    return StreamEngine(env, "tas", depth, depth + 1, timeline, done)

@@ -33,7 +33,7 @@ from accelerator.channel import Channel
 from accelerator.compiler import StreamOptions, program
 from accelerator.cost import PHASES
 from accelerator.drs import check_batch, mapping_registers
-from accelerator.engines import FIRED, CoreEngine, Engine, Record, Signal
+from accelerator.engines import FIRED, CoreEngine, Engine, Record, Signal, tas_engine
 from accelerator.isa import MAPPED, MATRICES, Instr, Op, mask_of
 from accelerator.job import SimResult, critical_path
 from accelerator.timeline import Timeline
@@ -103,7 +103,7 @@ class Machine:
         self.cores = [
             CoreEngine(env, c, depth, hw.weight_buffers, self.timeline, done) for c in range(hw.cores)
         ]
-        self.tas_unit = Engine(env, "tas", depth, self.timeline, done)
+        self.tas_unit = tas_engine(env, depth, self.timeline, done)
         self.replay_unit = Engine(env, "replay_cache", depth, self.timeline, done)
         if job.drs and job.uses_cache:
             check_batch(job.batch)

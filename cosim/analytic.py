@@ -50,7 +50,12 @@ def run_analytic(job: DecodeJob) -> SimResult:
 
     step = np.arange(steps)[None, :]
     scored = np.broadcast_to(job.scores(step), shape)
-    tas = cost.tas(np.where(scored, job.batch, 0))
+    per_group = cost.tas(np.where(scored, static_n, 0))  # one TAS instruction per core's static group
+    tas = Demand(
+        per_group.cycles.sum(axis=0),
+        {g: b.sum(axis=0) for g, b in per_group.bytes.items()},
+        per_group.macs.sum(axis=0),
+    )
     t_bits = np.where(scored, t_qkv + cost.roofline_seconds(tas), 0.0)  # every index-register bit written
 
     scheduling = np.broadcast_to(job.schedules(step), shape)

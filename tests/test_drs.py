@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tiny_workload import compute_bound
 
-from accelerator.cost import REPLAY_PREFETCH_CYCLES, CostModel, drs_assign_cycles
+from accelerator.cost import REPLAY_PREFETCH_CYCLES, TAS_PREFETCH_CYCLES, CostModel, drs_assign_cycles
 from accelerator.drs import filter_instructions, index_register, mapping_registers
 from cosim.config import resolve
 from cosim.simulate import execute, make_job
@@ -54,12 +54,17 @@ def test_drs_costs_only_what_outlasts_attention_on_a_balanced_pattern(tiny_raw, 
             - execute(make_job(w_static, replay), mode, granularity=granularity).latency_s
         )
         # Per scheduled layer: both cores finish QKV together; the TAS unit then scores core 0's two
-        # entries and core 1's two; DRS scans 4 bits plus the overhead. Attention (two entries per core)
+        # entries and core 1's two (each instruction first reads its first query beat); DRS scans 4 bits
+        # plus the overhead. Attention (two entries per core)
         # (and the O projection's output drain) ends attention(2 entries) after QKV. DRS costs what it
         # outlasts attention by.
         ctx = w.video.prompt_tokens + np.arange(w.video.steps) + 1
         excess = [
-            4 * cost.tas_unit_cycles + drs_assign_cycles(4) + overhead - cost.attention(2, int(c)).cycles
+            2 * TAS_PREFETCH_CYCLES
+            + 4 * cost.tas_unit_cycles
+            + drs_assign_cycles(4)
+            + overhead
+            - cost.attention(2, int(c)).cycles
             for c in ctx[w.video.tokens_per_frame :]
         ]
         # DRS also stores the two computed outputs with one replay-write instruction where the static

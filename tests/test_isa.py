@@ -255,7 +255,7 @@ def test_stream_cycles_equal_the_cost_model_per_phase(batch, cores, shared, weig
         elif i.op == Op.ATTN:
             got["attention"] += int(cost.attention_entry_cycles(ctx))
         elif i.op == Op.TAS:
-            got["tas"] += n * cost.tas_unit_cycles
+            got["tas"] += cost.instruction("TAS").total_cycles(n)  # its first query beat read, then n jobs
         elif i.op == Op.DRS:
             got["drs"] += int(cost.drs(n).cycles)
         elif i.op in (Op.REPLAY_RD, Op.REPLAY_WR):
@@ -265,7 +265,7 @@ def test_stream_cycles_equal_the_cost_model_per_phase(batch, cores, shared, weig
         "qkv": sum(int(cost.qkv(n).cycles) for n in per_core),
         "attention": sum(int(cost.attention(n, ctx).cycles) for n in per_core),
         "mlp": sum(int(cost.mlp(n).cycles) for n in per_core),
-        "tas": int(cost.tas(batch).cycles),
+        "tas": sum(int(cost.tas(n).cycles) for n in per_core),  # one TAS instruction per core's group
         "drs": int(cost.drs(batch).cycles),
         # read and write counted once each per entry; one of the two moves happens at run time
         "replay": int(cost.replay(batch, 0).cycles) + int(cost.replay(0, batch).cycles),

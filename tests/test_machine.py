@@ -710,5 +710,5 @@ def test_issue_time_shows_only_where_the_sequencer_is_on_the_critical_path(tiny_
             run_instructions(job).latency_s * w.hardware.clock_Hz,
             layer_cycles(job, v.steps - 1, 1),
         )
-    assert runs[k][0] - runs[0][0] == pytest.approx(k * v.steps * w.model.layers, abs=1e-6)
+    assert runs[k][0] - runs[0][0] == pytest.approx(k * v.steps * w.model.layers, abs=1e-3)  # float seconds
     assert runs[k][1] == runs[0][1]

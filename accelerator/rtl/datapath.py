@@ -536,6 +536,69 @@ def replay_reader(
     return insts, address, count
 
 
+@block
+def tas_reader(
+    clk,
+    rst,
+    pre,
+    first,
+    start,
+    entry,
+    next_entry,
+    q_addr,
+    k_addr,
+    L: ActLayout,
+    HEADS,
+    HEAD_DIM,
+    KV_HEADS,
+    LANES,
+):
+    """The TAS unit's beats: the unit samples beat j of an entry in the j-th cycle of its job, so each beat
+    is read one cycle ahead, as ``replay_reader`` reads a replay write's: beat 0 of the first entry in the
+    record's prefetch cycle (``pre``), beat 1 as the unit starts, then one per cycle, and beat 0 of the next
+    entry while it waits. Beat j holds ``LANES`` elements of head h = j // (HEAD_DIM / LANES): the query's
+    at ``q_addr`` in the activation memory, and the aligned key's at element ``k_addr`` of the TAS key
+    buffer (per entry ``KV_HEADS * HEAD_DIM`` elements; head h reads key/value head h // (HEADS / KV_HEADS))."""
+    S, OQKV = L.stride, L.offset("qkv")
+    BPH = HEAD_DIM // LANES  # beats per head
+    N = HEADS * BPH
+    G = HEADS // KV_HEADS
+    KV = KV_HEADS * HEAD_DIM
+    rb = unsigned_sig(bits_for(N + 1), N)
+    ent, e_sel = unsigned_sig(5), unsigned_sig(5)
+    beat = unsigned_sig(bits_for(N + 1))
+
+    @always_comb
+    def select():
+        if pre:
+            e_sel.next = first
+            beat.next = 0
+        elif start:
+            e_sel.next = entry
+            beat.next = 1
+        elif rb < N:
+            e_sel.next = ent
+            beat.next = rb
+        else:
+            e_sel.next = next_entry
+            beat.next = 0
+
+    @always_comb
+    def address():
+        q_addr.next = e_sel * S + OQKV + beat * LANES
+        k_addr.next = e_sel * KV + (beat // BPH // G) * HEAD_DIM + (beat % BPH) * LANES
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        if start:
+            ent.next = entry
+            rb.next = 2
+        elif rb < N:
+            rb.next = rb + 1
+
+    return select, address, count
+
+
 @dataclass(frozen=True)
 class WriterParams:
     """An output writer for synthesis: a core of ``lanes`` lanes on the paper's model (VILA-U 7B)."""

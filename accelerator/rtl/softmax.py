@@ -197,9 +197,8 @@ def softmax_unit(
     @always_seq(clk.posedge, reset=rst)
     def state():
         p_out.next = e
-        if y_valid and scores:
-            if any_valid and (y_row == 0 or pass_max > m):
-                m.next = pass_max
+        if y_valid and scores and any_valid and (y_row == 0 or pass_max > m):
+            m.next = pass_max
         if v_start:
             counting.next = 1
             count.next = 0
@@ -256,7 +255,12 @@ class SoftmaxParams:
     max_keys: int = 2064
 
     def kwargs(self) -> dict:
-        return {"LANES": self.lanes, "ACC_BITS": self.acc_bits, "SB": self.score_bits, "MAX_KEYS": self.max_keys}
+        return {
+            "LANES": self.lanes,
+            "ACC_BITS": self.acc_bits,
+            "SB": self.score_bits,
+            "MAX_KEYS": self.max_keys,
+        }
 
 
 class SoftmaxBench(Bench):

@@ -54,9 +54,10 @@ from accelerator.rtl.datapath import (
     output_writer,
     replay_reader,
     replay_writer,
+    tas_reader,
 )
-from accelerator.rtl.pe_lane import gemv_tile
 from accelerator.rtl.layer_numerics import EXP_BITS
+from accelerator.rtl.pe_lane import gemv_tile
 from accelerator.rtl.replay_cache import replay_cache_ctrl
 from accelerator.rtl.sequencer import ATTN, ENTRIES, GEMV, REPLAY_WR, WORD, sequencer
 from accelerator.rtl.softmax import QUOTIENT_BITS, softmax_unit
@@ -522,6 +523,8 @@ def unit_engine(
     clk,
     rst,
     clear,
+    put,
+    word_in,
     head_valid,
     head_word,
     take,
@@ -546,11 +549,13 @@ def unit_engine(
     CORES,
     IS_TAS,
 ):
-    """The TAS unit's or the replay-cache controller's engine: a record's transfer starts with it and its
-        unit runs one job per entry, back to back; the record ends when both are done and its data is written
-        (``w_idle``). A replay write starts its controller one cycle after the record, in which its first beat is
-    read (``pre_out``). The TAS
-        engine's ``bits`` are the index-register bits of the record's computing entries (valid with ``fin``)."""
+    """The TAS unit's or the replay-cache controller's engine. The replay-cache controller's record starts
+    its transfer as it starts and its unit runs one job per entry, back to back; the record ends when both
+    are done and its data is written (``w_idle``). The TAS unit fetches a record's aligned keys as the
+    record enters its queue (``put``, ``word_in``) and starts the record once they are in. A TAS record and
+    a replay write start their unit one cycle after the record, in which the first beat is read
+    (``pre_out``). The TAS engine's ``bits`` are the index-register bits of the record's computing entries
+    (valid with ``fin``)."""
     UNGATED = bool(IS_TAS)  # the TAS unit's jobs wait for nothing but their record
     st = unsigned_sig(2)
     rec, cand = unsigned_sig(WORD), unsigned_sig(WORD)
@@ -560,14 +565,17 @@ def unit_engine(
     xfer_done = Signal(bool(0))
     finishing, taking, start_rec, next_job = (Signal(bool(0)) for _ in range(4))
     cand_low, todo_low = unsigned_sig(5), unsigned_sig(5)
-    n_cand = unsigned_sig(6)
+    n_cand, n_in = unsigned_sig(6), unsigned_sig(6)
+    loaded, started = unsigned_sig(16), unsigned_sig(16)  # TAS: key fetches completed, records started
 
     lowest = lowest_entries(cand, todo, cand_low, todo_low, n_cand)
+    entering = lowest_entries(word_in, word_in, unsigned_sig(5), unsigned_sig(5), n_in)
 
     @always_comb
     def ending():
         between = st == RUN and not u_busy
-        finishing.next = between and todo == 0 and (xfer_done or mem_done) and w_idle
+        transferred = IS_TAS or xfer_done or mem_done  # a TAS record's keys were in before it started
+        finishing.next = between and todo == 0 and transferred and w_idle
         next_job.next = between and todo != 0
         next_entry.next = todo_low
 
@@ -588,6 +596,8 @@ def unit_engine(
             for c in range(CORES):
                 if cand[c] and not qkv_fired[c]:  # a TAS record scores static group c, which holds entry c
                     ok = False
+            if loaded + mem_done <= started:  # its keys are not in yet
+                ok = False
         elif cand[WORD:60] == REPLAY_WR:
             for e in range(ENTRIES):
                 if cand[e] and not out_fired[e]:
@@ -599,10 +609,10 @@ def unit_engine(
         # the controller waits a cycle after a replay write's start (its first beat is read), and a replay
         # read's controller waits for every entry's h (it forms y = h + d); the transfer does not
         writing = cand[WORD:60] == REPLAY_WR
-        prefetch = start_rec and writing
-        pre_out.next = prefetch
+        prefetching = writing or IS_TAS  # the unit's first beat is read in the record's first cycle
+        pre_out.next = start_rec and prefetching
         may_start = writing or attn_all or UNGATED
-        u_start.next = (start_rec and not writing and may_start) or (st == PRE and may_start) or next_job
+        u_start.next = (start_rec and not prefetching and may_start) or (st == PRE and may_start) or next_job
         if start_rec or st == PRE:
             u_entry.next = cand_low
         else:
@@ -611,8 +621,12 @@ def unit_engine(
             u_write.next = cand[WORD:60] == REPLAY_WR
         else:
             u_write.next = rec[WORD:60] == REPLAY_WR
-        req_valid.next = start_rec
-        req_bytes.next = n_cand * ENTRY_BYTES
+        if IS_TAS:
+            req_valid.next = put
+            req_bytes.next = n_in * ENTRY_BYTES
+        else:
+            req_valid.next = start_rec
+            req_bytes.next = n_cand * ENTRY_BYTES
 
     @always_comb
     def report():
@@ -626,7 +640,13 @@ def unit_engine(
     def state():
         if clear:
             st.next = IDLE
+            loaded.next = 0
+            started.next = 0
         else:
+            if IS_TAS and mem_done:
+                loaded.next = loaded + 1
+            if start_rec:
+                started.next = started + 1
             if u_done and not u_replay and IS_TAS:
                 acc.next = acc | (1 << int(last))
             if mem_done:
@@ -654,7 +674,7 @@ def unit_engine(
                 todo.next = todo & ~(1 << int(todo_low))
                 last.next = todo_low
 
-    return lowest, ending, taker, choose, drive, report, state
+    return lowest, entering, ending, taker, choose, drive, report, state
 
 
 def top_ports(P: TopParams) -> dict:
@@ -669,7 +689,7 @@ def top_ports(P: TopParams) -> dict:
             "k_beats": unsigned_sig(32),
             "v_beats": unsigned_sig(32),
             "kv_bytes": unsigned_sig(BYTES_BITS),
-            "decisions": unsigned_sig(ENTRIES),
+            "taus": unsigned_sig(ENTRIES * TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits),
             "shifts": unsigned_sig(4 * SHIFT_BITS),
             "s_act": unsigned_sig(SHIFT_BITS),
             "s_score": unsigned_sig(SHIFT_BITS),
@@ -698,6 +718,13 @@ def top_ports(P: TopParams) -> dict:
             "rw_data": unsigned_sig(2 * epw),
             "rd_addr": unsigned_sig(ab),
             "rd_data": unsigned_sig(epw),
+            "tq_addr": unsigned_sig(ab),
+            "tq_data": unsigned_sig(P.tas_lanes * WORD_BITS),
+            "tk_addr": unsigned_sig(32),
+            "tk_data": unsigned_sig(P.tas_lanes * WORD_BITS),
+            "tas_valid": Signal(bool(0)),
+            "tas_entry": unsigned_sig(5),
+            "tas_score": unsigned_sig(TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits),
             "req_valid": unsigned_sig(r),
             "req_bytes": unsigned_sig(r * BYTES_BITS),
             "req_group": unsigned_sig(r * 2),
@@ -746,7 +773,7 @@ def machine_top(
     k_beats,
     v_beats,
     kv_bytes,
-    decisions,
+    taus,
     shifts,
     s_act,
     s_score,
@@ -775,6 +802,13 @@ def machine_top(
     rw_data,
     rd_addr,
     rd_data,
+    tq_addr,
+    tq_data,
+    tk_addr,
+    tk_data,
+    tas_valid,
+    tas_entry,
+    tas_score,
     req_valid,
     req_bytes,
     req_group,
@@ -1006,21 +1040,41 @@ def machine_top(
     tp = TasParams(heads=P.heads, head_dim=P.head_dim, lanes=P.tas_lanes)
     u_start, u_busy, u_done, u_replay, u_write = (Signal(bool(0)) for _ in range(5))
     u_entry = unsigned_sig(5)
-    tau = signed_sig(tp.acc_bits)
+    tau, score = signed_sig(tp.acc_bits), signed_sig(tp.acc_bits)
+    taus_sh = unsigned_sig(len(taus))
+    t_pre, t_next, scored = Signal(bool(0)), unsigned_sig(5), unsigned_sig(5)
     insts.append(
         tas_unit(
             clk,
             rst,
             u_start,
-            unsigned_sig(tp.lanes * tp.width),
-            unsigned_sig(tp.lanes * tp.width),
+            tq_data,
+            tk_data,
             tau,
             Signal(bool(0)),
             u_busy,
             u_done,
             u_replay,
-            signed_sig(tp.acc_bits),
+            score,
             **tp.kwargs(),
+        )
+    )
+    insts.append(
+        tas_reader(
+            clk,
+            rst,
+            t_pre,
+            u_entry,
+            u_start,
+            u_entry,
+            t_next,
+            tq_addr,
+            tk_addr,
+            L=P.layout,
+            HEADS=P.heads,
+            HEAD_DIM=P.head_dim,
+            KV_HEADS=P.kv_heads,
+            LANES=P.tas_lanes,
         )
     )
     insts.append(
@@ -1028,6 +1082,8 @@ def machine_top(
             clk,
             rst,
             clear,
+            put(TAS_R),
+            cur_word,
             head_valid(TAS_R),
             head_word((TAS_R + 1) * WORD, TAS_R * WORD),
             takes[TAS_R],
@@ -1046,18 +1102,37 @@ def machine_top(
             u_done,
             u_replay,
             Signal(bool(1)),
-            Signal(bool(0)),
-            unsigned_sig(5),
+            t_pre,
+            t_next,
             ENTRY_BYTES=P.tas_bytes,
             CORES=C,
             IS_TAS=True,
         )
     )
 
+    AW = tp.acc_bits
+    tau_low = taus_sh(AW, 0)
+
     @always_comb
     def threshold():
-        """q and k are zero here, so the mean score is 0: tau 1 makes the entry compute, 0 replay."""
-        tau.next = 1 if decisions[u_entry] else 0
+        """Each entry's threshold (the host sets it from the reference score so that the comparison
+        reproduces the trace's decision)."""
+        taus_sh.next = taus >> (u_entry * AW)
+
+    @always_comb
+    def threshold_value():
+        tau.next = tau_low.signed()
+
+    @always_seq(clk.posedge, reset=rst)
+    def scored_entry():
+        if u_start:
+            scored.next = u_entry
+
+    @always_comb
+    def score_out():
+        tas_valid.next = u_done
+        tas_entry.next = scored
+        tas_score.next = score[AW:]
 
     # the replay-cache controller, its engine, and its data in and out of the activation memory
     r_start, r_busy, r_done, r_write, r_rvalid = (Signal(bool(0)) for _ in range(5))
@@ -1096,6 +1171,8 @@ def machine_top(
             clk,
             rst,
             clear,
+            Signal(bool(0)),
+            unsigned_sig(WORD),
             head_valid(RC_R),
             head_word((RC_R + 1) * WORD, RC_R * WORD),
             takes[RC_R],
@@ -1189,4 +1266,4 @@ def machine_top(
     def begin():
         clear.next = go
 
-    return insts, threshold, begin
+    return insts, threshold, threshold_value, scored_entry, score_out, begin

@@ -25,9 +25,10 @@ from accelerator.isa import MATRICES, encode
 from accelerator.machine import layer_trace
 from accelerator.rtl.common import bits_for, clock_source, unpack
 from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout
-from accelerator.rtl.layer_numerics import ATT_RECIP_BITS, Numerics, kv_head, layer_data, reference
+from accelerator.rtl.layer_numerics import ATT_RECIP_BITS, Numerics, layer_data, reference
 from accelerator.rtl.pe_lane import accumulator_bits
 from accelerator.rtl.sequencer import ENTRIES, host_writes, layer_registers
+from accelerator.rtl.tas_unit import TasParams
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 #: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
@@ -72,6 +73,11 @@ def top_params(job, step: int) -> TopParams:
         raise TopError(
             f"hardware.lanes_per_core: a head's values run in one tile pass on the top level; {d.head_dim} "
             f"head dims need at least as many lanes"
+        )
+    if d.head_dim % hw.tas_lanes:
+        raise TopError(
+            f"hardware.tas_lanes: the top level's TAS unit reads whole beats of a head; {d.head_dim} head "
+            f"dims are not a multiple of {hw.tas_lanes} lanes"
         )
     if hw.lanes_per_core % port:
         raise TopError(
@@ -179,7 +185,7 @@ def layer_inputs(job, step: int, layer: int, trace: dict) -> dict:
         "k_beats": int(ceil_div(keys, lanes)) * d.head_dim,  # a key/value head's keys in the operand
         "v_beats": int(ceil_div(d.head_dim, lanes)) * keys,  # and its values
         "kv_bytes": _whole_bytes(cost.kv_bytes_per_entry(keys), "an entry's keys and values"),
-        "decisions": int(sum(1 << e for e in range(job.batch) if job.compute[e, layer, step])),
+        "compute": [bool(job.compute[e, layer, step]) for e in range(job.batch)],
     }
 
 
@@ -199,11 +205,19 @@ def memory_channels(hw) -> list[tuple[Fraction, Fraction, int]]:
     return out
 
 
-def registers(job, trace: dict, ins: dict) -> dict:
-    """The values the host writes into the top level's registers before ``go``."""
+def registers(job, trace: dict, ins: dict, P: TopParams, scores) -> dict:
+    """The values the host writes into the top level's registers before ``go``. ``scores``: each entry's
+    TAS score as the unit will compute it; its threshold is set so that the comparison reproduces the
+    trace's decision (replay: tau = score, ``score >= tau``; compute: tau = score + 1)."""
+    aw = TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits
+    taus = 0
+    for e, computes in enumerate(ins["compute"]):
+        tau = int(scores[e]) + (1 if computes else 0)
+        taus |= (tau & ((1 << aw) - 1)) << (aw * e)
     return {
         **layer_registers(trace, job.batch),
-        **{k: ins[k] for k in ("keys", "k_beats", "v_beats", "kv_bytes", "decisions")},
+        **{k: ins[k] for k in ("keys", "k_beats", "v_beats", "kv_bytes")},
+        "taus": taus,
     }
 
 
@@ -215,7 +229,6 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
     trace = layer_trace(job, step, layer)
     P = top_params(job, step)
     ins = layer_inputs(job, step, layer, trace)
-    regs = registers(job, trace, ins)
     limit = trace["cycles"] * 2 + 1000
     channels = memory_channels(job.cost.hw)
     t0 = time.perf_counter()
@@ -231,7 +244,7 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
         data = layer_data(job, layer, step, ins["keys"], seed)
         ref = reference(job, data, num, job.compute[:, layer, step])
         index = write_data(work, P, data, job.batch)
-        regs.update(data_registers(num))
+        regs = {**registers(job, trace, ins, P, ref["tas"]), **data_registers(num)}
         ports = top_ports(P)
         stimulus = [f"{len(ins['words']):x}"] + [f"{w:x}" for w in ins["words"]]
         stimulus += top_verilator.register_tokens(ports, regs)
@@ -242,12 +255,17 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
                 for x in (rate.numerator, rate.denominator, latency.numerator, latency.denominator, burst)
             ]
         stimulus += [f"{x:x}" for pair in index for x in pair]
-        cycles, fins, overrun = top_verilator.simulate(binary, stimulus, limit, work)
+        aw = TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits
+        cycles, fins, overrun, scores = top_verilator.simulate(binary, stimulus, limit, work, aw)
         timing = {"build_s": built - t0, "run_s": time.perf_counter() - built}
         outputs = compare_outputs(work, P, ref, job.compute[:, layer, step], job.batch)
         outputs["overrun"] = overrun
+        if trace["options"].tas:  # every entry scored: the unit's score against the reference's
+            got = np.array([scores.get(e, np.nan) for e in range(job.batch)])
+            outputs["tensors"]["tas"] = (job.batch, int(np.count_nonzero(got != ref["tas"])))
         tmp.cleanup()
-    else:
+    else:  # no data: every score is 0
+        regs = registers(job, trace, ins, P, np.zeros(job.batch, dtype=np.int64))
         cycles, fins = _run_myhdl(job, P, ins, regs, channels, limit)
         timing = {"build_s": 0.0, "run_s": time.perf_counter() - t0}
     return {
@@ -319,6 +337,9 @@ def write_data(work, P: TopParams, data, batch: int) -> list[tuple[int, int]]:
     for e in range(batch):
         act[L.base(e, "x") : L.base(e, "x") + L.hidden] = data.x[e]
     act.tofile(work / "act_in.bin")
+    keys = np.zeros((ENTRIES, L.kv_dim), dtype=np.int16)  # the TAS unit's key buffer: the aligned keys
+    keys[:batch] = data.k_prev
+    keys.tofile(work / "tas_keys.bin")
     replay = np.zeros((ENTRIES, P.layout.hidden), dtype=np.int64)
     replay[:batch] = data.cache
     pack_cache(replay, P).tofile(work / "replay_in.bin")

@@ -35,7 +35,7 @@ REGISTERS = (
     "k_beats",
     "v_beats",
     "kv_bytes",
-    "decisions",
+    "taus",
     "shifts",
     "s_act",
     "s_score",
@@ -113,6 +113,7 @@ static bool write_ports(std::vector<int16_t>& act, std::vector<long long>& wrote
 struct Data {
     std::vector<int16_t> act;
     std::vector<uint32_t> replay;  // the replay cache: per entry, its beats of RC_WORDS words
+    std::vector<int16_t> tas_keys;  // the TAS unit's key buffer: per entry, its aligned key
     std::vector<uint32_t> beats;
     std::vector<uint64_t> block_at, block_beats;  // per (matrix, block): first word, beats
     std::vector<uint64_t> kv_at, kv_beats;  // per entry: its ATTN operand (keys and values)
@@ -131,6 +132,12 @@ static void load_data(const char* dir, Data& d) {
     if (!f) { perror(path); exit(2); }
     d.replay.resize(RC_ENTRIES * RC_BEATS * RC_WORDS);
     if (fread(d.replay.data(), 4, d.replay.size(), f) != d.replay.size()) { fprintf(stderr, "replay_in: short\n"); exit(2); }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/tas_keys.bin", dir);
+    f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    d.tas_keys.resize(RC_ENTRIES * KV_DIM);
+    if (fread(d.tas_keys.data(), 2, d.tas_keys.size(), f) != d.tas_keys.size()) { fprintf(stderr, "tas_keys: short\n"); exit(2); }
     fclose(f);
     snprintf(path, sizeof path, "%s/weights.bin", dir);
     f = fopen(path, "rb");
@@ -179,7 +186,7 @@ int main(int argc, char** argv) {
     static uint32_t wr_data[WRDATA_WORDS + 3], wr_mask[WRMASK_WORDS + 3], req_bytes[RB_WORDS + 3];
     static uint32_t rc_wdata[RC_WORDS + 3], rc_rdata[RC_WORDS + 3], rr_addr[2 + 3], rr_data[RR_WORDS + 3];
     static uint32_t rw_en[2 + 3], rw_addr[RWADDR_WORDS + 3], rw_data[RWDATA_WORDS + 3], rd_addr[2 + 3];
-    static uint32_t rd_data[RR_WORDS + 3];
+    static uint32_t rd_data[RR_WORDS + 3], tq_data[TQ_WORDS + 3], tk_data[TQ_WORDS + 3];
     std::vector<long long> wrote_at(ACT_WORDS, -1);
     top->go = 1; edge(); top->go = 0; top->mem_done = 0; top->eval();
     int status = 0;
@@ -187,6 +194,8 @@ int main(int argc, char** argv) {
         if (top->layer_done) { printf("cycles %lld\n", t - 1); status = 1; break; }
         uint64_t fin = (uint64_t) top->fin;
         for (int r = 0; r < R; r++) if (fin >> r & 1) printf("fin %lld %d\n", t, r);
+        if (top->tas_valid)
+            printf("tas %lld %d %llu\n", t, (int) top->tas_entry, (unsigned long long) top->tas_score);
         uint64_t err = (uint64_t) top->dp_err;
         if (err) { printf("overrun %lld %llu\n", t, (unsigned long long) err); status = 2; break; }
         uint64_t valid = (uint64_t) top->req_valid;
@@ -214,6 +223,7 @@ int main(int argc, char** argv) {
         get_words(top->rc_wdata, rc_wdata);
         get_words(top->rr_addr, rr_addr); get_words(top->rd_addr, rd_addr);
         get_words(top->rw_en, rw_en); get_words(top->rw_addr, rw_addr); get_words(top->rw_data, rw_data);
+        uint64_t tq_addr = (uint64_t) top->tq_addr, tk_addr = (uint64_t) top->tk_addr;
         edge();
         // the replay cache's port (a synchronous memory), then the activation memory
         if (rc_addr >= (uint64_t) (RC_ENTRIES * RC_BEATS)) {
@@ -226,6 +236,10 @@ int main(int argc, char** argv) {
         memset(rr_data, 0, sizeof rr_data); memset(rd_data, 0, sizeof rd_data);
         read_port(data.act, field(rr_addr, 0, AB), EPB, rr_data, 0);
         read_port(data.act, field(rd_addr, 0, AB), EPB, rd_data, 0);
+        memset(tq_data, 0, sizeof tq_data); memset(tk_data, 0, sizeof tk_data);
+        read_port(data.act, tq_addr, TL, tq_data, 0);
+        for (int j = 0; j < TL; j++)
+            if (tk_addr + j < (uint64_t) (RC_ENTRIES * KV_DIM)) put_field(tk_data, 16 * j, 16, (uint16_t) data.tas_keys[tk_addr + j]);
         // registered reads (of the memory before this edge's writes), then the writes
         memset(w_data, 0, sizeof w_data); memset(x_data, 0, sizeof x_data); memset(c_data, 0, sizeof c_data);
         for (int c = 0; c < C; c++) {
@@ -256,6 +270,7 @@ int main(int argc, char** argv) {
         if (!write_ports(data.act, wrote_at, t, rw_en, rw_addr, rw_data, nullptr, 2, EPB, 2)) return 4;
         set_words(top->w_data, w_data); set_words(top->x_rdata, x_data); set_words(top->cr_data, c_data);
         set_words(top->rc_rdata, rc_rdata); set_words(top->rr_data, rr_data); set_words(top->rd_data, rd_data);
+        set_words(top->tq_data, tq_data); set_words(top->tk_data, tk_data);
         auto it = due.find(t + 1);
         uint64_t pulse = it == due.end() ? 0 : it->second;
         top->mem_done = pulse;
@@ -307,6 +322,7 @@ def _constants(P: TopParams, ports: dict) -> str:
         "RR_WORDS": "rr_data",
         "RWADDR_WORDS": "rw_addr",
         "RWDATA_WORDS": "rw_data",
+        "TQ_WORDS": "tq_data",
     }
     const = {
         "C": P.cores,
@@ -324,6 +340,8 @@ def _constants(P: TopParams, ports: dict) -> str:
         "EPB": P.replay_port_bits // P.replay_word_bits,
         "RC_ENTRIES": ENTRIES,
         "RC_BEATS": replay_beats(P),
+        "TL": P.tas_lanes,
+        "KV_DIM": P.layout.kv_dim,
         **{k: max(2, -(-len(ports[name]) // 32)) for k, name in words.items()},
     }
     return "\n".join(f"static const long long {k} = {v};" for k, v in const.items())
@@ -405,22 +423,23 @@ def build(P: TopParams, progress=None) -> Path:
     return binary
 
 
-def simulate(
-    binary: Path, stimulus: list[str], limit: int, workdir: Path
-) -> tuple[int | None, list[tuple[int, int]], tuple[int, int] | None]:
+def simulate(binary: Path, stimulus: list[str], limit: int, workdir: Path, score_bits: int):
     """Run the compiled top level on ``workdir``'s data files; (layer cycles or None on timeout, sorted
-    record finishes, (cycle, cores) of a writer overrun or None). The activation memory after the run is
-    left in ``workdir/act_out.bin``."""
+    record finishes, (cycle, cores) of a writer overrun or None, the TAS unit's score per entry). The
+    activation memory after the run is left in ``workdir/act_out.bin``."""
     path = workdir / "stimulus.txt"
     path.write_text(" ".join(stimulus) + "\n")
     proc = run([str(binary), str(path), str(limit), str(workdir)], timeout=7200)
-    cycles, fins, overrun = None, [], None
+    cycles, fins, overrun, scores = None, [], None, {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if parts[0] == "fin":
+        if parts[0] == "tas":
+            raw = int(parts[3])
+            scores[int(parts[2])] = raw - (1 << score_bits) if raw >> (score_bits - 1) else raw
+        elif parts[0] == "fin":
             fins.append((int(parts[1]), int(parts[2])))
         elif parts[0] == "cycles":
             cycles = int(parts[1])
         elif parts[0] == "overrun":
             overrun = (int(parts[1]), int(parts[2]))
-    return cycles, sorted(fins), overrun
+    return cycles, sorted(fins), overrun, scores
