@@ -302,8 +302,11 @@ def output_writer(
     @always_comb
     def select():
         if att:
-            shift.next = s_att
             scale.next = recip
+        else:
+            scale.next = 1
+        if att:
+            shift.next = s_att
         elif matrix == QKV_M:
             shift.next = shifts[SHIFT_BITS:0]
         elif matrix == O_M:
@@ -312,8 +315,6 @@ def output_writer(
             shift.next = shifts[3 * SHIFT_BITS : 2 * SHIFT_BITS]
         else:
             shift.next = shifts[4 * SHIFT_BITS : 3 * SHIFT_BITS]
-        if not att:
-            scale.next = 1
         take.next = y_valid and (job_gemv or job_att)
         run.next = active and (recip_valid or not att)
         if y_row < job_rows:

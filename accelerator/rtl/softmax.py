@@ -9,7 +9,10 @@ This unit sits beside the tile and does the rest of ``layer_numerics.attention``
   tree folds the pass's valid lanes into the running maximum ``m``.
 * **Weights out.** During the values job the tile reads its broadcast input here instead of from the
   activation memory: for column c, ``p = EXP[min((m - s_c) >> s_score, 255)]``, registered as a memory's
-  read would be. Nothing is written back: the weights exist only on their way into the tile.
+  read would be. The job reads the keys in order, once (one tile pass: ``head_dim <= lanes``), so the unit
+  holds the current row of the score memory in a shift register and moves one lane per key, loading the
+  next row after the last lane. Nothing is written back: the weights exist only on their way into the
+  tile.
 * **Reciprocal.** The p of the keys are summed as the values job reads them; one cycle after the last,
   a restoring divider starts on ``floor(2^40 / sum)``, one quotient bit per cycle, and raises
   ``recip_valid``. The output writer scales the values' accumulators by it (``datapath.output_writer``).
@@ -118,8 +121,10 @@ def softmax_unit(
     insts.append(wire(ConcatSignal(*reversed(raws)) if LANES > 1 else raws[0], row_in))
     m = signed_sig(SB)
     w_pass, r_pass = unsigned_sig(bits_for(PASSES)), unsigned_sig(bits_for(PASSES))
-    lane_shift = unsigned_sig(bits_for(LANES * SB))
-    word, shifted = unsigned_sig(LANES * SB), unsigned_sig(LANES * SB)
+    next_pass = unsigned_sig(bits_for(PASSES + 1))
+    lane = unsigned_sig(bits_for(LANES))
+    word, row = unsigned_sig(LANES * SB), unsigned_sig(LANES * SB)
+    reading = Signal(bool(0))
     s_c = signed_sig(SB)
     diff = signed_sig(SB + 2)
     idx = unsigned_sig(8)
@@ -143,22 +148,17 @@ def softmax_unit(
             w_pass.next = y_row // LANES
         else:
             w_pass.next = 0
-        if x_col < PASSES * LANES:
-            r_pass.next = x_col // LANES
-            lane_shift.next = (x_col % LANES) * SB
-        else:
+        if v_start or next_pass >= PASSES:
             r_pass.next = 0
-            lane_shift.next = 0
+        else:
+            r_pass.next = next_pass
+        reading.next = counting and count < keys and x_col == count
 
     @always_comb
     def read_row():
         word.next = mem[r_pass]
 
-    @always_comb
-    def read_lane():
-        shifted.next = word >> lane_shift
-
-    low = shifted(SB, 0)
+    low = row(SB, 0)
 
     @always_comb
     def weight():
@@ -199,6 +199,22 @@ def softmax_unit(
         p_out.next = e
         if y_valid and scores and any_valid and (y_row == 0 or pass_max > m):
             m.next = pass_max
+        # the row of the key being read, lane 0 first: the values job reads the keys in order, once
+        if v_start:
+            if y_valid and scores and w_pass == 0:  # the scores' only pass is being written now
+                row.next = row_in
+            else:
+                row.next = word
+            lane.next = 0
+            next_pass.next = 1
+        elif reading:
+            if lane == LANES - 1:
+                row.next = word
+                lane.next = 0
+                next_pass.next = next_pass + 1
+            else:
+                row.next = row >> SB
+                lane.next = lane + 1
         if v_start:
             counting.next = 1
             count.next = 0
@@ -213,7 +229,7 @@ def softmax_unit(
                 rem.next = R0
                 quot.next = 0
                 steps.next = QUOTIENT_BITS
-            elif x_col == count:
+            elif reading:
                 total.next = total + e
                 count.next = count + 1
         elif dividing:
@@ -232,7 +248,6 @@ def softmax_unit(
         insts,
         index,
         read_row,
-        read_lane,
         weight,
         distance,
         table_index,

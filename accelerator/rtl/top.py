@@ -19,22 +19,23 @@ Engines (the event model's rules, as hardware):
 
 * a core's stream engine fetches the operand (weight block, or an entry's keys and values) of each record
   as it enters the core's queue, in order, while one of ``WBUFS`` operand buffers is free; a buffer is
-  freed when its record finishes;
+  freed when its record finishes; the TAS engine fetches a record's aligned keys as it enters its queue;
 * an engine takes its next record when it is idle or finishing, and starts it once its operand is in and
   the signals it waits for have fired (TAS: its core's QKV; the first ``up`` block: the attention of its
   entries; a replay write: the outputs it stores);
-* GEMV: one tile job per entry (rows of the block x the matrix's columns), back to back; ATTN: per head,
-  scores (keys x head_dim) then values (head_dim x keys), the values once the softmax row is written into
-  the input buffer (keys / port cycles from the scores' start), the next head's scores once its query is
-  written (head_dim / port cycles from the values' start), and the record ends no earlier than the O
-  projection's input is written (q_dim / port cycles from its start);
-* TAS and replay: the record's transfer starts with it, one unit job per entry runs back to back, and the
-  record ends when both are done.
+* GEMV: one tile job per entry (rows of the block x the matrix's columns), back to back, and the record
+  ends when the output writer has written the last outputs; ATTN: per head, scores (keys x head_dim) then
+  values (head_dim x keys) with the weights from the softmax unit, the values once the output writer is
+  idle, the next head's scores as soon as the values end, and the record ends when the last head's
+  outputs are written;
+* TAS and a replay write: the unit starts one cycle after the record (its first beat is read); TAS and
+  replay run one unit job per entry, back to back; a replay record's transfer starts with it and the record
+  ends when both are done.
 
-Scope of this stage: control and timing are real, the data path is not connected yet (tiles read zero
-weights and inputs; the TAS unit's threshold per entry is set from ``decisions`` so that its comparison
-reproduces the trace's decision), GEMV inputs are assumed written by the previous phase (the bench refuses
-a layer where the cost model charges an exposed input write for a GEMV).
+The data path (``accelerator.rtl.datapath``, ``accelerator.rtl.softmax``) computes the layer of
+``accelerator.rtl.layer_numerics``: the memories (operand buffers, activation memory, TAS key buffer,
+replay cache) are the testbench's, behind the ports. GEMV inputs are assumed written by the previous
+phase (the bench refuses a layer where the cost model charges an exposed input write for a GEMV).
 
 Timing convention: ``accelerator.rtl.sequencer``'s (what the event model does at time t is on signals
 valid after edge t and registered by edge t + 1).

@@ -21,9 +21,12 @@ from accelerator.rtl.pe_lane import accumulator_bits
 from accelerator.rtl.softmax import softmax_unit
 
 
-def run_unit(scores: np.ndarray, lanes: int, acc_bits: int, sb: int, s_score: int, max_keys: int):
+def run_unit(
+    scores: np.ndarray, lanes: int, acc_bits: int, sb: int, s_score: int, max_keys: int, at_once: bool = False
+):
     """Drive one head through the unit; returns the p per key, the reciprocal, and the first cycle
-    ``recip_valid`` is high (cycle 0: the values job's start)."""
+    ``recip_valid`` is high (cycle 0: the values job's start). ``at_once``: the values job starts in the
+    cycle the scores' last pass is emitted, as the core engine starts it."""
     keys = len(scores)
     clk = Signal(bool(0))
     rst = ResetSignal(0, active=1, isasync=False)
@@ -62,7 +65,8 @@ def run_unit(scores: np.ndarray, lanes: int, acc_bits: int, sb: int, s_score: in
         s_sh.next = s_score
         scoring.next = 1
         yield clk.posedge
-        for row in range(0, keys, lanes):
+        rows = list(range(0, keys, lanes))
+        for row in rows:
             word = 0
             for r in range(lanes):  # lanes beyond the keys hold junk the tree must ignore
                 v = int(scores[row + r]) if row + r < keys else (1 << (sb - 2)) - 1
@@ -70,14 +74,17 @@ def run_unit(scores: np.ndarray, lanes: int, acc_bits: int, sb: int, s_score: in
             y.next = word
             y_row.next = row
             y_valid.next = 1
+            if at_once and row == rows[-1]:
+                break
             yield clk.posedge
             y_valid.next = 0
             for _ in range(3):
                 yield clk.posedge
-        scoring.next = 0
         v_start.next = 1
         yield clk.posedge  # edge of the values job's start cycle (cycle 0)
         v_start.next = 0
+        y_valid.next = 0
+        scoring.next = 0
         for t in range(1, keys + 64):
             if t - 1 < keys:
                 x_col.next = t - 1  # the tile addresses column c in cycle c + 1
@@ -100,19 +107,22 @@ def expected(scores: np.ndarray, s_score: int):
 
 
 @pytest.mark.parametrize(
-    "lanes, keys, spread",
+    "lanes, keys, spread, at_once",
     [
-        (4, 10, 12),  # three passes, the last with two valid lanes
-        (4, 1, 12),  # one key: the smallest sum, 2^15 - 1
-        (3, 7, 6),  # lanes not a power of two
-        (8, 16, 4),  # scores in a narrow range: every weight near the top of the table
+        (4, 10, 12, False),  # three passes, the last with two valid lanes
+        (4, 10, 12, True),  # the values start as the last pass is stored
+        (8, 6, 12, True),  # ... and that pass is the only one (the row bypasses the memory)
+        (4, 1, 12, False),  # one key: the smallest sum, 2^15 - 1
+        (3, 7, 6, False),  # lanes not a power of two
+        (8, 16, 4, False),  # scores in a narrow range: every weight near the top of the table
+        (1, 5, 8, True),  # one lane: a row per key
     ],
 )
-def test_weights_and_reciprocal_match_the_definition(lanes, keys, spread):
+def test_weights_and_reciprocal_match_the_definition(lanes, keys, spread, at_once):
     rng = np.random.default_rng(keys * 31 + lanes)
     sb, s_score = 14, 3
     scores = rng.integers(-(1 << spread), 1 << spread, size=keys)
-    got = run_unit(scores, lanes, acc_bits=20, sb=sb, s_score=s_score, max_keys=16)
+    got = run_unit(scores, lanes, acc_bits=20, sb=sb, s_score=s_score, max_keys=16, at_once=at_once)
     p, recip = expected(scores, s_score)
     assert got["p"] == [int(v) for v in p]
     assert got["recip"] == recip
