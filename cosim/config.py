@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -528,11 +529,25 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"  # cross-section checks name their keys
 
 
-def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> Workload:
-    """Turn a raw mapping (from YAML) plus ``--set`` items into a validated, preset-expanded Workload."""
+def value_overrides(values: Mapping[str, Any] | None) -> list[tuple[list[str], Any]]:
+    """Overrides given as dotted keys to Python values (the API's form of ``--set``)."""
+    out = []
+    for key, value in (values or {}).items():
+        parts = str(key).strip().split(".")
+        if not all(parts):
+            raise WorkloadError(f"override {key!r}: malformed key (dotted, e.g. hardware.cores)")
+        out.append((parts, value))
+    return out
+
+
+def resolve(
+    raw: Any, overrides: list[str] | None = None, origin: str = "", values: Mapping[str, Any] | None = None
+) -> Workload:
+    """Turn a raw mapping (from YAML) plus ``--set`` items (then ``values``: dotted keys to Python
+    values) into a validated, preset-expanded Workload."""
     if not isinstance(raw, dict):
         raise WorkloadError(f"{origin or 'workload'}: the workload must be a YAML mapping of sections")
-    raw = apply_overrides(raw, parse_set(overrides))
+    raw = apply_overrides(raw, parse_set(overrides) + value_overrides(values))
     raw = expand_presets(raw)
     try:
         return Workload.model_validate(raw)
@@ -540,12 +555,14 @@ def resolve(raw: Any, overrides: list[str] | None = None, origin: str = "") -> W
         raise WorkloadError(_format_error(exc, origin)) from None
 
 
-def load_workload(path: str | Path, overrides: list[str] | None = None) -> Workload:
+def load_workload(
+    path: str | Path, overrides: list[str] | None = None, values: Mapping[str, Any] | None = None
+) -> Workload:
     """Relative ``trace.path`` and ``trace.checkpoint`` are taken relative to the workload file.
 
     After the schema, the checks that need the whole design: that its data fit the board's memory
     (:class:`CapacityError`) and that the simulation fits this machine's memory."""
-    w = resolve(load_yaml(path), overrides, origin=str(path))
+    w = resolve(load_yaml(path), overrides, origin=str(path), values=values)
     base = Path(path).resolve().parent
     for key in ("path", "checkpoint"):
         value = getattr(w.trace, key)

@@ -501,6 +501,22 @@ def replay_writer(
 
 
 @block
+def beats_ahead(clk, rst, start, entry, ent, rb, BEATS):
+    """A reader's beat counter, one beat ahead of its unit: as the unit starts on ``entry`` beat 1 is read
+    and ``rb`` = 2 is next; it stops at ``BEATS``, where the reader turns to the next entry's beat 0."""
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        if start:
+            ent.next = entry
+            rb.next = 2
+        elif rb < BEATS:
+            rb.next = rb + 1
+
+    return count
+
+
+@block
 def replay_reader(
     clk, rst, pre, first, start, entry, next_entry, rd_addr, rd_data, wdata, L: ActLayout, EPB, CACHE_BITS
 ):
@@ -526,15 +542,7 @@ def replay_reader(
         else:
             rd_addr.next = next_entry * S + OD
 
-    @always_seq(clk.posedge, reset=rst)
-    def count():
-        if start:
-            ent.next = entry
-            rb.next = 2
-        elif rb < beats:
-            rb.next = rb + 1
-
-    return insts, address, count
+    return insts, address, beats_ahead(clk, rst, start, entry, ent, rb, BEATS=beats)
 
 
 @block
@@ -589,15 +597,7 @@ def tas_reader(
         q_addr.next = e_sel * S + OQKV + beat * LANES
         k_addr.next = e_sel * KV + (beat // BPH // G) * HEAD_DIM + (beat % BPH) * LANES
 
-    @always_seq(clk.posedge, reset=rst)
-    def count():
-        if start:
-            ent.next = entry
-            rb.next = 2
-        elif rb < N:
-            rb.next = rb + 1
-
-    return select, address, count
+    return select, address, beats_ahead(clk, rst, start, entry, ent, rb, BEATS=N)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ URAM_BITS, BRAM_BITS = 288 * 1024, 36 * 1024
 #: What the estimate does not contain: stated with every fit verdict.
 NOT_INCLUDED = (
     "memory controllers, PCIe/shell, the AXI interconnect, the engines' control, the activation memory "
-    "(its size depends on the model and batch) and the replay-cache data path are not included"
+    "(its size depends on the model and batch), the TAS unit's key buffer and readers and the replay-cache "
+    "data path are not included"
 )
 
 

@@ -1,0 +1,100 @@
+"""The public Python API: load a workload, simulate it, read the result, write a run directory when asked.
+
+```python
+import cosim
+
+w = cosim.load("workloads/fastcar_vilau7b_u280.yaml", {"hardware.cores": 4, "simulation.mode": "analytic"})
+r = cosim.run(w)                 # nothing is written
+r.summary["latency_s"], r.summary["speedup_vs_dense"]
+r.layers                         # per-layer table (pandas)
+r.write("runs/cores4")           # the run directory ``python -m cosim run`` writes
+```
+
+``python -m cosim run`` is this module's :func:`load`, :func:`run` and :meth:`Result.write`. Every error a
+user can cause is a :class:`cosim.errors.InputError` whose message names what is wrong (the command line
+prints it and exits 2); docs/api.md lists the names this module keeps stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cosim.config import (
+    Workload,
+    WorkloadError,
+    check_capacity,
+    check_host_memory,
+    load_workload,
+    resolve,
+)
+from cosim.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["InputError", "Result", "Workload", "WorkloadError", "load", "run"]
+
+
+def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None) -> Workload:
+    """A validated workload from a YAML file or a mapping of its sections, with ``overrides`` applied:
+    dotted keys to Python values (``{"hardware.cores": 4}``), as ``--set`` items are on the command line.
+    It is checked as ``run`` checks it: its data must fit the board's memory and the simulation this
+    machine's. A file's relative trace and checkpoint paths are taken from its folder."""
+    if isinstance(source, Mapping):
+        w = resolve(dict(source), values=overrides, origin="workload")
+        check_host_memory(w, origin="workload")
+        check_capacity(w, origin="workload")
+        return w
+    return load_workload(source, values=overrides)
+
+
+class Result:
+    """One simulated workload: the run and its dense baseline. Nothing is on disk until :meth:`write`."""
+
+    def __init__(self, run) -> None:
+        self._run = run
+
+    @property
+    def workload(self) -> Workload:
+        """The resolved workload (presets expanded, overrides applied)."""
+        return self._run.workload
+
+    @property
+    def summary(self) -> dict:
+        """Top-line metrics (docs/metrics.md), as ``summary.json`` holds them."""
+        return self._run.summary
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """Time per kind of work per layer (``layers.csv``)."""
+        return self._run.layers
+
+    @property
+    def trace(self):
+        """The replay trace the run used (:class:`cosim.trace.Trace`)."""
+        return self._run.bundle.trace
+
+    @property
+    def timeline(self) -> dict | None:
+        """The Chrome trace of the first ``outputs.timeline_steps`` decode steps (event mode), else None."""
+        return self._run.result.timeline
+
+    def write(self, out: str | Path, force: bool = False) -> Path:
+        """Write the run directory at ``out`` (the files of ``python -m cosim run``). An earlier run there
+        is replaced; anything else is refused unless ``force`` (docs/errors.md)."""
+        from cosim.rundir import write_run
+
+        write_run(self._run, Path(out), force=force)
+        return Path(out)
+
+
+def run(workload: Workload, progress: bool = False) -> Result:
+    """Simulate ``workload`` (its trace loaded or generated, then the run and its dense baseline) in the
+    mode it names; writes nothing."""
+    from cosim.simulate import simulate
+    from cosim.sources import load_trace
+
+    bundle = load_trace(workload, progress=progress)
+    return Result(simulate(workload, bundle, progress=progress))
