@@ -87,6 +87,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cosim.sweep import load_sweep, prepare, run_sweep, write_outputs
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs: {args.jobs} is not a number of worker processes (1 or more)")
+    sweep, text = load_sweep(args.sweep)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / sweep.name
+    how = prepare(sweep, text, out, args.resume, args.force)
+    t0 = time.perf_counter()
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="point", desc=sweep.name, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(1)
+
+    result = run_sweep(sweep, out, jobs=args.jobs, progress=progress)
+    if bar is not None:
+        bar.close()
+    front = write_outputs(sweep, result["rows"], out)
+    errors = sum(r["status"] == "error" for r in result["rows"])
+    feasible = sum(r["constraints_met"] for r in result["rows"])
+    print(
+        f"{sweep.name}: {how}; {result['ran']} points run, {result['skipped']} already done, {errors} failed; "
+        f"{feasible} meet the constraints, {len(front)} on the Pareto front -> {out} "
+        f"[{time.perf_counter() - t0:.1f} s]"
+    )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     print(dump_resolved(_workload(args)), end="")
     return 0
@@ -277,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)build report.html from a run directory")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
+    sw = sub.add_parser("sweep", help="run a design-space sweep file (docs/api.md)")
+    sw.add_argument("sweep", help="sweep YAML file")
+    sw.add_argument("--out", help="output directory (default: runs/sweeps/NAME)")
+    sw.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    sw.add_argument("--resume", action="store_true", help="finish a sweep that was interrupted")
+    _force_flag(sw)
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
     rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export|layer")
     chk = rtl_sub.add_parser("check", help="cross-check RTL against the cost model")

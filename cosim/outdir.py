@@ -48,6 +48,16 @@ KINDS: dict[str, tuple[str, ...]] = {
         ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporary)
     ),
     "capture": ("quality.json", "trace.parquet"),
+    "sweep": (
+        "results.sqlite",
+        "results.sqlite-journal",
+        "sweep.yaml",
+        "results.csv",
+        "results.parquet",
+        "results.parquet.tmp",
+        "pareto.csv",
+        ".*.tmp",
+    ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
 }
 

@@ -1,0 +1,145 @@
+"""Sweeps (cosim/sweep.py): the points a sweep file names, the Pareto front, SQLite results that survive a
+SIGKILL, and one clear error for a bad sweep file."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from tiny_workload import TINY
+
+from cosim.sweep import DB, load_sweep, pareto
+
+
+def cosim(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "cosim", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def write_sweep(tmp_path: Path, **over) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY))
+    spec = {
+        "version": 1,
+        "name": "tiny",
+        "base": "base.yaml",
+        "fixed": {"simulation.mode": "analytic"},
+        "parameters": {"hardware.cores": [1, 2], "policy.target_replay_ratio": {"range": [0.25, 0.75, 0.25]}},
+        "objectives": {"latency_s": "min", "energy_j": "min"},
+        "constraints": {"replay_ratio": {"max": 0.6}},
+        **over,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_pareto_front_by_hand():
+    # (latency, energy): b dominates d; a, b and c trade one for the other; e ties a and is kept.
+    rows = [
+        {"n": "a", "lat": 1, "e": 9},
+        {"n": "b", "lat": 2, "e": 5},
+        {"n": "c", "lat": 6, "e": 1},
+        {"n": "d", "lat": 3, "e": 6},
+        {"n": "e", "lat": 1, "e": 9},
+    ]
+    assert [r["n"] for r in pareto(rows, {"lat": "min", "e": "min"})] == ["a", "b", "c", "e"]
+    # maximising the second objective instead: d (3, 6) is beaten by b? no: b has less e; a (1, 9) wins all
+    assert [r["n"] for r in pareto(rows, {"lat": "min", "e": "max"})] == ["a", "e"]
+
+
+def test_grid_sweep_runs_every_point_and_writes_the_front(tmp_path):
+    path = write_sweep(tmp_path)
+    sweep, _ = load_sweep(path)
+    assert len(sweep.points()) == 2 * 3  # cores x replay ratios 0.25, 0.5, 0.75
+    r = cosim("sweep", path, "--out", tmp_path / "out", "--jobs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "6 points run, 0 already done, 0 failed" in r.stdout
+    res = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(res) == 6 and set(res["status"]) == {"done"}
+    assert list(res["constraints_met"]) == list(res["replay_ratio"] <= 0.6)
+    # the front of the feasible points, recomputed from the results table by brute force
+    ok = res[res["constraints_met"]]
+    front = {
+        k
+        for k, a in ok.set_index("key").iterrows()
+        if not any(
+            (b.latency_s <= a.latency_s and b.energy_j <= a.energy_j)
+            and (b.latency_s < a.latency_s or b.energy_j < a.energy_j)
+            for _, b in ok.iterrows()
+        )
+    }
+    assert set(pd.read_csv(tmp_path / "out" / "pareto.csv")["key"]) == front and front
+    assert pd.read_parquet(tmp_path / "out" / "results.parquet").shape == res.shape
+
+
+def test_random_strategy_draws_distinct_points_reproducibly(tmp_path):
+    path = write_sweep(tmp_path, strategy={"kind": "random", "samples": 4, "seed": 3})
+    a, b = load_sweep(path)[0].points(), load_sweep(path)[0].points()
+    assert a == b and len(a) == 4 and len({json.dumps(p, sort_keys=True) for p in a}) == 4
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
+    """SIGKILL a real sweep process mid-way (event mode: a point takes a while), then --resume."""
+    params = {"hardware.cores": [1, 2, 3, 4], "policy.target_replay_ratio": [0.2, 0.4, 0.6]}
+    path = write_sweep(tmp_path, fixed={"simulation.mode": "event"}, parameters=params, constraints={})
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosim", "sweep", str(path), "--out", str(out), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    done_before: dict = {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / DB).exists():
+            with sqlite3.connect(out / DB) as db:
+                done_before = dict(db.execute("SELECT key, values_json FROM points"))
+            if len(done_before) >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(out / DB) as db:
+        done_before = dict(db.execute("SELECT key, values_json FROM points"))
+    assert 2 <= len(done_before) < 12
+    r = cosim("sweep", path, "--out", out, "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"{12 - len(done_before)} points run, {len(done_before)} already done, 0 failed" in r.stdout
+    with sqlite3.connect(out / DB) as db:
+        after = dict(db.execute("SELECT key, values_json FROM points"))
+    assert len(after) == 12
+    assert all(after[k] == v for k, v in done_before.items())  # finished points kept as they were
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"colour": "red"}, "colour: not a sweep key"),
+        ({"objectives": {"latency_s": "lowest"}}, "objectives.latency_s: min or max"),
+        ({"parameters": {"hardware.cores": {"range": [4, 1, 1]}}}, "parameters.hardware.cores.range"),
+        ({"parameters": {"hardware.cores": [2, 0]}}, "hardware.cores"),
+        ({"strategy": {"kind": "random"}}, "strategy.samples"),
+        ({"base": "missing.yaml"}, "base: missing.yaml"),
+    ],
+)
+def test_bad_sweep_file_is_one_message_and_exit_2(tmp_path, over, message):
+    path = write_sweep(tmp_path, **over)
+    r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_metric_fails_before_any_point_runs(tmp_path):
+    path = write_sweep(tmp_path, objectives={"latency": "min"})
+    r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 2 and "objectives.latency: not a metric" in r.stderr, r.stderr
