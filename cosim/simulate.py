@@ -77,10 +77,20 @@ class RunResult:
     layers: pd.DataFrame
 
 
-def simulate(w: Workload, bundle: TraceBundle, progress: bool = False) -> RunResult:
+def dense_baseline(w: Workload, progress: bool = False) -> SimResult:
+    """The dense run of ``w``: it depends on everything but the policy and the trace."""
+    return execute_workload(w, make_job(w, None), 0, progress)
+
+
+def simulate(
+    w: Workload, bundle: TraceBundle, progress: bool = False, dense: SimResult | None = None
+) -> RunResult:
+    """The run and its dense baseline (``dense``: one already simulated for this workload's hardware,
+    model, video, scheduler and simulation settings, as a sweep reuses it)."""
     replay = bundle.trace.replay_cube()
     result = execute_workload(w, make_job(w, replay), w.outputs.timeline_steps, progress)
-    dense = execute_workload(w, make_job(w, None), 0, progress)
+    if dense is None:
+        dense = dense_baseline(w, progress)
     summary = summarize(w, bundle, result, dense)
     if w.sparse_attention.window is not None:  # the headline claim compares against full attention
         full = w.model_copy(deep=True)

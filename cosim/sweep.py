@@ -29,6 +29,7 @@ import json
 import math
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -189,13 +190,42 @@ def point_key(workload) -> str:
     return hashlib.sha256(dump_resolved(workload).encode()).hexdigest()[:16]
 
 
+#: Per worker process: traces and dense baselines already made, keyed by what determines them, so that
+#: points that differ only in the hardware reuse the trace, and points that differ only in the policy
+#: reuse the dense baseline.
+_TRACES: OrderedDict[str, Any] = OrderedDict()
+_DENSE: OrderedDict[str, Any] = OrderedDict()
+#: Entries kept per cache (the most recently used): a paper-size trace is a few MB.
+CACHE_ENTRIES = 16
+
+
+def _key(w, sections: tuple[str, ...]) -> str:
+    return json.dumps(w.model_dump(mode="json", include=set(sections)), sort_keys=True)
+
+
+def _cached(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    if len(cache) > CACHE_ENTRIES:
+        cache.popitem(last=False)
+    return value
+
+
 def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     """Run one point; the metrics it was asked for (summary keys and resource estimates)."""
     from accelerator.rtl.resources import estimate
-    from cosim.api import load, run
+    from cosim.api import load
+    from cosim.simulate import dense_baseline, simulate
+    from cosim.sources import load_trace
 
     w = load(base, overrides)
-    summary = run(w).summary
+    trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)
+    bundle = _cached(_TRACES, trace_key, lambda: load_trace(w))
+    dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))
+    dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w))
+    summary = simulate(w, bundle, dense=dense).summary
     est = estimate(w.hardware) if any(m in RESOURCES for m in metrics) else {}
     out = {}
     for m in metrics:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from tiny_workload import TINY
 
-from cosim.sweep import DB, load_sweep, pareto
+import cosim as api
+from cosim.sweep import DB, evaluate, load_sweep, pareto
 
 
 def cosim(*args, cwd=None):
@@ -143,3 +144,20 @@ def test_an_unknown_metric_fails_before_any_point_runs(tmp_path):
     path = write_sweep(tmp_path, objectives={"latency": "min"})
     r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 2 and "objectives.latency: not a metric" in r.stderr, r.stderr
+
+
+def test_reused_traces_and_baselines_give_the_numbers_of_independent_runs():
+    """Within a worker, points that share a trace (hardware varies) or a dense baseline (the policy
+    varies) reuse it: every metric must equal a fresh ``cosim.run`` of the same point."""
+    metrics = ["latency_s", "dense_latency_s", "energy_j", "dense_energy_j", "replay_ratio"]
+    points = [
+        {"hardware.cores": c, "policy.target_replay_ratio": r, "simulation.mode": m}
+        for m in ("analytic", "event")
+        for c in (1, 2)
+        for r in (0.3, 0.6)
+    ]
+    for point in points:
+        got = evaluate(TINY, point, metrics)
+        want = api.run(api.load(TINY, point)).summary
+        for m in metrics:
+            assert got[m] == pytest.approx(want[m], rel=1e-12), (point, m)
