@@ -43,6 +43,8 @@ from cosim.errors import InputError, shown
 
 SWEEP_VERSION = 1
 RESOURCES = ("luts", "ffs", "dsps", "brams", "urams")
+#: The largest grid a sweep file may describe (a random strategy samples from it).
+MAX_POINTS = 1_000_000
 DB = "results.sqlite"
 _SECTIONS = {"version", "name", "base", "fixed", "parameters", "objectives", "constraints", "strategy"}
 
@@ -95,10 +97,14 @@ def _values(key: str, spec: Any) -> list:
             if third <= 0 or stop < start:
                 raise SweepError(f"{where}.range: needs start <= stop and a positive step")
             n = int(math.floor((stop - start) / third + 1e-9)) + 1
+            if n > MAX_POINTS:
+                raise SweepError(f"{where}.range: {n:,} values; at most {MAX_POINTS:,}")
             out = [start + i * third for i in range(n)]
             return [int(v) if all(isinstance(a, int) for a in args) else float(v) for v in out]
-        if start <= 0 or stop < start or int(third) != third or third < 1:
-            raise SweepError(f"{where}.log: needs 0 < start <= stop and a whole number of points")
+        if start <= 0 or stop < start or int(third) != third or not 1 <= third <= MAX_POINTS:
+            raise SweepError(
+                f"{where}.log: needs 0 < start <= stop and a whole number of points (1 to {MAX_POINTS:,})"
+            )
         return [float(v) for v in np.geomspace(start, stop, int(third))]
     raise SweepError(f"{where}: unknown form {shown(spec, 60)}")
 
@@ -125,6 +131,9 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     if not isinstance(params, dict) or not params:
         raise SweepError(f"{path}: parameters: a mapping of workload keys to values")
     parameters = {str(k): _values(str(k), v) for k, v in params.items()}
+    size = math.prod(len(v) for v in parameters.values())
+    if size > MAX_POINTS:
+        raise SweepError(f"{path}: parameters: the grid has {size:,} points; at most {MAX_POINTS:,}")
     objectives = raw["objectives"]
     if not isinstance(objectives, dict) or not objectives:
         raise SweepError(f"{path}: objectives: a mapping of metrics to min or max")

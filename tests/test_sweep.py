@@ -130,6 +130,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
         ({"parameters": {"hardware.cores": [2, 0]}}, "hardware.cores"),
         ({"strategy": {"kind": "random"}}, "strategy.samples"),
         ({"base": "missing.yaml"}, "base: missing.yaml"),
+        ({"parameters": {"hardware.clock_MHz": {"range": [100, 300, 1e-9]}}}, "at most 1,000,000"),
     ],
 )
 def test_bad_sweep_file_is_one_message_and_exit_2(tmp_path, over, message):
