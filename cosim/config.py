@@ -8,6 +8,7 @@ Every failure is a :class:`WorkloadError` whose message names the key path and t
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -473,6 +474,16 @@ def preset_names(kind: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, mtime_ns: int) -> Any:
+    """A preset file parsed once per version of it (a sweep resolves thousands of workloads)."""
+    return load_yaml(path)
+
+
+def _parsed_preset(path: Path, mtime_ns: int) -> Any:
+    return copy.deepcopy(_parsed(path, mtime_ns))
+
+
 def load_preset(kind: str, name: Any) -> dict:
     """A preset file is a partial workload: a model preset sets ``model`` (and ``video`` defaults such as
     tokens per frame), a board preset sets ``hardware``. Presets are names, never paths."""
@@ -485,7 +496,7 @@ def load_preset(kind: str, name: Any) -> dict:
             "(a preset is a name, not a path)"
         )
     path = folder / f"{name}.yaml"
-    data = load_yaml(path)
+    data = _parsed_preset(path, path.stat().st_mtime_ns)
     allowed = {"model", "video"} if kind == "model" else {"hardware"}
     if not isinstance(data, dict) or not set(data) <= allowed or section not in data:
         raise WorkloadError(f"{path}: a {kind} preset holds only the sections {', '.join(sorted(allowed))}")
