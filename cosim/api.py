@@ -10,8 +10,8 @@ r.layers                         # per-layer table (pandas)
 r.write("runs/cores4")           # the run directory ``python -m cosim run`` writes
 ```
 
-``python -m cosim run`` is this module's :func:`load`, :func:`run` and :meth:`Result.write`. Every error a
-user can cause is a :class:`cosim.errors.InputError` whose message names what is wrong (the command line
+``python -m cosim run`` does what :func:`run` and :meth:`Result.write` do with the same parts (trace,
+simulation, run directory), claiming its output directory before the work. Every error a user can cause is a :class:`cosim.errors.InputError` whose message names what is wrong (the command line
 prints it and exits 2); docs/api.md lists the names this module keeps stable.
 """
 

@@ -480,10 +480,6 @@ def _parsed(path: Path, mtime_ns: int) -> Any:
     return load_yaml(path)
 
 
-def _parsed_preset(path: Path, mtime_ns: int) -> Any:
-    return copy.deepcopy(_parsed(path, mtime_ns))
-
-
 def load_preset(kind: str, name: Any) -> dict:
     """A preset file is a partial workload: a model preset sets ``model`` (and ``video`` defaults such as
     tokens per frame), a board preset sets ``hardware``. Presets are names, never paths."""
@@ -496,7 +492,7 @@ def load_preset(kind: str, name: Any) -> dict:
             "(a preset is a name, not a path)"
         )
     path = folder / f"{name}.yaml"
-    data = _parsed_preset(path, path.stat().st_mtime_ns)
+    data = copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
     allowed = {"model", "video"} if kind == "model" else {"hardware"}
     if not isinstance(data, dict) or not set(data) <= allowed or section not in data:
         raise WorkloadError(f"{path}: a {kind} preset holds only the sections {', '.join(sorted(allowed))}")

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Sweep:
     objectives: dict  #: metric -> "min" | "max"
     constraints: dict  #: metric -> {"min": x, "max": y} or a required value
     strategy: dict
+    keys: tuple[str, ...] = ()  #: per point, the hash of its resolved workload (set by load_sweep)
 
     def points(self) -> list[dict]:
         """The parameter sets to run, in order (grid: every combination; random: ``samples`` drawn with
@@ -161,14 +162,14 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     # every point must be a valid workload: check them all before any work (the first bad one is named)
     from cosim.api import load
 
-    points = sweep.points()
+    points, keys = sweep.points(), []
     for point in points:
         try:
-            load(base, {**fixed, **point})
+            keys.append(point_key(load(base, {**fixed, **point})))
         except WorkloadError as exc:
             raise SweepError(f"{path}: point {point}: {exc}") from None
     _check_metrics(path, sweep, points[0])
-    return sweep, text
+    return replace(sweep, keys=tuple(keys)), text
 
 
 def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
@@ -307,18 +308,14 @@ def run_sweep(
     sweep: Sweep, out: Path, jobs: int = 1, progress: Callable[[int, int], None] | None = None
 ) -> dict:
     """Run every point not yet in ``out``'s database; returns counts and the result rows."""
-    from cosim.api import load
-
     metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
     db = open_db(out / DB)
     done = {k for (k,) in db.execute("SELECT key FROM points")}
     todo, params_of = [], {}
-    for point in sweep.points():
-        overrides = {**sweep.fixed, **point}
-        key = point_key(load(sweep.base, overrides))
+    for point, key in zip(sweep.points(), sweep.keys, strict=True):
         params_of[key] = point
         if key not in done:
-            todo.append((key, sweep.base, overrides, metrics))
+            todo.append((key, sweep.base, {**sweep.fixed, **point}, metrics))
     version = _version()
     finished = 0
 

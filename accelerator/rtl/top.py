@@ -106,6 +106,11 @@ class TopParams:
     acc_bits: int
 
     @property
+    def tas(self) -> TasParams:
+        """The TAS unit of the top level (16-bit query and key lanes)."""
+        return TasParams(heads=self.heads, head_dim=self.head_dim, lanes=self.tas_lanes)
+
+    @property
     def row0_bits(self) -> int:
         """A row of any matrix (the writer's row counter)."""
         L = self.layout
@@ -690,7 +695,7 @@ def top_ports(P: TopParams) -> dict:
             "k_beats": unsigned_sig(32),
             "v_beats": unsigned_sig(32),
             "kv_bytes": unsigned_sig(BYTES_BITS),
-            "taus": unsigned_sig(ENTRIES * TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits),
+            "taus": unsigned_sig(ENTRIES * P.tas.acc_bits),
             "shifts": unsigned_sig(4 * SHIFT_BITS),
             "s_act": unsigned_sig(SHIFT_BITS),
             "s_score": unsigned_sig(SHIFT_BITS),
@@ -725,7 +730,7 @@ def top_ports(P: TopParams) -> dict:
             "tk_data": unsigned_sig(P.tas_lanes * WORD_BITS),
             "tas_valid": Signal(bool(0)),
             "tas_entry": unsigned_sig(5),
-            "tas_score": unsigned_sig(TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits),
+            "tas_score": unsigned_sig(P.tas.acc_bits),
             "req_valid": unsigned_sig(r),
             "req_bytes": unsigned_sig(r * BYTES_BITS),
             "req_group": unsigned_sig(r * 2),
@@ -1038,7 +1043,7 @@ def machine_top(
 
     insts += [batch_mask, all_attention]
     # the TAS unit and its engine
-    tp = TasParams(heads=P.heads, head_dim=P.head_dim, lanes=P.tas_lanes)
+    tp = P.tas
     u_start, u_busy, u_done, u_replay, u_write = (Signal(bool(0)) for _ in range(5))
     u_entry = unsigned_sig(5)
     tau, score = signed_sig(tp.acc_bits), signed_sig(tp.acc_bits)

@@ -28,7 +28,6 @@ from accelerator.rtl.datapath import SHIFT_BITS, WORD_BITS, ActLayout
 from accelerator.rtl.layer_numerics import ATT_RECIP_BITS, Numerics, layer_data, reference
 from accelerator.rtl.pe_lane import accumulator_bits
 from accelerator.rtl.sequencer import ENTRIES, host_writes, layer_registers
-from accelerator.rtl.tas_unit import TasParams
 from accelerator.rtl.top import BYTES_BITS, TopParams, machine_top, top_ports
 
 #: Program RAM depth: a layer's stream is 43 words at most on the paper's machine (frame 0, batch 10, two
@@ -209,7 +208,7 @@ def registers(job, trace: dict, ins: dict, P: TopParams, scores) -> dict:
     """The values the host writes into the top level's registers before ``go``. ``scores``: each entry's
     TAS score as the unit will compute it; its threshold is set so that the comparison reproduces the
     trace's decision (replay: tau = score, ``score >= tau``; compute: tau = score + 1)."""
-    aw = TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits
+    aw = P.tas.acc_bits
     taus = 0
     for e, computes in enumerate(ins["compute"]):
         tau = int(scores[e]) + (1 if computes else 0)
@@ -255,8 +254,7 @@ def run_layer(job, step: int, layer: int, simulator: str = "myhdl", progress=Non
                 for x in (rate.numerator, rate.denominator, latency.numerator, latency.denominator, burst)
             ]
         stimulus += [f"{x:x}" for pair in index for x in pair]
-        aw = TasParams(P.heads, P.head_dim, P.tas_lanes).acc_bits
-        cycles, fins, overrun, scores = top_verilator.simulate(binary, stimulus, limit, work, aw)
+        cycles, fins, overrun, scores = top_verilator.simulate(binary, stimulus, limit, work, P.tas.acc_bits)
         timing = {"build_s": built - t0, "run_s": time.perf_counter() - built}
         outputs = compare_outputs(work, P, ref, job.compute[:, layer, step], job.batch)
         outputs["overrun"] = overrun

@@ -89,7 +89,7 @@ def run_unit(
             if t - 1 < keys:
                 x_col.next = t - 1  # the tile addresses column c in cycle c + 1
             yield clk.posedge
-            if 2 <= t + 0 <= keys + 1 and len(got["p"]) < keys:
+            if 2 <= t <= keys + 1 and len(got["p"]) < keys:
                 got["p"].append(int(p_out.val))  # column t - 2's weight, registered
             if recip_valid and got["recip"] is None:
                 got["recip"] = int(recip.val)
