@@ -94,7 +94,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs: {args.jobs} is not a number of worker processes (1 or more)")
     sweep, text = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / sweep.name
-    how = prepare(sweep, text, out, args.resume, args.force)
+    how = prepare(sweep, text, out, args.resume, args.force, storage=args.storage)
     t0 = time.perf_counter()
     bar = None
     if not args.quiet and sys.stderr.isatty():
@@ -105,9 +105,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         if bar is not None:
             bar.total = total
-            bar.update(1)
+            bar.update(done - bar.n)
 
-    result = run_sweep(sweep, out, jobs=args.jobs, progress=progress)
+    result = run_sweep(
+        sweep, out, jobs=args.jobs, progress=progress, storage=args.storage, scheduler=args.scheduler
+    )
     if bar is not None:
         bar.close()
     front = write_outputs(sweep, result["rows"], out)
@@ -314,8 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a design-space sweep file (docs/api.md)")
     sw.add_argument("sweep", help="sweep YAML file")
     sw.add_argument("--out", help="output directory (default: runs/sweeps/NAME)")
-    sw.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    sw.add_argument("--resume", action="store_true", help="finish a sweep that was interrupted")
+    sw.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sw.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS (tcp://HOST:PORT) instead"
+    )
+    sw.add_argument(
+        "--storage",
+        metavar="URL",
+        help="results database (default: OUT/results.sqlite; postgresql://USER@HOST/DB shares a study)",
+    )
+    sw.add_argument(
+        "--resume", action="store_true", help="finish an interrupted sweep, or join one in --storage"
+    )
     _force_flag(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)

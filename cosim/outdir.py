@@ -55,7 +55,12 @@ KINDS: dict[str, tuple[str, ...]] = {
         "results.csv",
         "results.parquet",
         "results.parquet.tmp",
+        "results.sqlite-wal",
+        "results.sqlite-shm",
         "pareto.csv",
+        "confirmed.csv",
+        "report.html",
+        "report_data/*.csv",
         ".*.tmp",
     ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
@@ -182,7 +187,7 @@ def _renameat2(src: Path, dst: Path, flags: int) -> None:
         raise OSError(err, os.strerror(err), str(dst))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -305,7 +310,7 @@ class OutputDir:
             parts = name[len(prefix) :].split(".")
             if len(parts) != 3 or parts[2] not in ("tmp", "old") or not parts[0].isdigit():
                 continue
-            if _pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
+            if pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
                 continue
             if marker_kind(entry) is None:
                 continue

@@ -1,5 +1,5 @@
 """Design-space sweeps: a sweep file names a base workload, the parameters to vary, the objectives and the
-constraints; every point is one workload run through the public API and recorded in a SQLite database.
+constraints; every point is one workload run through the public API and recorded in a database.
 
 ```yaml
 version: 1
@@ -13,25 +13,24 @@ parameters:                                # any workload key (dotted)
 objectives: {latency_s: min, energy_j: min}
 constraints: {fits_board: true, latency_s: {max: 600}}
 strategy: {kind: grid}                     # or {kind: random, samples: 20, seed: 0}
+                                           # or {kind: optuna, sampler: nsga2, trials: 200, seed: 0}
+confirm: {simulation.mode: event}          # optional: re-run the Pareto front with these overrides
 ```
 
-Points are recorded as they finish (one transaction each), keyed by the hash of their resolved workload,
-so a sweep killed at any moment resumes with ``--resume``: finished points are kept and not run again.
-Objectives and constraints name keys of ``summary.json`` (docs/metrics.md) or the RTL resource estimate
-(``luts``, ``ffs``, ``dsps``, ``brams``, ``urams``: ``accelerator.rtl.resources.estimate``).
+Points are recorded as they finish, keyed by the hash of their resolved workload, so a sweep killed at any
+moment resumes with ``--resume``: finished points are kept and not run again (cosim/sweep_store.py).
+Objectives and constraints name keys of ``summary.json`` (docs/metrics.md), the RTL resource estimate
+(``luts``, ``ffs``, ``dsps``, ``brams``, ``urams``: ``accelerator.rtl.resources.estimate``) or the quality
+estimates of ``cosim.quality_model`` (``quality_psnr_db``, ...).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
-import sqlite3
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,25 @@ import numpy as np
 
 from cosim.config import WorkloadError, dump_resolved, load_yaml
 from cosim.errors import InputError, shown
+from cosim.sweep_exec import QUALITY, RESOURCES, executor, run_batch
+from cosim.sweep_store import Store, sqlite_url
 
 SWEEP_VERSION = 1
-RESOURCES = ("luts", "ffs", "dsps", "brams", "urams")
-#: The largest grid a sweep file may describe (a random strategy samples from it).
+#: The largest grid a sweep file may describe (a random or optuna strategy samples from it).
 MAX_POINTS = 1_000_000
 DB = "results.sqlite"
-_SECTIONS = {"version", "name", "base", "fixed", "parameters", "objectives", "constraints", "strategy"}
+_SECTIONS = {
+    "version",
+    "name",
+    "base",
+    "fixed",
+    "parameters",
+    "objectives",
+    "constraints",
+    "strategy",
+    "confirm",
+}
+_STRATEGIES = ("grid", "random", "optuna")
 
 
 class SweepError(InputError):
@@ -62,11 +73,12 @@ class Sweep:
     objectives: dict  #: metric -> "min" | "max"
     constraints: dict  #: metric -> {"min": x, "max": y} or a required value
     strategy: dict
-    keys: tuple[str, ...] = ()  #: per point, the hash of its resolved workload (set by load_sweep)
+    confirm: dict  #: overrides that re-run the Pareto front (e.g. in the event model); empty: no re-run
+    keys: tuple[str, ...] = ()  #: per point, the hash of its resolved workload (grid and random)
 
     def points(self) -> list[dict]:
         """The parameter sets to run, in order (grid: every combination; random: ``samples`` drawn with
-        ``seed``, without repeats)."""
+        ``seed``, without repeats). An optuna sweep's points are chosen as it runs."""
         keys = list(self.parameters)
         grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.parameters.values())]
         if self.strategy["kind"] == "grid":
@@ -74,6 +86,11 @@ class Sweep:
         rng = np.random.default_rng(self.strategy.get("seed", 0))
         n = min(int(self.strategy["samples"]), len(grid))
         return [grid[i] for i in sorted(rng.choice(len(grid), size=n, replace=False))]
+
+
+def point_key(workload) -> str:
+    """The point's identity: a hash of its resolved workload."""
+    return hashlib.sha256(dump_resolved(workload).encode()).hexdigest()[:16]
 
 
 def _values(key: str, spec: Any) -> list:
@@ -147,29 +164,72 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     for k, v in constraints.items():
         if isinstance(v, dict) and not set(v) <= {"min", "max"}:
             raise SweepError(f"{path}: constraints.{k}: only min and max bounds")
-    strategy = raw.get("strategy") or {"kind": "grid"}
-    if not isinstance(strategy, dict) or strategy.get("kind") not in ("grid", "random"):
-        raise SweepError(f"{path}: strategy.kind: grid or random")
-    if strategy["kind"] == "random" and not (
-        isinstance(strategy.get("samples"), int) and strategy["samples"] > 0
-    ):
-        raise SweepError(f"{path}: strategy.samples: a positive whole number for a random sweep")
+    strategy = _strategy(path, raw.get("strategy") or {"kind": "grid"})
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise SweepError(f"{path}: fixed: a mapping of workload keys to values")
-    sweep = Sweep(str(raw["name"]), base, fixed, parameters, objectives, constraints, strategy)
+    confirm = raw.get("confirm") or {}
+    if not isinstance(confirm, dict):
+        raise SweepError(
+            f"{path}: confirm: a mapping of workload keys to values (e.g. simulation.mode: event)"
+        )
+    sweep = Sweep(str(raw["name"]), base, fixed, parameters, objectives, constraints, strategy, confirm)
     text = path.read_text()
-    # every point must be a valid workload: check them all before any work (the first bad one is named)
+    # every point must be a valid workload: check them all before any work (the first bad one is named);
+    # a search checks each value of each parameter against the first point (its grid may be vast)
     from cosim.api import load
 
-    points, keys = sweep.points(), []
+    points, keys = (sweep.points(), []) if strategy["kind"] != "optuna" else (_one_at_a_time(sweep), None)
     for point in points:
         try:
-            keys.append(point_key(load(base, {**fixed, **point})))
+            key = point_key(load(base, {**fixed, **point}))
         except WorkloadError as exc:
             raise SweepError(f"{path}: point {point}: {exc}") from None
+        if keys is not None:
+            keys.append(key)
+    if confirm:
+        try:
+            load(base, {**fixed, **points[0], **confirm})
+        except WorkloadError as exc:
+            raise SweepError(f"{path}: confirm: {exc}") from None
     _check_metrics(path, sweep, points[0])
-    return replace(sweep, keys=tuple(keys)), text
+    return replace(sweep, keys=tuple(keys or ())), text
+
+
+def _strategy(path: Path, strategy: Any) -> dict:
+    if not isinstance(strategy, dict) or strategy.get("kind") not in _STRATEGIES:
+        raise SweepError(f"{path}: strategy.kind: one of {', '.join(_STRATEGIES)}")
+    kind = strategy["kind"]
+    allowed = {"grid": {"kind"}, "random": {"kind", "samples", "seed"}}.get(kind) or {
+        "kind",
+        "sampler",
+        "trials",
+        "seed",
+        "population",
+    }
+    extra = sorted(set(strategy) - allowed)
+    if extra:
+        raise SweepError(f"{path}: strategy.{extra[0]}: not a setting of a {kind} strategy")
+    count = {"random": "samples", "optuna": "trials"}.get(kind)
+    if count and not (isinstance(strategy.get(count), int) and strategy[count] > 0):
+        raise SweepError(f"{path}: strategy.{count}: a positive whole number for a {kind} sweep")
+    if "seed" in strategy and not isinstance(strategy["seed"], int):
+        raise SweepError(f"{path}: strategy.seed: a whole number")
+    if kind == "optuna":
+        from cosim.sweep_search import SAMPLERS
+
+        strategy = {"sampler": "nsga2", "seed": 0, **strategy}
+        if strategy["sampler"] not in SAMPLERS:
+            raise SweepError(f"{path}: strategy.sampler: one of {', '.join(SAMPLERS)}")
+        pop = strategy.get("population")
+        if pop is not None and not (isinstance(pop, int) and pop >= 2):
+            raise SweepError(f"{path}: strategy.population: a whole number of at least 2 (NSGA-II)")
+    return strategy
+
+
+def _one_at_a_time(sweep: Sweep) -> list[dict]:
+    first = {k: v[0] for k, v in sweep.parameters.items()}
+    return [first] + [{**first, k: v} for k, vs in sweep.parameters.items() for v in vs[1:]]
 
 
 def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
@@ -177,96 +237,36 @@ def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
     a fraction of a second) says which."""
     from cosim.api import load, run
 
-    wanted = [m for m in (*sweep.objectives, *sweep.constraints) if m not in RESOURCES]
+    wanted = [m for m in (*sweep.objectives, *sweep.constraints) if m not in RESOURCES + QUALITY]
     if not wanted:
         return
     known = run(load(sweep.base, {**sweep.fixed, **point, "simulation.mode": "analytic"})).summary
     for section in ("objectives", "constraints"):
         for m in getattr(sweep, section):
-            if m not in RESOURCES and m not in known:
+            if m not in RESOURCES + QUALITY and m not in known:
                 raise SweepError(
                     f"{path}: {section}.{m}: not a metric of a run (summary.json keys, docs/metrics.md, or "
-                    f"{', '.join(RESOURCES)})"
+                    f"{', '.join(RESOURCES + QUALITY)})"
                 )
 
 
-# ---------------------------------------------------------------------------------------------------
-# One point
-# ---------------------------------------------------------------------------------------------------
-
-
-def point_key(workload) -> str:
-    """The point's identity: a hash of its resolved workload."""
-    return hashlib.sha256(dump_resolved(workload).encode()).hexdigest()[:16]
-
-
-#: Per worker process: traces and dense baselines already made, keyed by what determines them, so that
-#: points that differ only in the hardware reuse the trace, and points that differ only in the policy
-#: reuse the dense baseline.
-_TRACES: OrderedDict[str, Any] = OrderedDict()
-_DENSE: OrderedDict[str, Any] = OrderedDict()
-#: Entries kept per cache (the most recently used): a paper-size trace is a few MB.
-CACHE_ENTRIES = 16
-
-
-def _key(w, sections: tuple[str, ...]) -> str:
-    return json.dumps(w.model_dump(mode="json", include=set(sections)), sort_keys=True)
-
-
-def _cached(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    value = cache[key] = make()
-    if len(cache) > CACHE_ENTRIES:
-        cache.popitem(last=False)
-    return value
-
-
-def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
-    """Run one point; the metrics it was asked for (summary keys and resource estimates)."""
-    from accelerator.rtl.resources import estimate
-    from cosim.api import load
-    from cosim.simulate import dense_baseline, simulate
-    from cosim.sources import load_trace
-
-    w = load(base, overrides)
-    trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)
-    bundle = _cached(_TRACES, trace_key, lambda: load_trace(w))
-    dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))
-    dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w))
-    summary = simulate(w, bundle, dense=dense).summary
-    est = estimate(w.hardware) if any(m in RESOURCES for m in metrics) else {}
-    out = {}
-    for m in metrics:
-        if m in RESOURCES:
-            out[m] = float(est[m])
-        elif m in summary:
-            v = summary[m]
-            out[m] = v if isinstance(v, bool | str) else float(v)
-        else:
-            raise SweepError(f"{m}: not a metric of a run (summary.json keys, or {', '.join(RESOURCES)})")
-    return out
-
-
-def _worker(args) -> tuple[str, dict | None, str, float]:
-    key, base, overrides, metrics = args
-    t0 = time.perf_counter()
-    try:
-        return key, evaluate(base, overrides, metrics), "", time.perf_counter() - t0
-    except InputError as exc:
-        return key, None, str(exc), time.perf_counter() - t0
-
-
-def meets(values: dict, constraints: dict) -> bool:
+def violations(values: dict, constraints: dict) -> list[float]:
+    """By how much each constraint is missed (0 where it is met; Optuna's convention: > 0 is infeasible)."""
+    out = []
     for m, bound in constraints.items():
         v = values.get(m)
         if isinstance(bound, dict):
-            if v is None or ("min" in bound and v < bound["min"]) or ("max" in bound and v > bound["max"]):
-                return False
-        elif v != bound:
-            return False
-    return True
+            if v is None:
+                out.append(math.inf)
+                continue
+            out.append(max(0.0, bound.get("min", v) - v, v - bound.get("max", v)))
+        else:
+            out.append(0.0 if v == bound else 1.0)
+    return out
+
+
+def meets(values: dict, constraints: dict) -> bool:
+    return all(x <= 0 for x in violations(values, constraints))
 
 
 def pareto(rows: list[dict], objectives: dict) -> list[dict]:
@@ -290,81 +290,121 @@ def pareto(rows: list[dict], objectives: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The database and the run
+# The run
 # ---------------------------------------------------------------------------------------------------
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS points (key TEXT PRIMARY KEY, params TEXT, status TEXT, values_json "
-        "TEXT, constraints_met INTEGER, error TEXT, duration_s REAL, version TEXT)"
-    )
-    db.commit()
-    return db
-
-
 def run_sweep(
-    sweep: Sweep, out: Path, jobs: int = 1, progress: Callable[[int, int], None] | None = None
+    sweep: Sweep,
+    out: Path,
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    storage: str | None = None,
+    scheduler: str | None = None,
 ) -> dict:
-    """Run every point not yet in ``out``'s database; returns counts and the result rows."""
-    metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
-    db = open_db(out / DB)
-    done = {k for (k,) in db.execute("SELECT key FROM points")}
-    todo, params_of = [], {}
-    for point, key in zip(sweep.points(), sweep.keys, strict=True):
-        params_of[key] = point
-        if key not in done:
-            todo.append((key, sweep.base, {**sweep.fixed, **point}, metrics))
-    version = _version()
-    finished = 0
+    """Run every point not yet finished in the study's database (``out/results.sqlite`` unless
+    ``storage`` names another), on ``jobs`` local processes or the Dask cluster at ``scheduler``; then,
+    with ``confirm``, the Pareto front again. Returns counts and the result rows."""
+    store = Store(storage or sqlite_url(out / DB), sweep.name)
+    try:
+        with executor(jobs, scheduler) as (pool, depth):
+            runner = Runner(sweep, store, pool, depth, progress)
+            if sweep.strategy["kind"] == "optuna":
+                from cosim.sweep_search import search
 
-    def record(key, values, error, duration):
-        nonlocal finished
-        ok = values is not None
-        db.execute(
-            "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                json.dumps(params_of[key], sort_keys=True),
-                "done" if ok else "error",
-                json.dumps(values) if ok else None,
-                int(meets(values, sweep.constraints)) if ok else 0,
-                error,
-                duration,
-                version,
-            ),
-        )
-        db.commit()  # one transaction per finished point: a kill loses only the points in flight
-        finished += 1
-        if progress:
-            progress(finished, len(todo))
-
-    if jobs <= 1:
-        for item in todo:
-            record(*_worker(item))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for fut in as_completed([pool.submit(_worker, item) for item in todo]):
-                record(*fut.result())
-    rows = results(db, sweep)
-    db.close()
-    return {"ran": len(todo), "skipped": len(done & set(params_of)), "rows": rows}
+                search(sweep, runner)
+            else:
+                runner.run_points(list(zip(sweep.keys, sweep.points(), strict=True)), "screen")
+            if sweep.confirm:
+                runner.run_points(_confirm_points(sweep, store.rows()), "confirm", sweep.confirm)
+        return {"ran": runner.ran, "skipped": runner.skipped, "rows": store.rows()}
+    finally:
+        store.close()
 
 
-def results(db: sqlite3.Connection, sweep: Sweep) -> list[dict]:
-    rows = []
-    for key, params, status, values, met, error, duration in db.execute(
-        "SELECT key, params, status, values_json, constraints_met, error, duration_s FROM points ORDER BY key"
-    ):
-        row = {"key": key, **json.loads(params), "status": status, "constraints_met": bool(met)}
-        row.update(json.loads(values) if values else {})
-        row.update(error=error or "", duration_s=duration)
-        rows.append(row)
-    return rows
+def _confirm_points(sweep: Sweep, rows: list[dict]) -> list[tuple[str, dict]]:
+    from cosim.api import load
+
+    screened = [r for r in rows if r["stage"] == "screen" and r["status"] == "done" and r["constraints_met"]]
+    front = [{k: r[k] for k in sweep.parameters} for r in pareto(screened, sweep.objectives)]
+    return [(point_key(load(sweep.base, {**sweep.fixed, **p, **sweep.confirm})), p) for p in front]
 
 
-def _version() -> str:
+def _reuse_order(params: dict) -> str:
+    """Points that differ only in the hardware are handed out together: they share a trace."""
+    return repr(sorted((k, repr(v)) for k, v in params.items() if not k.startswith("hardware.")))
+
+
+class Runner:
+    """Hands points to the executor in batches, keeps ``depth`` batches in flight, records each batch's
+    results in one transaction."""
+
+    def __init__(self, sweep: Sweep, store: Store, pool, depth: int, progress) -> None:
+        self.sweep, self.store, self.pool, self.depth, self.progress = sweep, store, pool, depth, progress
+        self.metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
+        self.version = tool_version()
+        self.ran = self.skipped = self.total = 0
+
+    def drive(self, take: Callable[[], list | None], on_result: Callable[[list[dict]], None]) -> None:
+        """``take`` gives the next batch of (key, overrides), ``[]`` when it had nothing to run after all,
+        None when there is no more work."""
+        inflight: dict = {}
+        more = True
+        while True:
+            while more and len(inflight) < self.depth:
+                batch = take()
+                if batch is None:
+                    more = False
+                elif batch:
+                    inflight[self.pool.submit(run_batch, self.sweep.base, self.metrics, batch)] = batch
+            if not inflight:
+                return
+            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                del inflight[fut]
+                on_result(self.record(fut.result()))
+
+    def record(self, results: list[dict]) -> list[dict]:
+        rows = []
+        for r in results:
+            ok = r["values"] is not None
+            met = ok and meets(r["values"], self.sweep.constraints)
+            rows.append(
+                {**r, "status": "done" if ok else "error", "constraints_met": met, "version": self.version}
+            )
+        self.store.record(rows)
+        self.ran += len(rows)
+        if self.progress:
+            self.progress(self.ran, self.total)
+        return rows
+
+    def fail(self, key: str, params: dict, error: str) -> None:
+        """Record a point that cannot be run (a search proposed an invalid combination)."""
+        if self.store.claim({key: ("screen", params)}):
+            self.total += 1
+            self.record([{"key": key, "values": None, "error": error, "duration_s": 0.0}])
+
+    def run_points(self, items: list[tuple[str, dict]], stage: str, extra: dict | None = None) -> None:
+        finished = self.store.finished()
+        todo = sorted(((k, p) for k, p in items if k not in finished), key=lambda kp: _reuse_order(kp[1]))
+        self.skipped += len(items) - len(todo)
+        self.total += len(todo)
+        size = max(1, min(16, len(todo) // (4 * self.depth)))
+        queue = todo[::-1]
+
+        def take() -> list | None:
+            while queue:
+                chunk = [queue.pop() for _ in range(min(size, len(queue)))]
+                mine = set(self.store.claim({k: (stage, p) for k, p in chunk}))
+                batch = [(k, {**self.sweep.fixed, **p, **(extra or {})}) for k, p in chunk if k in mine]
+                if batch:
+                    return batch
+            return None
+
+        self.drive(take, lambda rows: None)
+
+
+def tool_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -378,35 +418,63 @@ def _version() -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def prepare(sweep: Sweep, spec_text: str, out: Path, resume: bool, force: bool) -> str:
-    """Create the sweep directory (or reopen it with ``resume``); returns what happened, for the user."""
+def prepare(
+    sweep: Sweep, spec_text: str, out: Path, resume: bool, force: bool, storage: str | None = None
+) -> str:
+    """Create the sweep directory and register the study in its database (or reopen both with
+    ``resume``); returns what happened, for the user. With ``storage``, the directory holds the outputs
+    and the database is elsewhere: ``--resume`` on another machine joins the study with a directory of its
+    own."""
     from cosim.outdir import claim, owned_by_tool
-
-    if resume:
-        if not ((out / DB).is_file() and owned_by_tool(out, "sweep")):
-            raise SweepError(f"--resume: {out} holds no sweep this tool wrote; run without --resume first")
-        if (out / "sweep.yaml").read_text() != spec_text:
-            raise SweepError(
-                f"--resume: the sweep file changed since {out} was started; give another --out to run it"
-            )
-        return "resumed"
-    if (out / DB).is_file() and owned_by_tool(out, "sweep") and not force:
-        raise SweepError(
-            f"{out}: holds a sweep already; pass --resume to finish it, or --force to start over"
-        )
 
     def init(d: Path) -> None:
         (d / "sweep.yaml").write_text(spec_text)
-        open_db(d / DB).close()
 
-    with claim(out, "sweep", force=force) as target:
-        target.commit(init)
-    return "started"
+    owned = out.is_dir() and owned_by_tool(out, "sweep") and (out / "sweep.yaml").is_file()
+    if resume:
+        if not owned and not (storage and not out.exists()):
+            raise SweepError(f"--resume: {out} holds no sweep this tool wrote; run without --resume first")
+        if owned and (out / "sweep.yaml").read_text() != spec_text:
+            raise SweepError(
+                f"--resume: the sweep file changed since {out} was started; give another --out to run it"
+            )
+    elif owned and not force:
+        raise SweepError(
+            f"{out}: holds a sweep already; pass --resume to finish it, or --force to start over"
+        )
+    if not (resume and owned):
+        with claim(out, "sweep", force=force) as target:
+            target.commit(init)
+    store = Store(storage or sqlite_url(out / DB), sweep.name)
+    try:
+        known = store.spec()
+        where = storage or str(out / DB)
+        if resume and known is None:
+            raise SweepError(
+                f"--resume: {where} holds no sweep named {sweep.name}; run without --resume first"
+            )
+        if resume and known != spec_text:
+            raise SweepError(f"--resume: the sweep file changed since {sweep.name} was started in {where}")
+        if not resume and known is not None and not force:
+            raise SweepError(
+                f"{where}: holds a sweep named {sweep.name} already; pass --resume to join or finish it, "
+                "or --force to start over"
+            )
+        if not resume:
+            store.start(spec_text, replace=force)
+            if sweep.strategy["kind"] == "optuna" and force:
+                from cosim.sweep_search import forget
+
+                forget(sweep, store)
+    finally:
+        store.close()
+    return "resumed" if resume else "started"
 
 
 def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
-    """``results.csv``/``results.parquet`` (every point) and ``pareto.csv`` (the front of the finished
-    points that meet the constraints); returns the front."""
+    """``results.csv``/``results.parquet`` (every point), ``pareto.csv`` (the front of the finished
+    screening points that meet the constraints) and, with ``confirm``, ``confirmed.csv`` (each front point's
+    objectives in both runs); returns the front."""
     import pandas as pd
 
     from cosim.outdir import atomic_write_text
@@ -415,8 +483,26 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     df.to_parquet(out / "results.parquet.tmp", index=False)
     (out / "results.parquet.tmp").replace(out / "results.parquet")
-    ok = [r for r in rows if r["status"] == "done" and r["constraints_met"]]
+    ok = [r for r in rows if r["stage"] == "screen" and r["status"] == "done" and r["constraints_met"]]
     front = pareto(ok, sweep.objectives)
     cols = ["key", *sweep.parameters, *sweep.objectives]
     atomic_write_text(out / "pareto.csv", pd.DataFrame(front, columns=cols).to_csv(index=False))
+    if sweep.confirm:
+        atomic_write_text(out / "confirmed.csv", confirmed(sweep, rows).to_csv(index=False))
     return front
+
+
+def confirmed(sweep: Sweep, rows: list[dict]):
+    """Per Pareto point, each objective from the screening run and from the confirming run, and their
+    relative difference (confirm / screen - 1)."""
+    import pandas as pd
+
+    params = list(sweep.parameters)
+    df = pd.DataFrame(rows)
+    keep = [*params, "status", *sweep.objectives]
+    screen = df[df["stage"] == "screen"][["key", *keep]]
+    conf = df[df["stage"] == "confirm"][keep]
+    both = conf.merge(screen, on=params, suffixes=("_confirm", "_screen"))
+    for m in sweep.objectives:
+        both[f"{m}_rel_diff"] = both[f"{m}_confirm"] / both[f"{m}_screen"] - 1.0
+    return both

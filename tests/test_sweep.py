@@ -15,13 +15,24 @@ import yaml
 from tiny_workload import TINY
 
 import cosim as api
-from cosim.sweep import DB, evaluate, load_sweep, pareto
+from cosim.sweep import DB, load_sweep, pareto
+from cosim.sweep_exec import evaluate
 
 
 def cosim(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "cosim", *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
+
+
+def finished(db_path: Path) -> dict:
+    """Finished points in a sweep database: key -> metrics JSON (read as another process would)."""
+    with sqlite3.connect(db_path) as db:
+        try:
+            q = "SELECT key, values_json FROM cosim_points WHERE status IN ('done', 'error')"
+            return dict(db.execute(q))
+        except sqlite3.OperationalError:  # the table is not created yet
+            return {}
 
 
 def write_sweep(tmp_path: Path, **over) -> Path:
@@ -101,22 +112,19 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
     done_before: dict = {}
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / DB).exists():
-            with sqlite3.connect(out / DB) as db:
-                done_before = dict(db.execute("SELECT key, values_json FROM points"))
+            done_before = finished(out / DB)
             if len(done_before) >= 2:
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the sweep finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with sqlite3.connect(out / DB) as db:
-        done_before = dict(db.execute("SELECT key, values_json FROM points"))
+    done_before = finished(out / DB)
     assert 2 <= len(done_before) < 12
     r = cosim("sweep", path, "--out", out, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"{12 - len(done_before)} points run, {len(done_before)} already done, 0 failed" in r.stdout
-    with sqlite3.connect(out / DB) as db:
-        after = dict(db.execute("SELECT key, values_json FROM points"))
+    after = finished(out / DB)
     assert len(after) == 12
     assert all(after[k] == v for k, v in done_before.items())  # finished points kept as they were
 

@@ -1,0 +1,125 @@
+"""Where sweep points run: in this process, a local process pool, or a Dask distributed cluster, in
+batches, each worker reusing the traces and dense baselines it has made.
+
+All three are ``concurrent.futures`` executors (Dask's through ``Client.get_executor``), so the code that
+hands out points and records results is the same for each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from cosim.errors import InputError
+
+RESOURCES = ("luts", "ffs", "dsps", "brams", "urams")
+#: Quality estimates interpolated from the shipped model's measured captures (cosim/quality_model.py).
+QUALITY = ("quality_psnr_db", "quality_ssim", "quality_forced_psnr_db", "quality_forced_ssim")
+
+#: Per worker process: traces and dense baselines already made, keyed by what determines them, so that
+#: points that differ only in the hardware reuse the trace, and points that differ only in the policy
+#: reuse the dense baseline.
+_TRACES: OrderedDict[str, Any] = OrderedDict()
+_DENSE: OrderedDict[str, Any] = OrderedDict()
+#: Entries kept per cache (the most recently used): a paper-size trace is a few MB.
+CACHE_ENTRIES = 16
+
+
+def _key(w, sections: tuple[str, ...]) -> str:
+    return json.dumps(w.model_dump(mode="json", include=set(sections)), sort_keys=True)
+
+
+def _cached(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    if len(cache) > CACHE_ENTRIES:
+        cache.popitem(last=False)
+    return value
+
+
+def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
+    """Run one point; the metrics it was asked for (summary keys, resource estimates, quality estimates)."""
+    from accelerator.rtl.resources import estimate
+    from cosim.api import load
+    from cosim.simulate import dense_baseline, simulate
+    from cosim.sources import load_trace
+
+    w = load(base, overrides)
+    trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)
+    bundle = _cached(_TRACES, trace_key, lambda: load_trace(w))
+    dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))
+    dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w))
+    summary = simulate(w, bundle, dense=dense).summary
+    extra = {}
+    if any(m in RESOURCES for m in metrics):
+        extra.update(estimate(w.hardware))
+    if any(m in QUALITY for m in metrics):
+        from cosim.quality_model import estimate as quality
+
+        extra.update(quality(w.policy.kind, summary["replay_ratio"]))
+    out = {}
+    for m in metrics:
+        v = extra[m] if m in extra else summary.get(m)
+        if v is None:
+            raise InputError(f"{m}: not a metric of a run (summary.json keys, or {', '.join(RESOURCES)})")
+        out[m] = v if isinstance(v, bool | str) else float(v)
+    return out
+
+
+def run_batch(base: dict, metrics: list[str], batch: list[tuple[str, dict]]) -> list[dict]:
+    """Run points one after the other in this worker (so they share its caches); an error a user caused
+    fails its point, not the batch."""
+    out = []
+    for key, overrides in batch:
+        t0 = time.perf_counter()
+        try:
+            values, error = evaluate(base, overrides, metrics), ""
+        except InputError as exc:
+            values, error = None, str(exc)
+        out.append({"key": key, "values": values, "error": error, "duration_s": time.perf_counter() - t0})
+    return out
+
+
+class _Inline(Executor):
+    """Runs each task when it is submitted: one job, no process to start, the caller's caches."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+class SchedulerError(InputError):
+    """A ``--scheduler`` address with no Dask scheduler behind it."""
+
+
+@contextmanager
+def executor(jobs: int, scheduler: str | None = None):
+    """The executor points run on, and the number of batches to keep in flight on it."""
+    if scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerError(f"--scheduler: no Dask scheduler at {scheduler} ({exc})") from None
+        try:
+            workers = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+            yield client.get_executor(pure=False), max(1, workers)
+        finally:
+            client.close()
+    elif jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            yield pool, jobs
+    else:
+        yield _Inline(), 1
