@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import time
-import warnings
 from typing import TYPE_CHECKING
 
 from cosim.config import WorkloadError
@@ -51,14 +50,9 @@ def _sampler(sweep: Sweep):
     import optuna
 
     s = sweep.strategy
-    constraints = (lambda t: t.user_attrs["constraints"]) if sweep.constraints else None
-    with warnings.catch_warnings():  # constraints_func is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if s["sampler"] == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                population_size=s.get("population", 20), seed=s["seed"], constraints_func=constraints
-            )
-        return optuna.samplers.TPESampler(seed=s["seed"], constraints_func=constraints)
+    if s["sampler"] == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.get("population", 20), seed=s["seed"])
+    return optuna.samplers.TPESampler(seed=s["seed"])
 
 
 def _study(sweep: Sweep, url: str, load: bool = True):
@@ -98,8 +92,8 @@ def search(sweep: Sweep, runner: Runner) -> None:
         if values is None:
             study.tell(trial, state=TrialState.FAIL)
             return
-        if sweep.constraints:
-            trial.set_user_attr("constraints", violations(values, sweep.constraints))
+        for name, v in zip(sweep.constraints, violations(values, sweep.constraints), strict=True):
+            trial.set_constraint(name, v)  # both samplers keep to the feasible points where they can
         study.tell(trial, [values[m] for m in sweep.objectives])
 
     # trials a dead process left running: their point's result if it was recorded, else a failure

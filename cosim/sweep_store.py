@@ -152,10 +152,12 @@ class Store:
         return mine
 
     def abandoned(self, owner: str, updated: float, now: float) -> bool:
+        """Whether a claim's process is gone: checked directly on this host, presumed after
+        ``STALE_CLAIM_S`` on another."""
         host, _, pid = owner.rpartition(":")
         if owner == self.owner:
             return False
-        if host == socket.gethostname() and pid.isdigit():
+        if host == self.owner.rpartition(":")[0] and pid.isdigit():
             return not pid_alive(int(pid))
         return now - updated > STALE_CLAIM_S
 

@@ -27,7 +27,9 @@ def cosim(*args, cwd=None):
 
 def finished(db_path: Path) -> dict:
     """Finished points in a sweep database: key -> metrics JSON (read as another process would)."""
-    with sqlite3.connect(db_path) as db:
+    if not db_path.exists():
+        return {}
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
         try:
             q = "SELECT key, values_json FROM cosim_points WHERE status IN ('done', 'error')"
             return dict(db.execute(q))
