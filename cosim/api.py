@@ -10,8 +10,8 @@ r.layers                         # per-layer table (pandas)
 r.write("runs/cores4")           # the run directory ``python -m cosim run`` writes
 ```
 
-``python -m cosim run`` does what :func:`run` and :meth:`Result.write` do with the same parts (trace,
-simulation, run directory), claiming its output directory before the work. Every error a user can cause is a :class:`cosim.errors.InputError` whose message names what is wrong (the command line
+``python -m cosim run`` is :func:`load`, :func:`run` and :meth:`Result.fill`, with its output directory
+claimed before the work so that an unusable ``--out`` fails at once. Every error a user can cause is a :class:`cosim.errors.InputError` whose message names what is wrong (the command line
 prints it and exits 2); docs/api.md lists the names this module keeps stable.
 """
 
@@ -88,6 +88,13 @@ class Result:
 
         write_run(self._run, Path(out), force=force)
         return Path(out)
+
+    def fill(self, directory: Path) -> None:
+        """Write the run directory's files into ``directory`` as it is (a staging directory of
+        :func:`cosim.outdir.claim`); :meth:`write` is the safe way for everything else."""
+        from cosim.rundir import fill_run
+
+        fill_run(self._run, Path(directory))
 
 
 def run(workload: Workload, progress: bool = False) -> Result:

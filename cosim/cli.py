@@ -63,19 +63,16 @@ def _replaced(target: OutputDir) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cosim.rundir import fill_run
-    from cosim.simulate import simulate
-    from cosim.sources import load_trace
+    from cosim import api
 
     w = _workload(args)
     out = _out_dir(args, w)
     progress = not args.quiet and sys.stderr.isatty()
     t0 = time.perf_counter()
     with claim(out, "run", force=args.force) as target:  # an unusable --out fails here, before the work
-        bundle = load_trace(w, progress=progress)
-        run = simulate(w, bundle, progress=progress)
-        target.commit(lambda d: fill_run(run, d))
-    s = run.summary
+        result = api.run(w, progress=progress)
+        target.commit(result.fill)
+    s = result.summary
     print(
         f"{w.name}: latency {num(s['latency_s'])} s (dense {num(s['dense_latency_s'])} s, "
         f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {num(s['energy_j'])} J, "
@@ -113,6 +110,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     front = write_outputs(sweep, result["rows"], out)
+    from reports.sweep_report import write_sweep_report
+
+    write_sweep_report(out)
     errors = sum(r["status"] == "error" for r in result["rows"])
     feasible = sum(r["constraints_met"] for r in result["rows"])
     print(

@@ -189,9 +189,13 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
             keys.append(key)
     if confirm:
         try:
-            load(base, {**fixed, **points[0], **confirm})
+            same = point_key(load(base, {**fixed, **points[0], **confirm})) == point_key(
+                load(base, {**fixed, **points[0]})
+            )
         except WorkloadError as exc:
             raise SweepError(f"{path}: confirm: {exc}") from None
+        if same:
+            raise SweepError(f"{path}: confirm: {shown(confirm, 60)} changes nothing in the points")
     _check_metrics(path, sweep, points[0])
     return replace(sweep, keys=tuple(keys or ())), text
 
@@ -270,13 +274,11 @@ def meets(values: dict, constraints: dict) -> bool:
 
 
 def pareto(rows: list[dict], objectives: dict) -> list[dict]:
-    """The rows no other row dominates (at least as good in every objective, better in one)."""
+    """The rows no other row dominates (at least as good in every objective, better in one). A row with
+    a missing or NaN objective is on no front."""
     sign = {m: (1 if d == "min" else -1) for m, d in objectives.items()}
-
-    def vec(r):
-        return [sign[m] * r[m] for m in objectives]
-
-    vs = [vec(r) for r in rows]
+    rows = [r for r in rows if all(isinstance(r.get(m), int | float) and r[m] == r[m] for m in objectives)]
+    vs = [[sign[m] * r[m] for m in objectives] for r in rows]
     front = []
     for i, a in enumerate(vs):
         dominated = any(
@@ -479,7 +481,7 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
 
     from cosim.outdir import atomic_write_text
 
-    df = pd.DataFrame(rows)
+    df = table(sweep, rows)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     df.to_parquet(out / "results.parquet.tmp", index=False)
     (out / "results.parquet.tmp").replace(out / "results.parquet")
@@ -492,13 +494,29 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     return front
 
 
+def table(sweep: Sweep, rows: list[dict]):
+    """The points as one table with fixed columns in the sweep file's order (key, stage, parameters,
+    status, constraints_met, metrics, error, duration_s), whatever the points' outcomes; a parameter
+    value that is a list or a mapping is written as JSON text."""
+    import json
+
+    import pandas as pd
+
+    metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
+    cols = ["key", "stage", *sweep.parameters, "status", "constraints_met", *metrics, "error", "duration_s"]
+    df = pd.DataFrame(rows, columns=cols)
+    for k in sweep.parameters:
+        if any(isinstance(v, list | dict) for v in df[k]):
+            df[k] = [json.dumps(v) for v in df[k]]
+    return df
+
+
 def confirmed(sweep: Sweep, rows: list[dict]):
     """Per Pareto point, each objective from the screening run and from the confirming run, and their
     relative difference (confirm / screen - 1)."""
-    import pandas as pd
 
     params = list(sweep.parameters)
-    df = pd.DataFrame(rows)
+    df = table(sweep, rows)
     keep = [*params, "status", *sweep.objectives]
     screen = df[df["stage"] == "screen"][["key", *keep]]
     conf = df[df["stage"] == "confirm"][keep]

@@ -68,7 +68,9 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     for m in metrics:
         v = extra[m] if m in extra else summary.get(m)
         if v is None:
-            raise InputError(f"{m}: not a metric of a run (summary.json keys, or {', '.join(RESOURCES)})")
+            raise InputError(
+                f"{m}: not a metric of this run (summary.json keys, or {', '.join(RESOURCES + QUALITY)})"
+            )
         out[m] = v if isinstance(v, bool | str) else float(v)
     return out
 

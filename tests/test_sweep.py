@@ -91,6 +91,20 @@ def test_grid_sweep_runs_every_point_and_writes_the_front(tmp_path):
     }
     assert set(pd.read_csv(tmp_path / "out" / "pareto.csv")["key"]) == front and front
     assert pd.read_parquet(tmp_path / "out" / "results.parquet").shape == res.shape
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
+    """One threshold for every layer, or one per layer: both are values of ``policy.threshold``."""
+    layers = api.load(TINY).model.layers
+    values = [0.5, [0.25] * layers]
+    fixed = {"simulation.mode": "analytic", "policy.target_replay_ratio": None}
+    path = write_sweep(tmp_path, fixed=fixed, parameters={"policy.threshold": values}, constraints={})
+    r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert [json.loads(v) for v in res["policy.threshold"]] == values
+    assert list(res.columns[:4]) == ["key", "stage", "policy.threshold", "status"]
 
 
 def test_random_strategy_draws_distinct_points_reproducibly(tmp_path):
@@ -141,6 +155,14 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
         ({"strategy": {"kind": "random"}}, "strategy.samples"),
         ({"base": "missing.yaml"}, "base: missing.yaml"),
         ({"parameters": {"hardware.clock_MHz": {"range": [100, 300, 1e-9]}}}, "at most 1,000,000"),
+        ({"strategy": {"kind": "optuna"}}, "strategy.trials"),
+        ({"strategy": {"kind": "optuna", "trials": 5, "sampler": "cmaes"}}, "strategy.sampler"),
+        ({"strategy": {"kind": "grid", "trials": 5}}, "strategy.trials: not a setting of a grid strategy"),
+        (
+            {"confirm": {"simulation.mode": "analytic"}},
+            "confirm: {'simulation.mode': 'analytic'} changes nothing",
+        ),
+        ({"confirm": {"hardware.cores": 0}}, "confirm: "),
     ],
 )
 def test_bad_sweep_file_is_one_message_and_exit_2(tmp_path, over, message):
