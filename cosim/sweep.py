@@ -425,12 +425,9 @@ def prepare(
 ) -> str:
     """Create the sweep directory and register the study in its database (or reopen both with
     ``resume``); returns what happened, for the user. With ``storage``, the directory holds the outputs
-    and the database is elsewhere: ``--resume`` on another machine joins the study with a directory of its
-    own."""
+    and the database is elsewhere (checked first, so that nothing is written when it is unusable):
+    ``--resume`` on another machine joins the study with a directory of its own."""
     from cosim.outdir import claim, owned_by_tool
-
-    def init(d: Path) -> None:
-        (d / "sweep.yaml").write_text(spec_text)
 
     owned = out.is_dir() and owned_by_tool(out, "sweep") and (out / "sweep.yaml").is_file()
     if resume:
@@ -444,13 +441,20 @@ def prepare(
         raise SweepError(
             f"{out}: holds a sweep already; pass --resume to finish it, or --force to start over"
         )
+    if storage:
+        _open_study(sweep, spec_text, storage, storage, resume, force)
     if not (resume and owned):
         with claim(out, "sweep", force=force) as target:
-            target.commit(init)
-    store = Store(storage or sqlite_url(out / DB), sweep.name)
+            target.commit(lambda d: (d / "sweep.yaml").write_text(spec_text))
+    if not storage:
+        _open_study(sweep, spec_text, sqlite_url(out / DB), str(out / DB), resume, force)
+    return "resumed" if resume else "started"
+
+
+def _open_study(sweep: Sweep, spec_text: str, url: str, where: str, resume: bool, force: bool) -> None:
+    store = Store(url, sweep.name)
     try:
         known = store.spec()
-        where = storage or str(out / DB)
         if resume and known is None:
             raise SweepError(
                 f"--resume: {where} holds no sweep named {sweep.name}; run without --resume first"
@@ -470,7 +474,6 @@ def prepare(
                 forget(sweep, store)
     finally:
         store.close()
-    return "resumed" if resume else "started"
 
 
 def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:

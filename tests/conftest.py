@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
+from postgres_server import PostgresUnavailable, postgres_server
 from tiny_workload import TINY
 
 
@@ -22,3 +24,16 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL (psycopg 3 driver) of a throwaway PostgreSQL server, started once per session.
+
+    Skips where the server binaries are absent (Debian: apt-get install postgresql). See postgres_server.py.
+    """
+    try:
+        with postgres_server() as server:
+            yield server.url
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
