@@ -15,6 +15,7 @@ constraints: {fits_board: true, latency_s: {max: 600}}
 strategy: {kind: grid}                     # or {kind: random, samples: 20, seed: 0}
                                            # or {kind: optuna, sampler: nsga2, trials: 200, seed: 0}
 confirm: {simulation.mode: event}          # optional: re-run the Pareto front with these overrides
+record: [dense_latency_s, replay_ratio]    # optional: further metrics to keep per point
 ```
 
 Points are recorded as they finish, keyed by the hash of their resolved workload, so a sweep killed at any
@@ -56,6 +57,7 @@ _SECTIONS = {
     "constraints",
     "strategy",
     "confirm",
+    "record",
 }
 _STRATEGIES = ("grid", "random", "optuna")
 
@@ -74,6 +76,13 @@ class Sweep:
     constraints: dict  #: metric -> {"min": x, "max": y} or a required value
     strategy: dict
     confirm: dict  #: overrides that re-run the Pareto front (e.g. in the event model); empty: no re-run
+    record: tuple[str, ...] = ()  #: further metrics to keep per point
+
+    @property
+    def metrics(self) -> list[str]:
+        """What each point records: the objectives', the constraints' and the ``record`` metrics."""
+        return list(dict.fromkeys([*self.objectives, *self.constraints, *self.record]))
+
     keys: tuple[str, ...] = ()  #: per point, the hash of its resolved workload (grid and random)
 
     def points(self) -> list[dict]:
@@ -173,7 +182,12 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
         raise SweepError(
             f"{path}: confirm: a mapping of workload keys to values (e.g. simulation.mode: event)"
         )
-    sweep = Sweep(str(raw["name"]), base, fixed, parameters, objectives, constraints, strategy, confirm)
+    record = raw.get("record") or []
+    if not isinstance(record, list) or not all(isinstance(m, str) for m in record):
+        raise SweepError(f"{path}: record: a list of metric names (summary.json keys) to keep per point")
+    sweep = Sweep(
+        str(raw["name"]), base, fixed, parameters, objectives, constraints, strategy, confirm, tuple(record)
+    )
     text = path.read_text()
     # every point must be a valid workload: check them all before any work (the first bad one is named);
     # a search checks each value of each parameter against the first point (its grid may be vast)
@@ -241,11 +255,11 @@ def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
     a fraction of a second) says which."""
     from cosim.api import load, run
 
-    wanted = [m for m in (*sweep.objectives, *sweep.constraints) if m not in RESOURCES + QUALITY]
+    wanted = [m for m in sweep.metrics if m not in RESOURCES + QUALITY]
     if not wanted:
         return
     known = run(load(sweep.base, {**sweep.fixed, **point, "simulation.mode": "analytic"})).summary
-    for section in ("objectives", "constraints"):
+    for section in ("objectives", "constraints", "record"):
         for m in getattr(sweep, section):
             if m not in RESOURCES + QUALITY and m not in known:
                 raise SweepError(
@@ -343,7 +357,7 @@ class Runner:
 
     def __init__(self, sweep: Sweep, store: Store, pool, depth: int, progress) -> None:
         self.sweep, self.store, self.pool, self.depth, self.progress = sweep, store, pool, depth, progress
-        self.metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
+        self.metrics = sweep.metrics
         self.version = tool_version()
         self.ran = self.skipped = self.total = 0
 
@@ -505,7 +519,7 @@ def table(sweep: Sweep, rows: list[dict]):
 
     import pandas as pd
 
-    metrics = list(dict.fromkeys([*sweep.objectives, *sweep.constraints]))
+    metrics = sweep.metrics
     cols = ["key", "stage", *sweep.parameters, "status", "constraints_met", *metrics, "error", "duration_s"]
     df = pd.DataFrame(rows, columns=cols)
     for k in sweep.parameters:

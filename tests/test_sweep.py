@@ -69,7 +69,7 @@ def test_pareto_front_by_hand():
 
 
 def test_grid_sweep_runs_every_point_and_writes_the_front(tmp_path):
-    path = write_sweep(tmp_path)
+    path = write_sweep(tmp_path, record=["dense_latency_s"])
     sweep, _ = load_sweep(path)
     assert len(sweep.points()) == 2 * 3  # cores x replay ratios 0.25, 0.5, 0.75
     r = cosim("sweep", path, "--out", tmp_path / "out", "--jobs", "2", cwd=tmp_path)
@@ -92,6 +92,7 @@ def test_grid_sweep_runs_every_point_and_writes_the_front(tmp_path):
     assert set(pd.read_csv(tmp_path / "out" / "pareto.csv")["key"]) == front and front
     assert pd.read_parquet(tmp_path / "out" / "results.parquet").shape == res.shape
     assert (tmp_path / "out" / "report.html").is_file()
+    assert (res["dense_latency_s"] > res["latency_s"]).all()  # a recorded metric: replay saves time
 
 
 def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
@@ -163,6 +164,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
             "confirm: {'simulation.mode': 'analytic'} changes nothing",
         ),
         ({"confirm": {"hardware.cores": 0}}, "confirm: "),
+        ({"record": ["latency"]}, "record.latency: not a metric"),
     ],
 )
 def test_bad_sweep_file_is_one_message_and_exit_2(tmp_path, over, message):
