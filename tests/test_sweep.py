@@ -95,6 +95,23 @@ def test_grid_sweep_runs_every_point_and_writes_the_front(tmp_path):
     assert (res["dense_latency_s"] > res["latency_s"]).all()  # a recorded metric: replay saves time
 
 
+def test_quality_objectives_are_the_measured_estimate_at_the_achieved_replay_ratio(tmp_path):
+    from cosim.quality_model import estimate
+
+    params = {"policy.kind": ["tas", "random"], "policy.target_replay_ratio": [0.25, 0.5]}
+    objectives = {"latency_s": "min", "quality_psnr_db": "max"}
+    path = write_sweep(tmp_path, parameters=params, objectives=objectives, record=["replay_ratio"])
+    r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = pd.read_csv(tmp_path / "out" / "results.csv")
+    for _, row in res.iterrows():
+        want = estimate(row["policy.kind"], row["replay_ratio"])["quality_psnr_db"]
+        assert row["quality_psnr_db"] == pytest.approx(want, rel=1e-12)
+    # the random policy loses quality against TAS at the same budget (docs/figures/policies.csv)
+    by = res.set_index(["policy.kind", "policy.target_replay_ratio"])["quality_psnr_db"]
+    assert by["random", 0.5] < by["tas", 0.5]
+
+
 def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
     """One threshold for every layer, or one per layer: both are values of ``policy.threshold``."""
     layers = api.load(TINY).model.layers
