@@ -126,8 +126,9 @@ def _values(key: str, spec: Any) -> list:
             n = int(math.floor((stop - start) / third + 1e-9)) + 1
             if n > MAX_POINTS:
                 raise SweepError(f"{where}.range: {n:,} values; at most {MAX_POINTS:,}")
-            out = [start + i * third for i in range(n)]
-            return [int(v) if all(isinstance(a, int) for a in args) else float(v) for v in out]
+            if all(isinstance(a, int) for a in args):
+                return [start + i * third for i in range(n)]
+            return [round(start + i * third, 12) for i in range(n)]  # 0.3, not 0.30000000000000004
         if start <= 0 or stop < start or int(third) != third or not 1 <= third <= MAX_POINTS:
             raise SweepError(
                 f"{where}.log: needs 0 < start <= stop and a whole number of points (1 to {MAX_POINTS:,})"
