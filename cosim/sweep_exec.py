@@ -96,7 +96,7 @@ class _Inline(Executor):
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
+        except Exception as exc:
             fut.set_exception(exc)
         return fut
 
@@ -107,7 +107,8 @@ class SchedulerError(InputError):
 
 @contextmanager
 def executor(jobs: int, scheduler: str | None = None):
-    """The executor points run on, and the number of batches to keep in flight on it."""
+    """The executor points run on, and the number of batches to keep in flight on it: two per worker, so
+    that none waits while the results of its last batch are recorded."""
     if scheduler:
         from distributed import Client
 
@@ -117,11 +118,11 @@ def executor(jobs: int, scheduler: str | None = None):
             raise SchedulerError(f"--scheduler: no Dask scheduler at {scheduler} ({exc})") from None
         try:
             workers = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-            yield client.get_executor(pure=False), max(1, workers)
+            yield client.get_executor(pure=False), 2 * max(1, workers)
         finally:
             client.close()
     elif jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            yield pool, jobs
+            yield pool, 2 * jobs
     else:
         yield _Inline(), 1
