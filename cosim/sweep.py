@@ -267,6 +267,11 @@ def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
                     f"{path}: {section}.{m}: not a metric of a run (summary.json keys, docs/metrics.md, or "
                     f"{', '.join(RESOURCES + QUALITY)})"
                 )
+            if m in known and not isinstance(known[m], int | float | str):
+                raise SweepError(
+                    f"{path}: {section}.{m}: a table of values, not one number; name one of its entries "
+                    "as its own summary key (docs/metrics.md)"
+                )
 
 
 def violations(values: dict, constraints: dict) -> list[float]:
@@ -495,7 +500,6 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     """``results.csv``/``results.parquet`` (every point), ``pareto.csv`` (the front of the finished
     screening points that meet the constraints) and, with ``confirm``, ``confirmed.csv`` (each front point's
     objectives in both runs); returns the front."""
-    import pandas as pd
 
     from cosim.outdir import atomic_write_text
 
@@ -506,7 +510,7 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     ok = [r for r in rows if r["stage"] == "screen" and r["status"] == "done" and r["constraints_met"]]
     front = pareto(ok, sweep.objectives)
     cols = ["key", *sweep.parameters, *sweep.objectives]
-    atomic_write_text(out / "pareto.csv", pd.DataFrame(front, columns=cols).to_csv(index=False))
+    atomic_write_text(out / "pareto.csv", table(sweep, front)[cols].to_csv(index=False))
     if sweep.confirm:
         atomic_write_text(out / "confirmed.csv", confirmed(sweep, rows).to_csv(index=False))
     return front
@@ -515,7 +519,7 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
 def table(sweep: Sweep, rows: list[dict]):
     """The points as one table with fixed columns in the sweep file's order (key, stage, parameters,
     status, constraints_met, metrics, error, duration_s), whatever the points' outcomes; a parameter
-    value that is a list or a mapping is written as JSON text."""
+    with a list or a mapping among its values is written as JSON text in every file."""
     import json
 
     import pandas as pd
@@ -524,7 +528,7 @@ def table(sweep: Sweep, rows: list[dict]):
     cols = ["key", "stage", *sweep.parameters, "status", "constraints_met", *metrics, "error", "duration_s"]
     df = pd.DataFrame(rows, columns=cols)
     for k in sweep.parameters:
-        if any(isinstance(v, list | dict) for v in df[k]):
+        if any(isinstance(v, list | dict) for v in sweep.parameters[k]):
             df[k] = [json.dumps(v) for v in df[k]]
     return df
 

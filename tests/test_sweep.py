@@ -123,6 +123,8 @@ def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
     res = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert [json.loads(v) for v in res["policy.threshold"]] == values
     assert list(res.columns[:4]) == ["key", "stage", "policy.threshold", "status"]
+    front = pd.read_csv(tmp_path / "out" / "pareto.csv")
+    assert set(front["policy.threshold"]) <= {json.dumps(v) for v in values}
 
 
 def test_random_strategy_draws_distinct_points_reproducibly(tmp_path):
@@ -182,6 +184,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
         ),
         ({"confirm": {"hardware.cores": 0}}, "confirm: "),
         ({"record": ["latency"]}, "record.latency: not a metric"),
+        ({"record": ["breakdown_s"]}, "record.breakdown_s: a table of values, not one number"),
     ],
 )
 def test_bad_sweep_file_is_one_message_and_exit_2(tmp_path, over, message):
