@@ -544,6 +544,11 @@ def write_sweep_report(out: Path) -> Path:
         body += f"\n<h2>Failed points</h2>\n<p class=meta>{len(failed)} failed{more}.</p>\n"
         body += _failed_table(d, failed)
 
+    quality_note = ""
+    if any(m.startswith("quality_") for m in [*d.objectives, *d.constraints]):
+        from cosim.quality_model import LABEL
+
+        quality_note = f"Quality metrics (quality_*): {_esc(LABEL)}.<br>\n"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -560,7 +565,7 @@ figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
 <b>{len(meets)}</b> meet the constraints, <b>{len(d.front)}</b> on the Pareto front.{confirm}</p>
 <p class=meta>Objectives: {objectives}.<br>Constraints: {constraints}.<br>
 Parameters: {", ".join(_esc(p) for p in d.parameters)}; fixed: {fixed or "nothing"}; strategy: {_esc(json.dumps(strategy))}.<br>
-Built from this sweep directory alone: <a href="sweep.yaml">sweep.yaml</a>, <a href="results.csv">results.csv</a>,
+{quality_note}Built from this sweep directory alone: <a href="sweep.yaml">sweep.yaml</a>, <a href="results.csv">results.csv</a>,
 <a href="pareto.csv">pareto.csv</a>. Metric definitions: docs/metrics.md.</p>
 {_plotlyjs() if figures else ""}{body}
 </body></html>
