@@ -446,13 +446,25 @@ def static_core_counts(active: np.ndarray, cores: int) -> np.ndarray:
     pad = (-batch) % cores
     if pad:
         active = np.concatenate([active, np.zeros((pad,) + active.shape[1:], dtype=active.dtype)])
-    return active.reshape((-1, cores) + active.shape[1:]).sum(axis=0)
+    return count_true(active.reshape((-1, cores) + active.shape[1:]))
+
+
+def count_true(active: np.ndarray) -> np.ndarray:
+    """``active.sum(axis=0)`` (int64) of a bool array: counted in bytes when the count fits one, which is
+    several times faster than numpy's bool-to-int64 sum."""
+    if active.dtype == bool and len(active) < 256:
+        return active.sum(axis=0, dtype=np.uint8).astype(np.int64)
+    return active.sum(axis=0)
 
 
 def drs_core_counts(active: np.ndarray, cores: int) -> np.ndarray:
     """Entries each core runs after DRS assigns the computing entries round-robin."""
-    k = active.sum(axis=0)
-    c = np.arange(cores).reshape((cores,) + (1,) * k.ndim)
+    return drs_counts(count_true(active), cores)
+
+
+def drs_counts(k: np.ndarray, cores: int) -> np.ndarray:
+    """:func:`drs_core_counts` from the number of computing entries ``k`` (for callers that have it)."""
+    c = np.arange(cores).reshape((cores,) + (1,) * np.ndim(k))
     return k // cores + (c < k % cores)
 
 

@@ -76,11 +76,28 @@ def critical_path(ends: np.ndarray, layers: int) -> np.ndarray:
     -inf where a row did none of a kind). Each kind is charged the time from the previous milestone to its
     own, so work hidden under an earlier kind (the TAS unit under attention) is charged nothing and the
     parts add up to the latency."""
-    rows = np.maximum.accumulate(np.concatenate([[0.0], np.max(ends, axis=1).ravel()]))[:-1]
+    return charge_phases(np.ascontiguousarray(np.asarray(ends).T), layers)
+
+
+def charge_phases(ends: np.ndarray, layers: int) -> np.ndarray:
+    """:func:`critical_path` of ``ends`` given by kind of work, (PHASES, rows): a contiguous row per kind."""
+    rows = np.maximum.accumulate(np.concatenate([[0.0], np.max(ends, axis=0)]))[:-1]
     out = np.zeros((layers + 1, len(PHASES)))
-    prev = rows.copy()
+    prev = rows
     for p in range(len(PHASES)):
-        t = np.maximum(ends[:, p], prev)
-        np.add.at(out[:, p], np.arange(len(ends)) % (layers + 1), t - prev)
+        if np.max(ends[p], initial=-np.inf) == -np.inf:
+            continue  # no work of this kind: it is charged 0 and moves no milestone
+        t = np.maximum(ends[p], prev)
+        _add_by_layer(out[:, p], t - prev)
         prev = t
     return out
+
+
+def _add_by_layer(out: np.ndarray, values: np.ndarray) -> None:
+    """``out[i % len(out)] += values[i]`` in the order of ``i``, as ``np.add.at`` does: a sum over the steps
+    of a (steps, layers + 1) view adds row after row, in that order too, and is much faster (numpy sums a
+    single column pairwise instead, so that case keeps ``np.add.at``)."""
+    if len(out) < 2 or len(values) % len(out):
+        np.add.at(out, np.arange(len(values)) % len(out), values)
+    else:
+        out += values.reshape(-1, len(out)).sum(axis=0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,13 @@ class RunResult:
     result: SimResult
     dense: SimResult
     summary: dict
-    layers: pd.DataFrame
+    replay: np.ndarray = field(repr=False)  # (batch, layers, steps): the decisions the run used
+
+    @functools.cached_property
+    def layers(self) -> pd.DataFrame:
+        """Time per kind of work per layer (``layers.csv``), made when first asked for: a sweep never asks,
+        and the DataFrame takes about a millisecond to build."""
+        return layer_table(self.workload, self.replay, self.result)
 
 
 def dense_baseline(w: Workload, progress: bool = False) -> SimResult:
@@ -99,7 +106,7 @@ def simulate(
         summary["speedup_vs_dense_full_attention"] = (
             summary["dense_full_attention_latency_s"] / result.latency_s
         )
-    return RunResult(w, bundle, result, dense, summary, layer_table(w, replay, result))
+    return RunResult(w, bundle, result, dense, summary, replay)
 
 
 def energy_breakdown_j(w: Workload, r: SimResult) -> dict[str, float]:
