@@ -7,7 +7,11 @@ hands out points and records results is the same for each.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import json
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,25 +25,30 @@ RESOURCES = ("luts", "ffs", "dsps", "brams", "urams")
 #: Quality estimates interpolated from the shipped model's measured captures (cosim/quality_model.py).
 QUALITY = ("quality_psnr_db", "quality_ssim", "quality_forced_psnr_db", "quality_forced_ssim")
 
+M_MMAP_THRESHOLD = -3  #: glibc's mallopt parameter (malloc.h)
+
 #: Per worker process: traces and dense baselines already made, keyed by what determines them, so that
 #: points that differ only in the hardware reuse the trace, and points that differ only in the policy
 #: reuse the dense baseline.
 _TRACES: OrderedDict[str, Any] = OrderedDict()
 _DENSE: OrderedDict[str, Any] = OrderedDict()
-#: Entries kept per cache (the most recently used): a paper-size trace is a few MB.
-CACHE_ENTRIES = 16
+#: Entries kept per cache (the most recently used): a paper-size trace is a few MB, a dense baseline's
+#: result a few kB (analytic) to a few MB (event model with a timeline); a sweep hands out the points of
+#: one trace together, each with its own hardware, so the baselines need the room.
+TRACE_ENTRIES = 16
+DENSE_ENTRIES = 512
 
 
 def _key(w, sections: tuple[str, ...]) -> str:
     return json.dumps(w.model_dump(mode="json", include=set(sections)), sort_keys=True)
 
 
-def _cached(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
+def _cached(cache: OrderedDict, key: str, make: Callable[[], Any], entries: int) -> Any:
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
     value = cache[key] = make()
-    if len(cache) > CACHE_ENTRIES:
+    if len(cache) > entries:
         cache.popitem(last=False)
     return value
 
@@ -53,9 +62,9 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
 
     w = load(base, overrides)
     trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)
-    bundle = _cached(_TRACES, trace_key, lambda: load_trace(w))
+    bundle = _cached(_TRACES, trace_key, lambda: load_trace(w), TRACE_ENTRIES)
     dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))
-    dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w))
+    dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w), DENSE_ENTRIES)
     summary = simulate(w, bundle, dense=dense).summary
     extra = {}
     if any(m in RESOURCES for m in metrics):
@@ -75,9 +84,20 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     return out
 
 
+@functools.cache
+def _untrimmed_heap() -> None:
+    """Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_`` set, which freezes glibc's mmap threshold
+    at 128 KiB: every numpy temporary above it is then mapped and unmapped again, and points run 2.7 times
+    slower. Raise the threshold once per worker process (glibc only; elsewhere nothing to do)."""
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 64 << 20)
+
+
 def run_batch(base: dict, metrics: list[str], batch: list[tuple[str, dict]]) -> list[dict]:
     """Run points one after the other in this worker (so they share its caches); an error a user caused
     fails its point, not the batch."""
+    _untrimmed_heap()
     out = []
     for key, overrides in batch:
         t0 = time.perf_counter()
