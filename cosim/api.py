@@ -37,17 +37,21 @@ if TYPE_CHECKING:
 __all__ = ["InputError", "Result", "Workload", "WorkloadError", "load", "run"]
 
 
-def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None) -> Workload:
+def load(
+    source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, check_memory: bool = True
+) -> Workload:
     """A validated workload from a YAML file or a mapping of its sections, with ``overrides`` applied:
     dotted keys to Python values (``{"hardware.cores": 4}``), as ``--set`` items are on the command line.
-    It is checked as ``run`` checks it: its data must fit the board's memory and the simulation this
-    machine's. A file's relative trace and checkpoint paths are taken from its folder."""
+    It is checked as ``run`` checks it: its data must fit the board's memory (unless ``check_memory`` is
+    false: the summary's ``fits_memory`` then says whether they do) and the simulation this machine's. A
+    file's relative trace and checkpoint paths are taken from its folder."""
     if isinstance(source, Mapping):
         w = resolve(dict(source), values=overrides, origin="workload")
         check_host_memory(w, origin="workload")
-        check_capacity(w, origin="workload")
+        if check_memory:
+            check_capacity(w, origin="workload")
         return w
-    return load_workload(source, values=overrides)
+    return load_workload(source, values=overrides, check_memory=check_memory)
 
 
 class Result:

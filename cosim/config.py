@@ -563,12 +563,16 @@ def resolve(
 
 
 def load_workload(
-    path: str | Path, overrides: list[str] | None = None, values: Mapping[str, Any] | None = None
+    path: str | Path,
+    overrides: list[str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    check_memory: bool = True,
 ) -> Workload:
     """Relative ``trace.path`` and ``trace.checkpoint`` are taken relative to the workload file.
 
     After the schema, the checks that need the whole design: that its data fit the board's memory
-    (:class:`CapacityError`) and that the simulation fits this machine's memory."""
+    (:class:`CapacityError`, unless ``check_memory`` is false) and that the simulation fits this
+    machine's memory."""
     w = resolve(load_yaml(path), overrides, origin=str(path), values=values)
     base = Path(path).resolve().parent
     for key in ("path", "checkpoint"):
@@ -576,7 +580,8 @@ def load_workload(
         if value and not Path(value).is_absolute():
             setattr(w.trace, key, str(base / value))
     check_host_memory(w, origin=str(path))
-    check_capacity(w, origin=str(path))
+    if check_memory:
+        check_capacity(w, origin=str(path))
     return w
 
 

@@ -169,7 +169,25 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
     resources = estimate(hw)
     out["resources_estimate"] = {k: resources[k] for k in ("luts", "ffs", "dsps", "brams", "label")}
     out["fits_board"], out["fits_board_detail"] = fits(hw)
+    out.update(memory_fit(w))
     return out
+
+
+def memory_fit(w: Workload) -> dict:
+    """Whether the data fit the memory groups they are placed in, and the sizes that decide it (a sweep
+    runs designs that do not fit, to record them as such; ``run`` refuses them before the work)."""
+    from accelerator.capacity import GIB, shortfalls
+    from cosim.config import memory_use
+
+    use = memory_use(w)
+    held = {h.what: h.bytes / GIB for u in use.values() for h in u.holdings}
+    return {
+        "fits_memory": not shortfalls(use),
+        "memory_fit_detail": "; ".join(f"{g}: {u.describe()}" for g, u in use.items() if u.holdings),
+        "weights_GiB": held.get("weights", 0.0),
+        "kv_cache_GiB": held.get("KV cache", 0.0),
+        "replay_cache_GiB": held.get("replay cache", 0.0),
+    }
 
 
 def layer_table(w: Workload, replay: np.ndarray, r: SimResult) -> pd.DataFrame:

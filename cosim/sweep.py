@@ -180,6 +180,8 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     for k, v in constraints.items():
         if isinstance(v, dict) and not set(v) <= {"min", "max"}:
             raise SweepError(f"{path}: constraints.{k}: only min and max bounds")
+    # a design whose data do not fit the board's memory is run and recorded, never feasible
+    constraints = {"fits_memory": True, **constraints}
     strategy = _strategy(path, raw.get("strategy") or {"kind": "grid"})
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
@@ -203,15 +205,15 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     points, keys = (sweep.points(), []) if strategy["kind"] != "optuna" else (_one_at_a_time(sweep), None)
     for point in points:
         try:
-            key = point_key(load(base, {**fixed, **point}))
+            key = point_key(load(base, {**fixed, **point}, check_memory=False))
         except WorkloadError as exc:
             raise SweepError(f"{path}: point {point}: {exc}") from None
         if keys is not None:
             keys.append(key)
     if confirm:
         try:
-            same = point_key(load(base, {**fixed, **points[0], **confirm})) == point_key(
-                load(base, {**fixed, **points[0]})
+            same = point_key(load(base, {**fixed, **points[0], **confirm}, check_memory=False)) == point_key(
+                load(base, {**fixed, **points[0]}, check_memory=False)
             )
         except WorkloadError as exc:
             raise SweepError(f"{path}: confirm: {exc}") from None
@@ -265,7 +267,9 @@ def _check_metrics(path: Path, sweep: Sweep, point: dict) -> None:
     wanted = [m for m in sweep.metrics if m not in RESOURCES + QUALITY]
     if not wanted:
         return
-    known = run(load(sweep.base, {**sweep.fixed, **point, "simulation.mode": "analytic"})).summary
+    known = run(
+        load(sweep.base, {**sweep.fixed, **point, "simulation.mode": "analytic"}, check_memory=False)
+    ).summary
     for section in ("objectives", "constraints", "record"):
         for m in getattr(sweep, section):
             if m not in RESOURCES + QUALITY and m not in known:
@@ -355,7 +359,10 @@ def _confirm_points(sweep: Sweep, rows: list[dict]) -> list[tuple[str, dict]]:
 
     screened = [r for r in rows if r["stage"] == "screen" and r["status"] == "done" and r["constraints_met"]]
     front = [{k: r[k] for k in sweep.parameters} for r in pareto(screened, sweep.objectives)]
-    return [(point_key(load(sweep.base, {**sweep.fixed, **p, **sweep.confirm})), p) for p in front]
+    return [
+        (point_key(load(sweep.base, {**sweep.fixed, **p, **sweep.confirm}, check_memory=False)), p)
+        for p in front
+    ]
 
 
 def _reuse_order(params: dict) -> str:

@@ -60,7 +60,7 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     from cosim.simulate import dense_baseline, simulate
     from cosim.sources import load_trace
 
-    w = load(base, overrides)
+    w = load(base, overrides, check_memory=False)
     trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)
     bundle = _cached(_TRACES, trace_key, lambda: load_trace(w), TRACE_ENTRIES)
     dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))

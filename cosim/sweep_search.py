@@ -6,7 +6,8 @@ integer index into its sorted values (so samplers see its order), any other a ca
 Optuna study lives in the same database as the points (Optuna's RDB storage), so machines sharing a
 PostgreSQL ``--storage`` share one search. A point the search proposes again is told its recorded result,
 not run twice; a trial left running by a process that died is told its point's result if it was recorded,
-and failed otherwise, when the search resumes.
+and failed otherwise, when the search resumes (as is a trial whose process died before it claimed a
+point).
 """
 
 from __future__ import annotations
@@ -89,18 +90,19 @@ def search(sweep: Sweep, runner: Runner) -> None:
     space = Space(sweep.parameters)
 
     def tell(trial: Trial, values: dict | None) -> None:
+        # skip_if_finished: a resuming process may have failed a trial this one had just asked for
         if values is None:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             return
         for name, v in zip(sweep.constraints, violations(values, sweep.constraints), strict=True):
             trial.set_constraint(name, v)  # both samplers keep to the feasible points where they can
-        study.tell(trial, [values[m] for m in sweep.objectives])
+        study.tell(trial, [values[m] for m in sweep.objectives], skip_if_finished=True)
 
     # trials a dead process left running: their point's result if it was recorded, else a failure
     now = time.time()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner", "")
-        if store.abandoned(owner, t.datetime_start.timestamp(), now):
+        owner = t.user_attrs.get("owner")  # none: its process died between asking and claiming
+        if owner is None or store.abandoned(owner, t.datetime_start.timestamp(), now):
             key = t.user_attrs.get("key")
             tell(Trial(study, t._trial_id), store.values([key]).get(key) if key else None)
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
@@ -117,7 +119,7 @@ def search(sweep: Sweep, runner: Runner) -> None:
             params = space.decode(trial.params)
             trial.set_user_attr("owner", store.owner)
             try:
-                key = point_key(load(sweep.base, {**sweep.fixed, **params}))
+                key = point_key(load(sweep.base, {**sweep.fixed, **params}, check_memory=False))
             except WorkloadError as exc:
                 key = "invalid-" + hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
                 runner.fail(key, params, str(exc))

@@ -114,6 +114,20 @@ def test_quality_objectives_are_the_measured_estimate_at_the_achieved_replay_rat
     assert "estimate: measured on fastcar-tiny captures" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_a_design_whose_data_do_not_fit_is_recorded_as_infeasible(tmp_path):
+    """``run`` refuses such a design; a sweep runs it and says it does not fit (fits_memory)."""
+    params = {"hardware.memory.ddr4.capacity_GiB": [4, 0.0001]}
+    path = write_sweep(tmp_path, parameters=params, constraints={}, record=["kv_cache_GiB", "weights_GiB"])
+    r = cosim("sweep", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("hardware.memory.ddr4.capacity_GiB")
+    assert list(res.loc[[4, 0.0001], "fits_memory"]) == [True, False]
+    assert list(res.loc[[4, 0.0001], "constraints_met"]) == [True, False]
+    need = res.loc[4, "kv_cache_GiB"] + res.loc[4, "weights_GiB"]
+    assert 0.0001 < need < 4  # the capacities straddle what the design holds
+    assert list(pd.read_csv(tmp_path / "out" / "pareto.csv")["hardware.memory.ddr4.capacity_GiB"]) == [4]
+
+
 def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
     """One threshold for every layer, or one per layer: both are values of ``policy.threshold``."""
     layers = api.load(TINY).model.layers
