@@ -139,7 +139,10 @@ def _values(key: str, spec: Any) -> list:
             raise SweepError(
                 f"{where}.log: needs 0 < start <= stop and a whole number of points (1 to {MAX_POINTS:,})"
             )
-        return [float(v) for v in np.geomspace(start, stop, int(third))]
+        # 12 significant digits: 512, not 511.99999999999955 (a whole number stays one between whole ends)
+        values = [float(f"{v:.12g}") for v in np.geomspace(start, stop, int(third))]
+        whole = isinstance(start, int) and isinstance(stop, int)
+        return [int(v) if whole and v.is_integer() else v for v in values]
     raise SweepError(f"{where}: unknown form {shown(spec, 60)}")
 
 

@@ -1,5 +1,7 @@
-"""Figures of docs/dse.md from the results of the three design-space sweeps in examples/.
+"""Figures of docs/dse.md from the results of the design-space sweeps in examples/.
 
+    python -m cosim sweep examples/dse_u280_best.yaml --out runs/sweeps/dse_u280_best --jobs 2
+    python -m cosim sweep examples/dse_u280_best_grid.yaml --out runs/sweeps/dse_u280_best_grid --jobs 2
     python -m cosim sweep examples/dse_bandwidth.yaml --out runs/sweeps/dse_bandwidth --jobs 2
     python -m cosim sweep examples/dse_long_video.yaml --out runs/sweeps/dse_long_video --jobs 2
     python -m cosim sweep examples/dse_drs.yaml --out runs/sweeps/dse_drs --jobs 2
@@ -57,6 +59,56 @@ def save(fig, df: pd.DataFrame, out: Path, stem: str) -> None:
     plt.close(fig)
     df.to_csv(out / f"{stem}.csv", index=False, float_format="%.8g")
     print(f"wrote {out / stem}.png and .csv ({len(df)} rows)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# (a) the best U280 design
+# ---------------------------------------------------------------------------------------------------
+
+DESIGN = ["hardware.cores", "hardware.lanes_per_core", "hardware.weight_buffer_KiB", "policy.kind", RATIO]
+DESIGN += ["scheduler.drs"]
+
+
+def u280_best(runs: Path, out: Path) -> None:
+    """Every design of the grid (latency against quality), the true front, and what the search ran."""
+    grid = results(runs, "dse_u280_best_grid")
+    search = results(runs, "dse_u280_best")
+    search = search[search["stage"] == "screen"]
+    true_front = set(pd.read_csv(runs / "dse_u280_best_grid" / "pareto.csv")["key"])
+    found_front = set(pd.read_csv(runs / "dse_u280_best" / "pareto.csv")["key"])
+    cols = ["key", *DESIGN, "latency_s", "energy_j", "quality_psnr_db", "luts", "dsps", "constraints_met"]
+    data = grid[cols].copy()
+    data["on_true_front"] = data["key"].isin(true_front)
+    data["run_by_search"] = data["key"].isin(set(search["key"]))
+    data["on_search_front"] = data["key"].isin(found_front)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for ax, x, label in ((a1, "latency_s", "latency (s)"), (a2, "luts", "LUTs (RTL estimate)")):
+        bad, ok = data[~data["constraints_met"]], data[data["constraints_met"]]
+        ax.scatter(bad[x], bad["quality_psnr_db"], s=6, c="#cccccc", label="violates a constraint")
+        ax.scatter(ok[x], ok["quality_psnr_db"], s=8, c="#4c78a8", label="feasible")
+        ran = data[data["run_by_search"]]
+        ax.scatter(
+            ran[x],
+            ran["quality_psnr_db"],
+            s=22,
+            facecolors="none",
+            edgecolors="#f58518",
+            label="run by NSGA-II",
+        )
+        front = data[data["on_true_front"]]
+        ax.scatter(
+            front[x], front["quality_psnr_db"], s=40, marker="*", c="#e45756", label="true Pareto front"
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("quality estimate: PSNR vs dense (dB, tiny model)")
+        ax.grid(True, alpha=0.3)
+    a1.axhline(18.0, color="k", lw=0.8, ls="--")
+    a2.axvline(1303680, color="k", lw=0.8, ls="--")
+    a1.legend(fontsize=8)
+    a1.set_title("3,072 designs: latency against quality (floor 18 dB)", fontsize=10)
+    a2.set_title("LUTs against quality (U280: 1,303,680 LUTs)", fontsize=10)
+    save(fig, data, out, "dse_u280_best")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,6 +300,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures", help="where the figures go")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    u280_best(args.runs, args.out)
     bandwidth(args.runs, args.out)
     long_video(args.runs, args.out)
     drs(args.runs, args.out)

@@ -15,7 +15,7 @@ import yaml
 from tiny_workload import TINY
 
 import cosim as api
-from cosim.sweep import DB, load_sweep, pareto
+from cosim.sweep import DB, _values, load_sweep, pareto
 from cosim.sweep_exec import evaluate
 
 
@@ -141,6 +141,16 @@ def test_a_parameter_mixing_scalars_and_lists_is_written_as_json(tmp_path):
     assert list(res.columns[:4]) == ["key", "stage", "policy.threshold", "status"]
     front = pd.read_csv(tmp_path / "out" / "pareto.csv")
     assert set(front["policy.threshold"]) <= {json.dumps(v) for v in values}
+
+
+def test_ranges_give_the_values_a_user_wrote():
+    """Decimal steps and log ranges between whole numbers come out as written: a lanes count of
+    511.99999999999955 would be refused as a workload, and 0.30000000000000004 reads badly in a table."""
+    assert _values("x", {"range": [0.1, 0.8, 0.1]}) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    assert _values("x", {"log": [128, 4096, 6]}) == [128, 256, 512, 1024, 2048, 4096]
+    assert all(type(v) is int for v in _values("x", {"log": [128, 4096, 6]}))
+    assert _values("x", {"log": [100, 400, 3]}) == [100, 200, 400]
+    assert _values("x", {"log": [100, 400, 5]})[1] == pytest.approx(100 * 2**0.5, rel=1e-11)
 
 
 def test_random_strategy_draws_distinct_points_reproducibly(tmp_path):
