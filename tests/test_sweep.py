@@ -37,6 +37,24 @@ def finished(db_path: Path) -> dict:
             return {}
 
 
+def killed_midway(path: Path, out: Path, points: int = 2) -> dict:
+    """Start ``cosim sweep`` in a real process, SIGKILL it once ``points`` points are recorded; the
+    points it left finished."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosim", "sweep", str(path), "--out", str(out), "--quiet"],
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and len(finished(out / DB)) < points:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed: " + proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return finished(out / DB)
+
+
 def write_sweep(tmp_path: Path, **over) -> Path:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY))
     spec = {
@@ -164,24 +182,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_point(tmp_path):
     params = {"hardware.cores": [1, 2, 3, 4], "policy.target_replay_ratio": [0.2, 0.4, 0.6]}
     path = write_sweep(tmp_path, fixed={"simulation.mode": "event"}, parameters=params, constraints={})
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cosim", "sweep", str(path), "--out", str(out), "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    done_before: dict = {}
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / DB).exists():
-            done_before = finished(out / DB)
-            if len(done_before) >= 2:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = finished(out / DB)
+    done_before = killed_midway(path, out)
     assert 2 <= len(done_before) < 12
     r = cosim("sweep", path, "--out", out, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

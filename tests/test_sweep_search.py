@@ -1,15 +1,13 @@
 """Optuna searches, the Dask executor, the results database's claims and the confirmation of the Pareto
 front (cosim/sweep_search.py, sweep_exec.py, sweep_store.py)."""
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import cosim, finished, write_sweep
+from test_sweep import cosim, finished, killed_midway, write_sweep
 
 from cosim.sweep import DB, load_sweep, pareto, prepare, run_sweep, write_outputs
 from cosim.sweep_store import STALE_CLAIM_S, Store, sqlite_url
@@ -79,19 +77,7 @@ def test_a_killed_search_resumes_to_its_trial_count_without_rerunning_a_point(tm
     params = {"hardware.cores": [1, 2, 3, 4], "policy.target_replay_ratio": [0.2, 0.4, 0.6]}
     path = optuna_sweep(tmp_path, "tpe", trials=14, parameters=params, fixed={"simulation.mode": "event"})
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cosim", "sweep", str(path), "--out", str(out), "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and len(finished(out / DB)) < 2:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the search finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = finished(out / DB)
+    before = killed_midway(path, out)
     r = cosim("sweep", path, "--out", out, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     after = finished(out / DB)
