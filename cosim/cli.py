@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from cosim.sweep import load_sweep, prepare, run_sweep, write_outputs
+    from cosim.sweep import load_sweep, prepare, run_sweep, write_front_runs, write_outputs
 
     if args.jobs < 1:
         raise UsageError(f"--jobs: {args.jobs} is not a number of worker processes (1 or more)")
@@ -110,6 +110,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     front = write_outputs(sweep, result["rows"], out)
+    if args.write_front:
+        write_front_runs(sweep, front, out)
     from reports.sweep_report import write_sweep_report
 
     write_sweep_report(out)
@@ -327,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--resume", action="store_true", help="finish an interrupted sweep, or join one in --storage"
+    )
+    sw.add_argument(
+        "--write-front",
+        action="store_true",
+        help="write a run directory per Pareto point under OUT/runs/KEY, linked from the report",
     )
     _force_flag(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")

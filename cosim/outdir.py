@@ -62,6 +62,16 @@ KINDS: dict[str, tuple[str, ...]] = {
         "report.html",
         "report_data/*.csv",
         ".*.tmp",
+        # --write-front: a run directory per Pareto point (the files of a run, above)
+        "runs/*/.fastcar-output.json",
+        "runs/*/summary.json",
+        "runs/*/config.resolved.yaml",
+        "runs/*/layers.csv",
+        "runs/*/trace.parquet",
+        "runs/*/timeline.json",
+        "runs/*/report.html",
+        "runs/.*",  # the lock file and staging directory of a run being written
+        "runs/.*/*",
     ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
 }
@@ -124,13 +134,14 @@ def marker_kind(directory: Path) -> str | None:
 def foreign_entries(directory: Path, kind: str) -> list[str]:
     """Entries of ``directory`` that an output of ``kind`` does not write (symlinks always count)."""
     patterns = KINDS[kind]
-    subdirs = {p.split("/")[0] for p in patterns if "/" in p}
+    # the folders a pattern passes through: "runs/*/summary.json" allows "runs" and "runs/<anything>"
+    subdirs = {"/".join(p.split("/")[:i]) for p in patterns for i in range(1, p.count("/") + 1)}
     foreign = []
     for root, dirs, files in os.walk(directory):
         rel_root = Path(root).relative_to(directory)
         for d in list(dirs):
             rel = (rel_root / d).as_posix()
-            if os.path.islink(os.path.join(root, d)) or rel not in subdirs:
+            if os.path.islink(os.path.join(root, d)) or not any(fnmatch.fnmatchcase(rel, s) for s in subdirs):
                 foreign.append(rel + "/")
                 dirs.remove(d)
         for f in files:

@@ -532,6 +532,21 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     return front
 
 
+def write_front_runs(sweep: Sweep, front: list[dict], out: Path, progress=None) -> list[Path]:
+    """A run directory per Pareto point, ``out/runs/<key>`` (the files of ``python -m cosim run``, in the
+    ``confirm`` mode when the sweep has one), which the sweep report links to."""
+    from cosim.api import load, run
+
+    written = []
+    for i, row in enumerate(front):
+        params = {k: row[k] for k in sweep.parameters}
+        w = load(sweep.base, {**sweep.fixed, **params, **sweep.confirm}, check_memory=False)
+        written.append(run(w).write(out / "runs" / row["key"]))
+        if progress:
+            progress(i + 1, len(front))
+    return written
+
+
 def table(sweep: Sweep, rows: list[dict]):
     """The points as one table with fixed columns in the sweep file's order (key, stage, parameters,
     status, constraints_met, metrics, error, duration_s), whatever the points' outcomes; a parameter

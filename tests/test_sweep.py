@@ -171,6 +171,27 @@ def test_ranges_give_the_values_a_user_wrote():
     assert _values("x", {"log": [100, 400, 5]})[1] == pytest.approx(100 * 2**0.5, rel=1e-11)
 
 
+def test_write_front_writes_a_run_per_pareto_point_and_the_report_links_them(tmp_path):
+    from cosim.outdir import owned_by_tool
+
+    path = write_sweep(tmp_path)
+    out = tmp_path / "out"
+    r = cosim("sweep", path, "--out", out, "--write-front", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    front = list(pd.read_csv(out / "pareto.csv")["key"])
+    assert front and sorted(p.name for p in (out / "runs").iterdir()) == sorted(front)
+    res = pd.read_csv(out / "results.csv").set_index("key")
+    html = (out / "report.html").read_text()
+    for key in front:
+        summary = json.loads((out / "runs" / key / "summary.json").read_text())
+        assert summary["latency_s"] == pytest.approx(res.loc[key, "latency_s"], rel=1e-12)
+        assert f'href="runs/{key}/' in html  # the tiny workload writes no run report: the folder
+    # still a sweep directory the tool owns: it can be started over
+    assert owned_by_tool(out, "sweep")
+    r = cosim("sweep", path, "--out", out, "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr and not (out / "runs").exists()
+
+
 def test_random_strategy_draws_distinct_points_reproducibly(tmp_path):
     path = write_sweep(tmp_path, strategy={"kind": "random", "samples": 4, "seed": 3})
     a, b = load_sweep(path)[0].points(), load_sweep(path)[0].points()
