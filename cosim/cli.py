@@ -125,6 +125,48 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from cosim.calibrate import (
+        Model,
+        identification,
+        leave_one_out,
+        load_calibration,
+        profiles,
+        residuals,
+        write_calibration,
+    )
+
+    if args.profile_points == 1 or args.profile_points < 0:
+        raise UsageError(f"--profile-points: {args.profile_points}; 0 (no profiles) or 2 or more")
+    cal, text = load_calibration(args.calibration)
+    out = Path(args.out) if args.out else Path("runs") / "calibrations" / cal.name
+    t0 = time.perf_counter()
+    with claim(out, "calibration", force=args.force) as target:
+        bar = None
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(unit="run", desc=cal.name, file=sys.stderr)
+        model = Model(cal, progress=(lambda n: bar.update(1)) if bar else None)
+        fit = model.fit()
+        loo = leave_one_out(model) if len(cal.rows) > 1 and not args.no_loo else []
+        prof = profiles(model, fit.best, args.profile_points) if args.profile_points else []
+        if bar is not None:
+            bar.close()
+        target.commit(lambda d: write_calibration(d, text, cal, fit, loo, prof))
+    worst = max(abs(r["rel_error"]) for r in residuals(cal, fit.best))
+    loo_worst = f", leave-one-out max {max(abs(r['rel_error']) for r in loo):.2%}" if loo else ""
+    best = ", ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in fit.best.params.items()
+    )
+    print(
+        f"{cal.name}: RMS relative error {fit.best.rms:.2%}, max {worst:.2%}{loo_worst}; {best}; "
+        f"{identification(cal, prof, fit.best)['note']} ({model.runs} simulations) -> {out}{_replaced(target)} "
+        f"[{time.perf_counter() - t0:.1f} s]"
+    )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     print(dump_resolved(_workload(args)), end="")
     return 0
@@ -338,6 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     _force_flag(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)
+    cal = sub.add_parser("calibrate", help="fit free workload keys to measured rows (cosim/calibrate.py)")
+    cal.add_argument("calibration", help="calibration YAML file")
+    cal.add_argument("--out", help="output directory (default: runs/calibrations/NAME)")
+    cal.add_argument("--no-loo", action="store_true", help="skip the leave-one-out fits")
+    cal.add_argument(
+        "--profile-points",
+        type=int,
+        default=9,
+        help="values per continuous parameter in the residual profiles (default 9; 0: none)",
+    )
+    _force_flag(cal)
+    cal.add_argument("--quiet", action="store_true", help="no progress bar")
+    cal.set_defaults(func=cmd_calibrate)
     rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export|layer")
     chk = rtl_sub.add_parser("check", help="cross-check RTL against the cost model")

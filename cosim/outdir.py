@@ -73,6 +73,16 @@ KINDS: dict[str, tuple[str, ...]] = {
         "runs/.*",  # the lock file and staging directory of a run being written
         "runs/.*/*",
     ),
+    "calibration": (
+        "fit.json",
+        "calibration.yaml",
+        "residuals.csv",
+        "leave_one_out.csv",
+        "profiles.csv",
+        "evaluations.csv",
+        "near_equivalent.csv",
+        "preset.yaml",
+    ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
 }
 
