@@ -1,8 +1,9 @@
 """Dynamic Resource Scheduling: rebalance the computing batch entries over the cores, per layer.
 
-As FASTCAR.md describes it: a 32-bit index register (1 = compute the MLP, 0 = replay), one mapping register
-per entry naming its core, round-robin assignment of the computing entries, and an instruction filter that
-drops instructions of replayed entries and dispatches the rest to the mapped core.
+As the paper describes it (docs/fastcar.md, "Dynamic Resource Scheduling (DRS)"): a 32-bit index register
+(1 = compute the MLP, 0 = replay), one mapping register per entry naming its core, round-robin assignment
+of the computing entries, and an instruction filter that drops instructions of replayed entries and
+dispatches the rest to the mapped core.
 """
 
 from __future__ import annotations

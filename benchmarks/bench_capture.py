@@ -129,7 +129,7 @@ def markdown(
         "computing rows only, see the MLP rows column); the TAS computation and the decision bookkeeping cost "
         "the difference between the first two rows. Timings on this shared 2-core machine vary by about 10% "
         "between runs. On the FPGA the MLP is two thirds of the weights streamed per "
-        "token (FASTCAR.md), which is where the simulator, not this CPU run, models the saving.",
+        "token (docs/fastcar.md), which is where the simulator, not this CPU run, models the saving.",
     ]
     return "\n".join(lines) + "\n"
 

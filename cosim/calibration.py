@@ -22,7 +22,7 @@ from cosim.sources import load_trace
 
 PAPER_WORKLOAD = WORKLOADS_DIR / "fastcar_vilau7b_u280.yaml"
 TRANSFERRED_WORKLOAD = WORKLOADS_DIR / "fastcar_vilau7b_u280_transferred.yaml"
-#: FASTCAR.md, "Published numbers the project calibrates on" (VILA-U 7B, 8 x 256 tokens, B = 10, U280).
+#: docs/fastcar.md, "Published numbers the project calibrates on" (VILA-U 7B, 8 x 256 tokens, B = 10, U280).
 PAPER_DENSE_LATENCY_S = 689.7
 PAPER_REPLAY50_LATENCY_S = 475.3
 PAPER_DENSE_EFFICIENCY = 1.47

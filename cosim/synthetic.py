@@ -1,4 +1,4 @@
-"""Synthetic TAS traces with the structure FASTCAR.md reports, for when no capture is at hand.
+"""Synthetic TAS traces with the structure docs/fastcar.md describes, for when no capture is at hand.
 
 The generator draws, per prompt, a few objects that move smoothly over a static background. A token's
 TAS is a per-layer base (shallow and deep layers high, middle layers low), lowered where an object covers

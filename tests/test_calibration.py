@@ -1,4 +1,4 @@
-"""The shipped U280 preset against the paper's two published rows (FASTCAR.md).
+"""The shipped U280 preset against two of the paper's published rows, dense and 50% replay (docs/fastcar.md).
 
 The dense row is fitted (clock, static power), so it must hold to rounding. The 50%-replay row is a
 prediction: docs/validation.md reports +4.2% latency and -4.7% efficiency since the softmax unit feeds a
