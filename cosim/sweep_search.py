@@ -107,7 +107,7 @@ def search(sweep: Sweep, runner: Runner) -> None:
             tell(Trial(study, t._trial_id), store.values([key]).get(key) if key else None)
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
     budget = max(0, sweep.strategy["trials"] - finished)
-    runner.skipped += finished
+    runner.skipped += len(store.finished())  # points, as a grid counts them
     asked = 0
     waiting: dict[str, list[Trial]] = {}  # point key -> trials told when its result comes
 
