@@ -116,11 +116,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     write_sweep_report(out)
     errors = sum(r["status"] == "error" for r in result["rows"])
-    feasible = sum(r["constraints_met"] for r in result["rows"])
+    screened = [r for r in result["rows"] if r["stage"] == "screen"]
+    feasible = sum(r["constraints_met"] for r in screened)
+    confirmed = len(result["rows"]) - len(screened)
     print(
         f"{sweep.name}: {how}; {result['ran']} points run, {result['skipped']} already done, {errors} failed; "
-        f"{feasible} meet the constraints, {len(front)} on the Pareto front -> {out} "
-        f"[{time.perf_counter() - t0:.1f} s]"
+        f"{feasible} of {len(screened)} meet the constraints, {len(front)} on the Pareto front"
+        + (f", {confirmed} confirmed" if sweep.confirm else "")
+        + f" -> {out} [{time.perf_counter() - t0:.1f} s]"
     )
     return 0
 
