@@ -14,14 +14,16 @@ parameters:                                  # the free parameters
   hardware.power.static_W: {bounds: [1, 60]}
   hardware.cores: {choices: [1, 2, 4]}       # discrete, tried exhaustively
 objective: {weights: {latency_s: 1.0, tokens_per_j: 1.0}}   # default 1 per metric
-method: {tolerance: 0.005}                   # "fits about equally well": RMS error within this of the best
+method: {tolerance: 0.005, starts: 4}       # "fits about equally well": RMS error within this of the best;
+                                             # 4 more starts of the optimiser (Sobol)
 ```
 
 The objective is the weighted mean of squared relative errors over every measured number; its square
 root (the RMS relative error) is what the outputs report. Every combination of the discrete choices is
-tried, and for each the continuous parameters are fitted by SciPy's bounded Powell method from the
-middle of their bounds (on a log scale where a bound spans more than a factor of 10). Deterministic: the
-same file gives the same fit.
+tried, and for each the continuous parameters are fitted by SciPy's bounded Powell method (on a log
+scale where a bound spans more than a factor of 10) from the base workload's own values, from the middle
+of the bounds and from ``method.starts`` seeded Sobol points; the best of all is the fit. Deterministic:
+the same file gives the same fit.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Calibration:
     choices: dict[str, list]  #: discrete parameter -> values
     weights: dict[str, float]  #: metric -> weight
     tolerance: float = DEFAULT_TOLERANCE
+    starts: int = 0  #: extra Sobol starts of the local optimiser (method.starts)
 
     @property
     def metrics(self) -> list[str]:
@@ -121,9 +124,14 @@ def load_calibration(path: str | Path) -> tuple[Calibration, str]:
         if _number(f"{path}: objective.weights.{m}", v) < 0:
             raise CalibrationError(f"{path}: objective.weights.{m}: a weight of 0 or more")
     method = raw.get("method") or {}
-    if not isinstance(method, dict) or set(method) - {"tolerance"}:
-        raise CalibrationError(f"{path}: method: a mapping with tolerance (RMS relative error)")
+    if not isinstance(method, dict) or set(method) - {"tolerance", "starts"}:
+        raise CalibrationError(f"{path}: method: a mapping with tolerance (RMS relative error) and starts")
     tolerance = _number(f"{path}: method.tolerance", method.get("tolerance", DEFAULT_TOLERANCE))
+    starts = method.get("starts", 0)
+    if isinstance(starts, bool) or not isinstance(starts, int) or not 0 <= starts <= 256:
+        raise CalibrationError(
+            f"{path}: method.starts: a whole number from 0 to 256, got {shown(starts, 40)}"
+        )
     cal = Calibration(
         str(raw["name"]),
         load_yaml(base_path),
@@ -133,6 +141,7 @@ def load_calibration(path: str | Path) -> tuple[Calibration, str]:
         choices,
         {m: float(weights.get(m, 1.0)) for m in metrics},
         tolerance,
+        starts,
     )
     _check(path, cal)
     return cal, path.read_text()
@@ -280,6 +289,28 @@ class Model:
                 den += w
         return math.sqrt(num / den) if den else 0.0
 
+    def _starts(self, free: list[str]) -> list[list[float]]:
+        """Where the local optimiser starts: the base workload's own values (clipped into the bounds),
+        the middle of the bounds, and ``method.starts`` more points of a scrambled Sobol sequence (seeded):
+        one start can stall in a valley of a rugged error surface."""
+        from scipy.stats import qmc
+
+        from cosim.api import load
+
+        w = load(self.cal.base, self.cal.fixed, check_memory=False).model_dump(mode="json")
+        own = []
+        for k in free:
+            node = w
+            for part in k.split("."):
+                node = node[part] if isinstance(node, dict) else None
+            lo, hi = self.cal.bounds[k]
+            v = min(hi, max(lo, float(node))) if isinstance(node, int | float) else None
+            own.append(0.5 if v is None else _to_unit(self.cal, k, v))
+        starts = [own, [0.5] * len(free)]
+        if self.cal.starts:
+            starts += qmc.Sobol(len(free), scramble=True, seed=0).random(self.cal.starts).tolist()
+        return starts
+
     def fit(self, rows: list[str] | None = None, hold: dict | None = None) -> Fit:
         """The best parameters on ``rows`` (all by default), with the parameters in ``hold`` fixed."""
         from scipy.optimize import minimize
@@ -304,13 +335,14 @@ class Model:
                 return score({**cont, **chosen})
 
             if free:
-                minimize(
-                    objective,
-                    [0.5] * len(free),
-                    method="Powell",
-                    bounds=[(0.0, 1.0)] * len(free),
-                    options={"xtol": 1e-4, "ftol": 1e-6, "maxfev": 400},
-                )
+                for start in self._starts(free):
+                    minimize(
+                        objective,
+                        start,
+                        method="Powell",
+                        bounds=[(0.0, 1.0)] * len(free),
+                        options={"xtol": 1e-4, "ftol": 1e-6, "maxfev": 200 * len(free)},
+                    )
             else:
                 score(dict(chosen))
         best = min(evaluations, key=lambda e: e.rms)

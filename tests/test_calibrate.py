@@ -114,6 +114,7 @@ def test_what_the_rows_cannot_identify_is_said(tmp_path):
         ({"rows": {"dense": {"overrides": {"policy.kind": "nope"}, "measured": {"latency_s": 1}}}}, "rows.dense"),
         ({"objective": {"weights": {"energy_j": 1}}}, "objective.weights.energy_j: no row measures it"),
         ({"base": "missing.yaml"}, "base: missing.yaml"),
+        ({"method": {"starts": -1}}, "method.starts: a whole number from 0 to 256"),
     ],
 )  # fmt: skip
 def test_bad_calibration_file_is_one_message_and_exit_2(tmp_path, over, message):
