@@ -263,6 +263,22 @@ class Model:
     def __init__(self, cal: Calibration, progress: Callable[[int], None] | None = None) -> None:
         self.cal, self.progress, self.runs = cal, progress, 0
         self._memo: dict[str, dict] = {}
+        self._own = self._base_values()
+
+    def _base_values(self) -> dict[str, float]:
+        """Each continuous parameter's value in the base workload, as a point of its unit interval (the
+        middle where the base has no number there)."""
+        from cosim.api import load
+
+        w = load(self.cal.base, self.cal.fixed, check_memory=False).model_dump(mode="json")
+        own = {}
+        for k, (lo, hi) in self.cal.bounds.items():
+            node = w
+            for part in k.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            ok = isinstance(node, int | float) and not isinstance(node, bool)
+            own[k] = _to_unit(self.cal, k, min(hi, max(lo, float(node)))) if ok else 0.5
+        return own
 
     def predict(self, params: dict, rows: list[str]) -> dict:
         from cosim.sweep_exec import evaluate
@@ -295,18 +311,7 @@ class Model:
         one start can stall in a valley of a rugged error surface."""
         from scipy.stats import qmc
 
-        from cosim.api import load
-
-        w = load(self.cal.base, self.cal.fixed, check_memory=False).model_dump(mode="json")
-        own = []
-        for k in free:
-            node = w
-            for part in k.split("."):
-                node = node[part] if isinstance(node, dict) else None
-            lo, hi = self.cal.bounds[k]
-            v = min(hi, max(lo, float(node))) if isinstance(node, int | float) else None
-            own.append(0.5 if v is None else _to_unit(self.cal, k, v))
-        starts = [own, [0.5] * len(free)]
+        starts = [[self._own[k] for k in free], [0.5] * len(free)]
         if self.cal.starts:
             starts += qmc.Sobol(len(free), scramble=True, seed=0).random(self.cal.starts).tolist()
         return starts
