@@ -29,6 +29,13 @@ from cosim.sources import load_trace  # noqa: E402
 
 PAPER = WORKLOADS_DIR / "fastcar_vilau7b_u280.yaml"
 INSTRUCTION = "simulation.granularity=instruction"
+#: The U280 design the study was run on (docs/machine_study.md): the preset before its four-row calibration.
+DESIGN = (
+    "hardware.cores=2",
+    "hardware.clock_MHz=209.49",
+    "hardware.power.static_W=18.48",
+    "hardware.weight_buffer_KiB=8192",
+)
 #: The memory-bound contrast: HBM at 20 GB/s peak (14 GB/s sustained) instead of 460.
 SLOW_HBM = ("hardware.memory.hbm.bandwidth_GBps=20",)
 
@@ -131,7 +138,7 @@ def log(message: str) -> None:
 
 def measure(sets: list[str], dense: bool) -> dict:
     """One simulation: the FastCar run of the workload with ``sets``, or its dense baseline."""
-    w = load_workload(PAPER, sets)
+    w = load_workload(PAPER, [*DESIGN, *sets])
     replay = None if dense else load_trace(w).trace.replay_cube()
     t0 = time.perf_counter()
     r = execute_workload(w, make_job(w, replay))

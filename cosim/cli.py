@@ -141,8 +141,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.profile_points == 1 or args.profile_points < 0:
         raise UsageError(f"--profile-points: {args.profile_points}; 0 (no profiles) or 2 or more")
-    cal, text = load_calibration(args.calibration)
-    out = Path(args.out) if args.out else Path("runs") / "calibrations" / cal.name
+    if args.jobs < 1:
+        raise UsageError(f"--jobs: {args.jobs} is not a number of worker processes (1 or more)")
+    cal, text = load_calibration(args.calibration, args.set)
+    out = (
+        Path(args.out) if args.out else Path("runs") / "calibrations" / variant_name(cal.name, args.set or [])
+    )
     t0 = time.perf_counter()
     with claim(out, "calibration", force=args.force) as target:
         bar = None
@@ -150,13 +154,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             bar = tqdm(unit="run", desc=cal.name, file=sys.stderr)
-        model = Model(cal, progress=(lambda n: bar.update(1)) if bar else None)
-        fit = model.fit()
-        loo = leave_one_out(model) if len(cal.rows) > 1 and not args.no_loo else []
-        prof = profiles(model, fit.best, args.profile_points) if args.profile_points else []
+        model = Model(cal, progress=(lambda n: bar.update(1)) if bar else None, jobs=args.jobs)
+        try:
+            fit = model.fit()
+            loo = leave_one_out(model, fit.best) if len(cal.rows) > 1 and not args.no_loo else []
+            prof = profiles(model, fit.best, args.profile_points) if args.profile_points else []
+        finally:
+            model.close()
         if bar is not None:
             bar.close()
         target.commit(lambda d: write_calibration(d, text, cal, fit, loo, prof))
+    from reports.calibration_report import write_calibration_report
+
+    write_calibration_report(out)
     worst = max(abs(r["rel_error"]) for r in residuals(cal, fit.best))
     loo_worst = f", leave-one-out max {max(abs(r['rel_error']) for r in loo):.2%}" if loo else ""
     best = ", ".join(
@@ -292,8 +302,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from reports.run_report import write_run_report
 
     d = Path(args.dir)
+    kind = marker_kind(d)
+    if kind == "calibration" or (kind is None and owned_by_tool(d, "calibration")):
+        from reports.calibration_report import write_calibration_report
+
+        print(write_calibration_report(d))
+        return 0
     if not (d / "summary.json").is_file():
-        raise UsageError(f"{d}: not a run directory (no summary.json)")
+        raise UsageError(f"{d}: not a run or calibration directory (no summary.json, no fit.json)")
     if marker_kind(d) != "run" and not owned_by_tool(d, "run"):
         raise UsageError(
             f"{d}: not a run directory written by this tool (no {MARKER}, and it holds files a run does "
@@ -357,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap = workload_cmd("capture", "capture a replay trace from the PyTorch model only")
     cap.add_argument("--seed", type=int, help="seed (simulation.seed)")
     cap.set_defaults(func=cmd_capture)
-    rep = sub.add_parser("report", help="(re)build report.html from a run directory")
-    rep.add_argument("dir")
+    rep = sub.add_parser("report", help="(re)build report.html from a run or calibration directory")
+    rep.add_argument("dir", help="a run directory, or a calibration directory (python -m cosim calibrate)")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="run a design-space sweep file (docs/api.md)")
     sw.add_argument("sweep", help="sweep YAML file")
@@ -385,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
     cal = sub.add_parser("calibrate", help="fit free workload keys to measured rows (cosim/calibrate.py)")
     cal.add_argument("calibration", help="calibration YAML file")
+    cal.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="add a key to the file's fixed overrides; on a free parameter, hold it there",
+    )
     cal.add_argument("--out", help="output directory (default: runs/calibrations/NAME)")
     cal.add_argument("--no-loo", action="store_true", help="skip the leave-one-out fits")
     cal.add_argument(
@@ -394,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="values per continuous parameter in the residual profiles (default 9; 0: none)",
     )
     _force_flag(cal)
+    cal.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes that run a parameter set's rows in parallel (default 1)",
+    )
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
     cal.set_defaults(func=cmd_calibrate)
     rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")

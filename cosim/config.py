@@ -562,6 +562,19 @@ def resolve(
         raise WorkloadError(_format_error(exc, origin)) from None
 
 
+def load_anchored_yaml(path: str | Path) -> Any:
+    """A workload file's mapping with its relative ``trace.path`` and ``trace.checkpoint`` made absolute
+    (taken from its folder), so that it can serve as the base of sweeps and calibrations run elsewhere."""
+    raw = load_yaml(path)
+    trace = raw.get("trace") if isinstance(raw, dict) else None
+    if isinstance(trace, dict):
+        for key in ("path", "checkpoint"):
+            value = trace.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                trace[key] = str(Path(path).resolve().parent / value)
+    return raw
+
+
 def load_workload(
     path: str | Path,
     overrides: list[str] | None = None,

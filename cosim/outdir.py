@@ -82,6 +82,10 @@ KINDS: dict[str, tuple[str, ...]] = {
         "evaluations.csv",
         "near_equivalent.csv",
         "preset.yaml",
+        "report.html",  # python -m cosim report DIR
+        "report_data/*.csv",
+        ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporaries)
+        "report_data/.*.tmp",
     ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
 }

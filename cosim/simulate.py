@@ -95,9 +95,14 @@ def simulate(
     """The run and its dense baseline (``dense``: one already simulated for this workload's hardware,
     model, video, scheduler and simulation settings, as a sweep reuses it)."""
     replay = bundle.trace.replay_cube()
-    result = execute_workload(w, make_job(w, replay), w.outputs.timeline_steps, progress)
     if dense is None:
         dense = dense_baseline(w, progress)
+    # a policy without replay runs the dense job itself: run it again only to record its timeline
+    recorded = w.simulation.mode == "event" and w.outputs.timeline_steps > 0
+    if w.policy.uses_replay or recorded:
+        result = execute_workload(w, make_job(w, replay), w.outputs.timeline_steps, progress)
+    else:
+        result = dense
     summary = summarize(w, bundle, result, dense)
     if w.sparse_attention.window is not None:  # the headline claim compares against full attention
         full = w.model_copy(deep=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.config import WorkloadError, load_yaml
+from cosim.config import WorkloadError, load_anchored_yaml, load_yaml
 from cosim.errors import InputError, shown
 from cosim.sweep_exec import QUALITY, RESOURCES, executor, run_batch
 from cosim.sweep_store import Store, sqlite_url
@@ -163,7 +163,7 @@ def load_sweep(path: str | Path) -> tuple[Sweep, str]:
     base_path = (path.parent / str(raw["base"])).resolve()
     if not base_path.is_file():
         raise SweepError(f"{path}: base: {raw['base']} is not a file (relative to the sweep file)")
-    base = load_yaml(base_path)
+    base = load_anchored_yaml(base_path)
     params = raw["parameters"]
     if not isinstance(params, dict) or not params:
         raise SweepError(f"{path}: parameters: a mapping of workload keys to values")

@@ -115,6 +115,8 @@ def test_what_the_rows_cannot_identify_is_said(tmp_path):
         ({"objective": {"weights": {"energy_j": 1}}}, "objective.weights.energy_j: no row measures it"),
         ({"base": "missing.yaml"}, "base: missing.yaml"),
         ({"method": {"starts": -1}}, "method.starts: a whole number from 0 to 256"),
+        ({"method": {"max_evaluations": 0}}, "method.max_evaluations: a whole number from 1"),
+        ({"parameters": {"hardware.clock_MHz": {"bounds": [50, 400], "start": 500}}}, "clock_MHz.start: 500 is outside"),
     ],
 )  # fmt: skip
 def test_bad_calibration_file_is_one_message_and_exit_2(tmp_path, over, message):
@@ -123,3 +125,50 @@ def test_bad_calibration_file_is_one_message_and_exit_2(tmp_path, over, message)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_held_parameters_budget_and_parallel_rows_give_the_same_fit(tmp_path):
+    """--set holds a free parameter; method.max_evaluations caps the simulated parameter sets per discrete
+    choice; --jobs 2 runs the rows in two processes and changes nothing in the result."""
+    path = write_calibration(tmp_path, method={"max_evaluations": 40})
+    outs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        r = calibrate(
+            path, "--out", out, "--set", "hardware.cores=2", "--jobs", jobs, "--no-loo", cwd=tmp_path
+        )
+        assert r.returncode == 0, r.stderr
+        outs[jobs] = json.loads((out / "fit.json").read_text())
+    assert outs[1] == outs[2]
+    fit = outs[1]
+    assert "hardware.cores" not in fit["best"] and fit["identification"]["free_parameters"] == 2
+    assert fit["best"]["hardware.clock_MHz"] == pytest.approx(150.0, rel=0.05)
+    evaluations = pd.read_csv(tmp_path / "out1" / "evaluations.csv")
+    # Powell checks its budget between line searches, so it may overrun by one search (about 10 points)
+    assert len(evaluations) <= 40 + 12, len(evaluations)
+
+
+def test_a_metric_that_repeats_another_counts_once(tmp_path):
+    """Efficiencies that are a constant divided by the latencies (energy = a constant power x latency, as
+    in the paper's rows) add one number, not one per row, and the note says the fit proves little when
+    the free parameters reach the independent count."""
+    path = write_calibration(tmp_path, metrics=("latency_s",))
+    spec = yaml.safe_load(path.read_text())
+    for row in spec["rows"].values():
+        row["measured"]["tokens_per_j"] = 1000.0 / row["measured"]["latency_s"]
+    path.write_text(yaml.safe_dump(spec))
+    r = calibrate(path, "--out", tmp_path / "out", "--no-loo", "--profile-points", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ident = json.loads((tmp_path / "out" / "fit.json").read_text())["identification"]
+    assert ident["measurements"] == 8 and ident["independent_measurements"] == 5
+    assert "tokens_per_j x latency_s is the same across the 4 rows" in ident["redundant"]["tokens_per_j"]
+    assert "adds one number, not 4" in ident["redundant"]["tokens_per_j"]
+    assert "8 measured numbers (5 independent), 3 free parameters" in r.stdout
+
+
+def test_holding_every_parameter_leaves_nothing_to_fit(tmp_path):
+    path = write_calibration(tmp_path)
+    held = [f"--set={k}=2" for k in FREE]
+    r = calibrate(path, "--out", tmp_path / "out", *held, cwd=tmp_path)
+    assert r.returncode == 2 and "every one is held by fixed or --set; nothing to fit" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
