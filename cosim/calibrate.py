@@ -76,6 +76,7 @@ class Calibration:
     tolerance: float = DEFAULT_TOLERANCE
     starts: int = 0  #: extra Sobol starts of the local optimiser (method.starts)
     start_at: dict[str, float] = field(default_factory=dict)  #: continuous parameter -> its start value
+    whole: frozenset[str] = frozenset()  #: continuous parameters the schema types as whole numbers
     max_evaluations: int | None = None  #: per discrete combination, over all starts (method.max_evaluations)
 
     @property
@@ -174,11 +175,38 @@ def load_calibration(path: str | Path, overrides: list[str] | None = None) -> tu
         {m: float(weights.get(m, 1.0)) for m in metrics},
         tolerance,
         starts,
-        start_at,
-        max_evaluations,
+        start_at=start_at,
+        max_evaluations=max_evaluations,
+        whole=frozenset(k for k in bounds if _whole_number_key(k)),
     )
     _check(path, cal)
     return cal, path.read_text()
+
+
+def _whole_number_key(key: str) -> bool:
+    """Whether the workload schema types ``key`` as an integer (``scheduler.overhead_cycles``): the
+    optimiser's values for it are rounded, as the schema would refuse a fraction."""
+    from types import UnionType
+    from typing import Union, get_args, get_origin
+
+    from pydantic import BaseModel
+
+    from cosim.config import Workload
+
+    node: Any = Workload
+    parts = key.split(".")
+    while parts:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(parts.pop(0))
+            if field is None:
+                return False
+            node = field.annotation
+        else:  # a mapping of names to sections (hardware.memory.<group>): skip the name
+            parts.pop(0)
+            node = next((a for a in get_args(node)[1:] if isinstance(a, type)), None)
+        if get_origin(node) in (Union, UnionType):  # X | None
+            node = next((a for a in get_args(node) if a is not type(None)), None)
+    return node is int
 
 
 def _rows(path: Path, rows: Any) -> dict[str, Row]:
@@ -281,7 +309,8 @@ def _to_unit(cal: Calibration, key: str, value: float) -> float:
 def _from_unit(cal: Calibration, key: str, u: float) -> float:
     lo, hi = cal.bounds[key]
     u = min(1.0, max(0.0, u))
-    return lo * (hi / lo) ** u if _log_scaled(lo, hi) else lo + u * (hi - lo)
+    v = lo * (hi / lo) ** u if _log_scaled(lo, hi) else lo + u * (hi - lo)
+    return min(math.floor(hi), max(math.ceil(lo), round(v))) if key in cal.whole else v
 
 
 def _start(cal: Calibration) -> dict:

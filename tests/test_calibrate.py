@@ -172,3 +172,21 @@ def test_holding_every_parameter_leaves_nothing_to_fit(tmp_path):
     r = calibrate(path, "--out", tmp_path / "out", *held, cwd=tmp_path)
     assert r.returncode == 2 and "every one is held by fixed or --set; nothing to fit" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_whole_number_key_is_fitted_in_whole_numbers(tmp_path):
+    """The schema refuses a fraction of a cycle: the optimiser's values for scheduler.overhead_cycles are
+    rounded, in the fit, its profile and the preset."""
+    free = {"hardware.clock_MHz": {"bounds": [50, 400]}, "scheduler.overhead_cycles": {"bounds": [0, 3000]}}
+    path = write_calibration(tmp_path, parameters=free, method={"max_evaluations": 60})
+    r = calibrate(path, "--out", tmp_path / "out", "--no-loo", "--profile-points", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    evaluations = pd.read_csv(tmp_path / "out" / "evaluations.csv")
+    cycles = evaluations["scheduler.overhead_cycles"]
+    assert (cycles == cycles.round()).all() and cycles.nunique() > 3
+    profile = pd.read_csv(tmp_path / "out" / "profiles.csv")
+    held = profile[profile["parameter"] == "scheduler.overhead_cycles"]["value"]
+    assert held.tolist() == [0, 1000, 2000, 3000]
+    assert isinstance(
+        json.loads((tmp_path / "out" / "fit.json").read_text())["best"]["scheduler.overhead_cycles"], int
+    )
