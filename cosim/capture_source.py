@@ -1,7 +1,10 @@
 """Trace source ``capture``: run the PyTorch model live with the workload's policy.
 
 The workload's model and video shape must be the checkpoint's (a trace from one model says nothing exact
-about another; ``trace.source: transfer`` maps a capture onto other dims).
+about another; ``trace.source: transfer`` maps a capture onto other dims). A Hugging Face checkpoint
+(a directory with ``config.json``, or one ``.safetensors`` file with ``config.json`` beside it) has no
+video layout: it is decoded with the workload's ``video.frames`` and ``video.tokens_per_frame``, and its
+``config.json`` dims are checked against the workload's ``model`` section (docs/capture.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ def capture_settings(w: Workload):
     return CaptureSettings(
         checkpoint=t.checkpoint,
         frames=v.frames,
+        tokens_per_frame=v.tokens_per_frame,
         prompts=list(t.classes) if t.classes else v.prompts,
         cfg=v.cfg,
         cfg_scale=v.cfg_scale,
@@ -37,13 +41,45 @@ def capture_settings(w: Workload):
     )
 
 
+def _check_hf_dims(w: Workload, hf) -> None:
+    """The workload's model section against a Hugging Face config.json, field by field (before any weight
+    is read): the simulator costs the dims the workload states, so they must be the checkpoint's."""
+    m, d = w.model, hf.dims
+    pairs = [
+        ("model.layers", "num_hidden_layers", m.layers, d.layers),
+        ("model.hidden", "hidden_size", m.hidden, d.hidden),
+        ("model.heads", "num_attention_heads", m.heads, d.heads),
+        ("model.kv_heads", "num_key_value_heads", m.kv_heads, d.kv_heads),
+        ("model.head_dim", "head_dim", m.head_dim, d.head_dim),
+        ("model.mlp_hidden", "intermediate_size", m.mlp_hidden, d.mlp_hidden),
+        ("model.vocab", "vocab_size", m.vocab, d.vocab),
+        ("model.mlp_kind", "hidden_act", m.mlp_kind, "swiglu"),
+    ]
+    for key, field, have, need in pairs:
+        if have != need:
+            shown_need = "silu (a SwiGLU MLP)" if field == "hidden_act" else need
+            raise WorkloadError(
+                f"{key}: {have} does not match the checkpoint's {field} = {shown_need} in {hf.file}"
+            )
+
+
 def check_checkpoint(w: Workload) -> None:
     """Fail before decoding anything if the workload does not describe the checkpoint, or if the checkpoint
     (or its tokenizer) is unusable: missing, truncated, corrupt, inconsistent with its own config."""
-    from models.capture import load_model
-    from models.checkpoint import CheckpointError
+    from models.capture import hf_num_classes, load_model
+    from models.checkpoint import CheckpointError, is_hf_checkpoint, read_hf_config
 
+    s = capture_settings(w)
     try:
+        if s.checkpoint is not None and is_hf_checkpoint(s.checkpoint):
+            _check_hf_dims(w, read_hf_config(s.checkpoint))
+            load_model(
+                s.checkpoint,
+                frames=s.frames,
+                tokens_per_frame=s.tokens_per_frame,
+                num_classes=hf_num_classes(s),
+            )
+            return
         model, _, _, name = load_model(w.trace.checkpoint)
     except CheckpointError as exc:
         raise type(exc)(f"trace.checkpoint: {exc}") from None

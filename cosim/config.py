@@ -127,7 +127,10 @@ class TraceSection(_Section):
     )
     path: str | None = Field(None, description="trace.parquet to load (source file or transfer)")
     checkpoint: str | None = Field(
-        None, description="model checkpoint for capture; default: the shipped tiny model"
+        None,
+        description="model checkpoint for capture: this project's .safetensors, or a Hugging Face Llama, "
+        "Mistral or Qwen2 checkpoint (a directory with config.json, or a .safetensors file beside it; "
+        "docs/capture.md); default: the shipped tiny model",
     )
     classes: list[int] | None = Field(
         None, description="capture: class ids of the prompts (default 0..prompts-1)"

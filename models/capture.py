@@ -21,7 +21,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cosim.replay import threshold_for_ratio
 from cosim.trace import Trace, TraceMeta
-from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from models.checkpoint import DEFAULT_CHECKPOINT, is_hf_checkpoint, load_checkpoint, load_hf_checkpoint
 from models.fastcar import DecodeOptions, DecodeResult, SamplingOptions, decode
 from models.policies import POLICY_NAMES, DensePolicy, make_policy
 from models.tokenizer import PatchVQ
@@ -50,10 +50,20 @@ class CaptureSettings:
     batch, first frame included): the budget of ``random``/``topk``/``oracle``/``fixed_interval``/
     ``input_similarity``; for ``tas`` without a threshold, tau is calibrated so that the dense run's TAS
     distribution would replay exactly that ratio.
+
+    ``checkpoint``: this project's safetensors file (default: the shipped model), or a Hugging Face
+    Llama-family checkpoint (a directory with ``config.json``, or one ``.safetensors`` file with
+    ``config.json`` beside it). A Hugging Face checkpoint has no video layout: ``frames`` and
+    ``tokens_per_frame`` are required for it, and its prompt tokens are the last ``num_classes + 1``
+    vocabulary ids (default ``num_classes``: one per prompt class, ``max(prompts) + 1``). This project's
+    checkpoints carry their layout; a ``tokens_per_frame`` or ``num_classes`` that disagrees with it is an
+    error.
     """
 
     checkpoint: str | None = None
     frames: int | None = None
+    tokens_per_frame: int | None = None
+    num_classes: int | None = None
     prompts: list[int] | int = 2
     cfg: bool = True
     cfg_scale: float = 3.0
@@ -89,20 +99,75 @@ class CaptureResult:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-_CACHE: dict[str, tuple[ARVideoTransformer, PatchVQ, dict[str, Any]]] = {}
+_CACHE: dict[tuple, tuple[ARVideoTransformer, PatchVQ | None, dict[str, Any]]] = {}
 
 
-def load_model(checkpoint: str | None) -> tuple[ARVideoTransformer, PatchVQ, dict[str, Any], str]:
+def _signature(path: Path) -> tuple:
+    """What identifies a checkpoint's current contents cheaply: path, size and mtime of its files."""
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        return tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    except OSError:  # missing or unreadable: the loader says so, and nothing is memoised
+        return (str(path),)
+
+
+def load_model(
+    checkpoint: str | None,
+    *,
+    frames: int | None = None,
+    tokens_per_frame: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[ARVideoTransformer, PatchVQ | None, dict[str, Any], str]:
     """Load (and memoise) a checkpoint; returns model, tokenizer, training info and its display name.
 
+    A Hugging Face checkpoint (see :class:`CaptureSettings`) is loaded with the video layout given
+    (``frames``, ``tokens_per_frame``, ``num_classes``: required for it, ignored for this project's
+    checkpoints, which carry theirs) and has no tokenizer (``None``): its pixel quality is not measured.
     An unusable checkpoint or tokenizer raises :class:`models.checkpoint.CheckpointError` (bad input)
     naming the file and the reason; nothing is memoised for it."""
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    key = str(path.resolve())
+    hf = checkpoint is not None and is_hf_checkpoint(path)
+    layout = (frames, tokens_per_frame, num_classes or 1) if hf else ()
+    key = (_signature(path), *layout)
     if key not in _CACHE:
-        _CACHE[key] = load_checkpoint(path)
+        if hf:
+            if frames is None or tokens_per_frame is None:
+                raise ValueError(
+                    f"{path}: a Hugging Face checkpoint has no video layout: give frames and tokens_per_frame"
+                )
+            model, config = load_hf_checkpoint(
+                path, frames=frames, tokens_per_frame=tokens_per_frame, num_classes=num_classes or 1
+            )
+            info = {"hf_config": str(config.file), "model_type": config.model_type}
+            _CACHE[key] = (model, None, info)
+        else:
+            _CACHE[key] = load_checkpoint(path)
     name = path.name if checkpoint is None else str(checkpoint)
     return (*_CACHE[key], name)
+
+
+def hf_num_classes(s: CaptureSettings) -> int:
+    """Prompt classes a Hugging Face checkpoint is laid out with: ``num_classes``, else one per class id."""
+    if s.num_classes is not None:
+        return s.num_classes
+    if isinstance(s.prompts, int):
+        return max(s.prompts, 1)
+    return max((int(p) for p in s.prompts), default=0) + 1
+
+
+def load_for(s: CaptureSettings) -> tuple[ARVideoTransformer, PatchVQ | None, dict[str, Any], str]:
+    """:func:`load_model` with the settings' layout; refuses a layout this project's checkpoint disagrees
+    with (a Hugging Face checkpoint takes it)."""
+    loaded = load_model(
+        s.checkpoint, frames=s.frames, tokens_per_frame=s.tokens_per_frame, num_classes=hf_num_classes(s)
+    )
+    cfg, info = loaded[0].config, loaded[2]
+    if "hf_config" not in info:
+        for key, mine in (("tokens_per_frame", cfg.tokens_per_frame), ("num_classes", cfg.num_classes)):
+            given = getattr(s, key)
+            if given is not None and given != mine:
+                raise ValueError(f"{key} {given}: the checkpoint {loaded[3]} has {mine}")
+    return loaded
 
 
 def prompt_labels(prompts: list[int] | int, num_classes: int) -> list[int]:
@@ -136,8 +201,11 @@ def _sampling(s: CaptureSettings) -> SamplingOptions:
 
 
 def _video_quality(
-    vq: PatchVQ, ref: torch.Tensor, test: torch.Tensor, frames: int
-) -> tuple[float, float, np.ndarray, np.ndarray]:
+    vq: PatchVQ | None, ref: torch.Tensor, test: torch.Tensor, frames: int
+) -> tuple[float | None, float | None, np.ndarray | None, np.ndarray | None]:
+    """PSNR, SSIM and the decoded videos; all None without a tokenizer (a Hugging Face checkpoint)."""
+    if vq is None:
+        return None, None, None, None
     a = vq.decode(ref.reshape(ref.shape[0], frames, -1)).numpy()
     b = vq.decode(test.reshape(test.shape[0], frames, -1)).numpy()
     if np.array_equal(a, b):
@@ -159,7 +227,7 @@ class _Session:
     """One model + prompts + seed; holds the dense reference so sweeps decode it once."""
 
     def __init__(self, s: CaptureSettings) -> None:
-        self.model, self.vq, self.info, self.name = load_model(s.checkpoint)
+        self.model, self.vq, self.info, self.name = load_for(s)
         cfg = self.model.config
         self.frames = s.frames or cfg.frames
         self.labels = prompt_labels(s.prompts, cfg.num_classes)
@@ -294,7 +362,7 @@ class _Session:
             },
         )
         trace = Trace.from_arrays(res.tas, res.replay, meta, mlp_rel_error=err)
-        videos = {"dense": va, "replay": vb} if keep_videos else None
+        videos = {"dense": va, "replay": vb} if keep_videos and va is not None else None
         return CaptureResult(
             trace=trace,
             quality=quality,
@@ -322,9 +390,14 @@ def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
         result = session.run(settings)
     if progress:
         q = result.quality
+        pixels = (
+            f"PSNR={q['psnr_db']:.2f}dB SSIM={q['ssim']:.3f}"
+            if q["psnr_db"] is not None
+            else f"token agreement={q['token_agreement']:.3f}"
+        )
         print(
-            f"capture: policy={settings.policy} replay={q['replay_ratio']:.3f} PSNR={q['psnr_db']:.2f}dB "
-            f"SSIM={q['ssim']:.3f} ({time.perf_counter() - t0:.1f}s total)",
+            f"capture: policy={settings.policy} replay={q['replay_ratio']:.3f} {pixels} "
+            f"({time.perf_counter() - t0:.1f}s total)",
             file=sys.stderr,
         )
     return result
