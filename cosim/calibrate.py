@@ -344,7 +344,9 @@ class Model:
         if jobs > 1:
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(jobs)
+            from cosim.sweep_exec import quiet_worker
+
+            self._pool = ProcessPoolExecutor(jobs, initializer=quiet_worker)
 
     def close(self) -> None:
         if self._pool is not None:

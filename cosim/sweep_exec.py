@@ -12,6 +12,7 @@ import ctypes
 import functools
 import json
 import os
+import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -84,6 +85,13 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     return out
 
 
+def quiet_worker() -> None:
+    """A pool worker leaves Ctrl-C and SIGTERM to its parent, which unwinds (staging directories,
+    locks) and shuts the pool down: a worker that inherited the CLI's handlers would print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @functools.cache
 def _untrimmed_heap() -> None:
     """Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_`` set, which freezes glibc's mmap threshold
@@ -142,7 +150,7 @@ def executor(jobs: int, scheduler: str | None = None):
         finally:
             client.close()
     elif jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=quiet_worker) as pool:
             yield pool, 2 * jobs
     else:
         yield _Inline(), 1
