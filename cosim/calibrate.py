@@ -342,11 +342,9 @@ class Model:
         self._own = self._base_values()
         self._pool = None
         if jobs > 1:
-            from concurrent.futures import ProcessPoolExecutor
+            from cosim.sweep_exec import quiet_pool
 
-            from cosim.sweep_exec import quiet_worker
-
-            self._pool = ProcessPoolExecutor(jobs, initializer=quiet_worker)
+            self._pool = quiet_pool(jobs)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -85,11 +85,27 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     return out
 
 
-def quiet_worker() -> None:
-    """A pool worker leaves Ctrl-C and SIGTERM to its parent, which unwinds (staging directories,
-    locks) and shuts the pool down: a worker that inherited the CLI's handlers would print a traceback."""
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def quiet_pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes that leave Ctrl-C and SIGTERM to their parent, which unwinds (staging
+    directories, locks) and shuts the pool down: a worker with the CLI's handlers would print a
+    traceback, or hang the pool. The workers start here, with both signals held back until they have
+    their own handlers, so that a Ctrl-C during their start reaches the parent alone."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_quiet_worker)
+        pool.submit(int).result()  # a fork-started pool launches all its workers at the first task
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return pool
 
 
 @functools.cache
@@ -150,7 +166,7 @@ def executor(jobs: int, scheduler: str | None = None):
         finally:
             client.close()
     elif jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=quiet_worker) as pool:
+        with quiet_pool(jobs) as pool:
             yield pool, 2 * jobs
     else:
         yield _Inline(), 1
