@@ -241,18 +241,23 @@ def _read_into(target: torch.Tensor, stored: _Stored, key: str, f: Any) -> None:
             raise CheckpointError(f"{stored.file}: tensor {key} {why}")
 
 
-def _read_index(index: Path) -> dict[str, str]:
-    """``weight_map`` of a ``model.safetensors.index.json``: tensor name -> shard file name."""
+def _read_json(file: Path) -> Any:
+    """A checkpoint's JSON file, or one CheckpointError naming it and what is wrong."""
     try:
-        d = json.loads(index.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CheckpointError(f"{index}: cannot read it ({exc.strerror or reason(exc)})") from None
+        raise CheckpointError(f"{file}: cannot read it ({exc.strerror or reason(exc)})") from None
     except UnicodeDecodeError:
-        raise CheckpointError(f"{index}: not UTF-8 text") from None
+        raise CheckpointError(f"{file}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(
-            f"{index}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    """``weight_map`` of a ``model.safetensors.index.json``: tensor name -> shard file name."""
+    d = _read_json(index)
     weight_map = d.get("weight_map") if isinstance(d, dict) else None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index}: no weight_map object (tensor name -> shard file)")
@@ -619,16 +624,7 @@ def read_hf_config(path: str | Path) -> HFConfig:
     field this loader does not know is refused too (it might change the logits)."""
     path = Path(path)
     file = path if path.name == HF_CONFIG_NAME and path.is_file() else hf_config_path(path)
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CheckpointError(f"{file}: cannot read it ({exc.strerror or reason(exc)})") from None
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{file}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
+    d = _read_json(file)
     if not isinstance(d, dict):
         raise CheckpointError(f"{file}: a JSON {type(d).__name__}, not an object")
 
