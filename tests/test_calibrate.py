@@ -190,30 +190,3 @@ def test_a_whole_number_key_is_fitted_in_whole_numbers(tmp_path):
     assert isinstance(
         json.loads((tmp_path / "out" / "fit.json").read_text())["best"]["scheduler.overhead_cycles"], int
     )
-
-
-def test_ctrl_c_on_parallel_rows_leaves_no_traceback_and_no_directory(tmp_path):
-    """Ctrl-C reaches the whole process group: the row workers leave it to the parent, which removes its
-    staging directory and says one word."""
-    import os
-    import signal
-    import time
-
-    path = write_calibration(tmp_path, method={"starts": 64})
-    p = subprocess.Popen(
-        [sys.executable, "-m", "cosim", "calibrate", path, "--out", tmp_path / "out", "--jobs", "2"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # the fit is under way in both workers
-    os.killpg(p.pid, signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
