@@ -38,6 +38,7 @@ def capture_settings(w: Workload):
         sparse_sink_tokens=sa.sink_tokens if sa.window else 0,
         sparse_window=sa.window,
         seed=w.seed,
+        quality_seeds=t.quality_seeds,
     )
 
 

@@ -136,6 +136,13 @@ class TraceSection(_Section):
         None, description="capture: class ids of the prompts (default 0..prompts-1)"
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="trace seed; default: simulation.seed")
+    quality_seeds: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="capture: sampling seeds (seed, seed+1, ...) the quality is measured over; quality.json "
+        "gives their mean and spread, the trace is the first seed's",
+    )
 
     @field_validator("classes")
     @classmethod

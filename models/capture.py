@@ -2,8 +2,12 @@
 
 ``capture(settings)`` runs the plain dense generation and the policy's generation with the same seed and
 the same random stream (Gumbel-max sampling with noise drawn independently of the logits), so every
-difference in the output comes from replay. Quality: PSNR and SSIM (scikit-image) of the decoded frames vs
-dense, token agreement, and the relative MLP-output error of the replayed entries.
+difference in the output comes from replay. The policy's run really skips the replayed MLPs; the reuse
+error is measured in a separate teacher-forced pass (fed the dense video), which computes every MLP.
+Quality: PSNR and SSIM (scikit-image) of the decoded frames vs dense over the frames replay can change
+(1..T-1; frame 0 is identical by construction) and over all frames, beside two baselines made from the
+dense video itself (frozen first frame, copy of the previous frame); with ``quality_seeds > 1`` the mean
+and spread over that many sampling seeds.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 
 from cosim.replay import threshold_for_ratio
 from cosim.trace import Trace, TraceMeta
@@ -38,6 +42,22 @@ QUALITY_COLUMNS = (
     "forced_ssim",
     "forced_token_agreement",
     "mlp_rel_error",
+    "psnr_db_all_frames",
+    "ssim_all_frames",
+)
+#: Metrics whose mean and spread over sampling seeds a capture with ``quality_seeds > 1`` reports.
+SEED_METRICS = (
+    "replay_ratio",
+    "psnr_db",
+    "ssim",
+    "psnr_db_all_frames",
+    "ssim_all_frames",
+    "token_agreement",
+    "forced_psnr_db",
+    "forced_ssim",
+    "mlp_rel_error",
+    "baseline_frozen_psnr_db",
+    "baseline_copy_previous_psnr_db",
 )
 
 
@@ -80,13 +100,16 @@ class CaptureSettings:
     seed: int = 0
     temperature: float = 1.0
     top_k: int = 0
-    measure_mlp_error: bool = True  # compute the true MLP of replayed rows too (costs the saving)
+    measure_mlp_error: bool = True  # the reuse error at every entry, in the teacher-forced pass
     teacher_forced_quality: bool = True  # also decode fed the dense video: per-step error without drift
+    quality_seeds: int = 1  # sampling seeds seed, seed+1, ...: quality mean and spread over them
     threads: int | None = None  # torch threads; None = 1 for small models (hidden <= 512), else torch's
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+        if self.quality_seeds < 1:
+            raise ValueError(f"quality_seeds must be >= 1, got {self.quality_seeds}")
 
 
 @dataclass
@@ -181,7 +204,7 @@ def prompt_labels(prompts: list[int] | int, num_classes: int) -> list[int]:
     return [int(p) for p in prompts]
 
 
-def _options(s: CaptureSettings, sparse: bool = True) -> DecodeOptions:
+def _options(s: CaptureSettings, sparse: bool = True, measure_error: bool = False) -> DecodeOptions:
     return DecodeOptions(
         query_pre_rope=s.query_pre_rope,
         strict=s.strict,
@@ -190,7 +213,7 @@ def _options(s: CaptureSettings, sparse: bool = True) -> DecodeOptions:
         cfg_coherent=s.cfg_coherent,
         sparse_sink_tokens=s.sparse_sink_tokens if sparse else 0,
         sparse_window=s.sparse_window if sparse else None,
-        measure_mlp_error=s.measure_mlp_error,
+        measure_mlp_error=measure_error,
     )
 
 
@@ -200,27 +223,61 @@ def _sampling(s: CaptureSettings) -> SamplingOptions:
     )
 
 
+def _decoded(vq: PatchVQ | None, tokens: torch.Tensor, frames: int) -> np.ndarray | None:
+    """(P, T, H, W, 3) frames in [0, 1]; None without a tokenizer (a Hugging Face checkpoint)."""
+    return None if vq is None else vq.decode(tokens.reshape(tokens.shape[0], frames, -1)).numpy()
+
+
+def _frame_scores(ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per (prompt, frame): mean squared error and SSIM of two (P, T, H, W, 3) videos."""
+    mse = ((ref.astype(np.float64) - test) ** 2).mean(axis=(2, 3, 4))
+    ssim = np.ones(mse.shape)
+    for i, t in zip(*np.nonzero(mse), strict=True):
+        ssim[i, t] = structural_similarity(ref[i, t], test[i, t], channel_axis=-1, data_range=1.0)
+    return mse, ssim
+
+
+def _psnr(mse: np.ndarray) -> float:
+    """PSNR of the pooled squared error (all prompts and frames at once), capped for identical videos."""
+    m = float(mse.mean())
+    return PSNR_IDENTICAL_DB if m == 0 else min(float(10 * np.log10(1.0 / m)), PSNR_IDENTICAL_DB)
+
+
 def _video_quality(
-    vq: PatchVQ | None, ref: torch.Tensor, test: torch.Tensor, frames: int
-) -> tuple[float | None, float | None, np.ndarray | None, np.ndarray | None]:
-    """PSNR, SSIM and the decoded videos; all None without a tokenizer (a Hugging Face checkpoint)."""
-    if vq is None:
-        return None, None, None, None
-    a = vq.decode(ref.reshape(ref.shape[0], frames, -1)).numpy()
-    b = vq.decode(test.reshape(test.shape[0], frames, -1)).numpy()
-    if np.array_equal(a, b):
-        return PSNR_IDENTICAL_DB, 1.0, a, b
-    psnr = float(peak_signal_noise_ratio(a, b, data_range=1.0))
-    ssim = float(
-        np.mean(
-            [
-                structural_similarity(a[i, t], b[i, t], channel_axis=-1, data_range=1.0)
-                for i in range(a.shape[0])
-                for t in range(frames)
-            ]
-        )
-    )
-    return min(psnr, PSNR_IDENTICAL_DB), ssim, a, b
+    ref: np.ndarray | None, test: np.ndarray | None, prefix: str = ""
+) -> dict[str, float | None]:
+    """PSNR and SSIM over frames 1.. (what replay can change) and over all frames (``*_all_frames``)."""
+    keys = [f"{prefix}{m}" for m in ("psnr_db", "ssim", "psnr_db_all_frames", "ssim_all_frames")]
+    if ref is None or test is None or ref.shape[1] < 2:
+        return dict.fromkeys(keys)
+    mse, ssim = _frame_scores(ref, test)
+    values = (_psnr(mse[:, 1:]), float(ssim[:, 1:].mean()), _psnr(mse), float(ssim.mean()))
+    return dict(zip(keys, values, strict=True))
+
+
+def _baselines(dense: np.ndarray | None) -> dict[str, float | None]:
+    """Quality of two replay-free stand-ins for frames 1.. against the dense video itself: the dense
+    frame 0 frozen, and each dense frame shown one frame late (copy of the previous frame)."""
+    keys = [f"baseline_{b}_{m}" for b in ("frozen", "copy_previous") for m in ("psnr_db", "ssim")]
+    if dense is None or dense.shape[1] < 2:
+        return dict.fromkeys(keys)
+    later = dense[:, 1:]
+    values = []
+    for stand_in in (np.broadcast_to(dense[:, :1], later.shape), dense[:, :-1]):
+        mse, ssim = _frame_scores(later, stand_in)
+        values += [_psnr(mse), float(ssim.mean())]
+    return dict(zip(keys, values, strict=True))
+
+
+def seed_spread(qualities: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof=1) over seeds of :data:`SEED_METRICS`."""
+    out: dict[str, Any] = {"quality_seeds": len(qualities), "seeds": [q["seed"] for q in qualities]}
+    for m in SEED_METRICS:
+        values = [q[m] for q in qualities if q.get(m) is not None]
+        if values:
+            out[f"{m}_mean"] = float(np.mean(values))
+            out[f"{m}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return out
 
 
 class _Session:
@@ -231,6 +288,7 @@ class _Session:
         cfg = self.model.config
         self.frames = s.frames or cfg.frames
         self.labels = prompt_labels(s.prompts, cfg.num_classes)
+        self.seed = s.seed
         ref_settings = CaptureSettings(
             **{**asdict(s), "policy": "dense", "sparse_sink_tokens": 0, "sparse_window": None}
         )
@@ -247,6 +305,8 @@ class _Session:
         except BaseException:
             self.close()
             raise
+        self.dense_video = _decoded(self.vq, self.dense.tokens, self.frames)
+        self.baselines = _baselines(self.dense_video)
         self._calib: dict[tuple, DecodeResult] = {}
 
     def close(self) -> None:
@@ -264,77 +324,83 @@ class _Session:
             return self.dense
         key = (s.sparse_sink_tokens, s.sparse_window, s.query_pre_rope)
         if key not in self._calib:
-            opts = _options(s)
-            opts.measure_mlp_error = False
-            self._calib[key] = decode(self.model, self.labels, self.frames, DensePolicy(), opts, _sampling(s))
+            self._calib[key] = decode(
+                self.model, self.labels, self.frames, DensePolicy(), _options(s), _sampling(s)
+            )
         return self._calib[key]
 
     def run(self, s: CaptureSettings, keep_videos: bool = True) -> CaptureResult:
+        """The policy's decode (skipping the replayed MLPs) and, unless both are switched off, the
+        teacher-forced pass that measures per-step damage and the reuse error at every entry."""
+        if s.seed != self.seed:
+            raise ValueError(f"seed {s.seed}: this session decoded its dense reference with seed {self.seed}")
         threshold, tau_source = s.threshold, "given"
         if s.policy == "tas" and threshold is None:
             if s.target_replay_ratio is None:
                 raise ValueError("policy 'tas' needs threshold or target_replay_ratio")
             threshold = threshold_for_ratio(self.calibration(s).tas, s.target_replay_ratio)
             tau_source = "calibrated"
-        policy = make_policy(
-            s.policy,
-            threshold=threshold,
-            target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
-            strict=s.strict,
-        )
+
+        def policy():
+            return make_policy(
+                s.policy,
+                threshold=threshold,
+                target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
+                strict=s.strict,
+            )
+
         sparse = bool(s.sparse_sink_tokens) or s.sparse_window is not None
         if s.policy == "dense" and not sparse:
             res = self.dense
         else:
-            res = decode(self.model, self.labels, self.frames, policy, _options(s), _sampling(s))
-        psnr, ssim, va, vb = _video_quality(self.vq, self.dense.tokens, res.tokens, self.frames)
-        forced: dict[str, float | None] = {
-            "forced_psnr_db": None,
-            "forced_ssim": None,
-            "forced_token_agreement": None,
-        }
-        if s.teacher_forced_quality and res is not self.dense:
+            res = decode(self.model, self.labels, self.frames, policy(), _options(s), _sampling(s))
+        video = _decoded(self.vq, res.tokens, self.frames)
+        forced_pass = (s.teacher_forced_quality or s.measure_mlp_error) and res is not self.dense
+        fres = None
+        if forced_pass:
             fres = decode(
                 self.model,
                 self.labels,
                 self.frames,
-                make_policy(
-                    s.policy,
-                    threshold=threshold,
-                    target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
-                    strict=s.strict,
-                ),
-                dataclasses.replace(_options(s), measure_mlp_error=False),
+                policy(),
+                _options(s, measure_error=s.measure_mlp_error),
                 _sampling(s),
                 force_tokens=self.dense.tokens,
             )
-            fp, fs, _, _ = _video_quality(self.vq, self.dense.tokens, fres.tokens, self.frames)
-            forced = {
-                "forced_psnr_db": fp,
-                "forced_ssim": fs,
-                "forced_token_agreement": float((fres.tokens == self.dense.tokens).float().mean()),
-            }
-        elif s.teacher_forced_quality:
-            forced = {"forced_psnr_db": PSNR_IDENTICAL_DB, "forced_ssim": 1.0, "forced_token_agreement": 1.0}
-        replayed = res.replay
-        err = res.mlp_rel_error
-        mean_err = float(np.nanmean(err[replayed])) if err is not None and replayed.any() else None
-        if err is not None and not replayed.any():
-            mean_err = 0.0
+        if fres is not None and s.teacher_forced_quality:
+            forced = _video_quality(self.dense_video, _decoded(self.vq, fres.tokens, self.frames), "forced_")
+            forced["forced_token_agreement"] = float((fres.tokens == self.dense.tokens).float().mean())
+        elif s.teacher_forced_quality:  # the dense decode itself: nothing differs
+            forced = _video_quality(self.dense_video, self.dense_video, "forced_")
+            forced["forced_token_agreement"] = 1.0
+        else:
+            forced = dict.fromkeys(
+                ("forced_psnr_db", "forced_ssim", "forced_psnr_db_all_frames", "forced_ssim_all_frames")
+            )
+            forced["forced_token_agreement"] = None
+        if fres is not None and fres.mlp_rel_error is not None:
+            err, decided = fres.mlp_rel_error, fres.replay
+        else:  # no error pass; a policy that computes every MLP anyway (oracle) logs it in its own run
+            err, decided = res.mlp_rel_error, res.replay
+        mean_err = None if err is None and decided.any() else 0.0
+        if err is not None and decided.any():
+            mean_err = float(np.nanmean(err[decided]))
         cfg = self.model.config
         quality = {
-            "psnr_db": psnr,
-            "ssim": ssim,
+            **_video_quality(self.dense_video, video),
             "token_agreement": float((res.tokens == self.dense.tokens).float().mean()),
-            "mlp_rel_error": mean_err,
             **forced,
-            "replay_ratio": float(replayed.mean()),
+            **self.baselines,
+            "mlp_rel_error": mean_err,
+            "replay_ratio": float(res.replay.mean()),
             "tau": float(threshold) if s.policy == "tas" and isinstance(threshold, (int, float)) else None,
             "threshold": float(threshold) if isinstance(threshold, (int, float)) else None,
             "tau_source": tau_source if s.policy == "tas" else None,
             "policy": s.policy,
+            "seed": s.seed,
             "mlp_rows": res.mlp_rows,
             "mlp_rows_dense": self.dense.mlp_rows,
+            "mlp_rows_error_pass": fres.mlp_rows if fres is not None else None,
             "reference": "dense generation, full attention, same seed and sampling noise",
             "checkpoint": self.name,
         }
@@ -358,11 +424,16 @@ class _Session:
                 "per_layer_threshold": threshold if isinstance(threshold, list) else None,
                 "target_replay_ratio": s.target_replay_ratio,
                 "options": asdict(_options(s)),
-                "quality": {k: v for k, v in quality.items() if not isinstance(v, str)},
+                "mlp_rel_error": (
+                    "teacher-forced pass: the policy fed the dense video, error at every entry of frames 1.."
+                    if fres is not None and fres.mlp_rel_error is not None
+                    else None
+                ),
+                "quality": _numbers(quality),
             },
         )
         trace = Trace.from_arrays(res.tas, res.replay, meta, mlp_rel_error=err)
-        videos = {"dense": va, "replay": vb} if keep_videos and va is not None else None
+        videos = {"dense": self.dense_video, "replay": video} if keep_videos and video is not None else None
         return CaptureResult(
             trace=trace,
             quality=quality,
@@ -376,22 +447,39 @@ class _Session:
         )
 
 
+def _numbers(quality: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in quality.items() if not isinstance(v, str)}
+
+
 def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
     """Capture a Trace (source="captured") from the checkpoint with the settings' policy, plus quality.
 
+    The trace and videos are those of ``settings.seed``; with ``quality_seeds = k > 1`` the same capture
+    runs at seeds ``seed .. seed + k - 1`` too (each with its own dense reference and, for a budget, its
+    own tau) and ``quality`` gains the mean and spread over them (``<metric>_mean``, ``<metric>_std``).
     ``progress`` prints one line per phase to stderr (the decode itself is a tight loop, timed instead).
     """
     import sys
 
     t0 = time.perf_counter()
-    with _Session(settings) as session:
-        if progress:
-            print(f"capture: dense reference decoded in {session.dense.seconds:.2f}s", file=sys.stderr)
-        result = session.run(settings)
+    results: list[CaptureResult] = []
+    for k in range(settings.quality_seeds):
+        s = dataclasses.replace(settings, seed=settings.seed + k)
+        with _Session(s) as session:
+            if progress:
+                print(
+                    f"capture: seed {s.seed}: dense reference decoded in {session.dense.seconds:.2f}s",
+                    file=sys.stderr,
+                )
+            results.append(session.run(s, keep_videos=k == 0))
+    result = results[0]
+    if len(results) > 1:
+        result.quality.update(seed_spread([r.quality for r in results]))
+        result.trace.meta.extra["quality"] = _numbers(result.quality)
     if progress:
         q = result.quality
         pixels = (
-            f"PSNR={q['psnr_db']:.2f}dB SSIM={q['ssim']:.3f}"
+            f"PSNR={q['psnr_db']:.2f}dB SSIM={q['ssim']:.3f} (frames 1..)"
             if q["psnr_db"] is not None
             else f"token agreement={q['token_agreement']:.3f}"
         )

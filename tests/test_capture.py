@@ -92,3 +92,66 @@ def test_capture_is_deterministic_for_a_seed(ckpt):
     assert a.trace.meta.to_json() == b.trace.meta.to_json()
     assert a.trace.table.equals(b.trace.table)
     assert a.timing["decode_seconds"] > 0
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(a, b, data_range=1.0))
+
+
+def test_policy_run_skips_the_replayed_mlps_and_the_error_pass_computes_them(ckpt):
+    """The replaying decode evaluates exactly the MLP rows it does not replay; the reuse error comes from
+    the separate teacher-forced pass, which computes every row and logs an error at every later entry."""
+    s = CaptureSettings(checkpoint=ckpt, prompts=2, policy="tas", target_replay_ratio=0.5)
+    res = capture(s, progress=False)
+    q, t = res.quality, res.trace
+    entries = t.meta.batch * t.meta.layers * t.meta.frames * t.meta.tokens_per_frame
+    replayed = int(t.replay_cube().sum())
+    assert replayed > 0
+    assert q["mlp_rows_dense"] == q["mlp_rows_error_pass"] == entries
+    assert q["mlp_rows"] == entries - replayed
+    err = t.table["mlp_rel_error"].to_numpy().reshape(t.replay_cube().shape)
+    assert np.isnan(err[:, :, : t.meta.tokens_per_frame]).all()
+    assert np.isfinite(err[:, :, t.meta.tokens_per_frame :]).all()
+    assert "teacher-forced" in t.meta.extra["mlp_rel_error"]
+    off = capture(CaptureSettings(**{**s.__dict__, "measure_mlp_error": False}), progress=False)
+    assert off.quality["replay_ratio"] == q["replay_ratio"]  # measuring does not change decisions
+    assert "mlp_rel_error" not in off.trace.table.columns or off.trace.table["mlp_rel_error"].isna().all()
+
+
+def test_quality_leaves_out_frame_0_and_reports_both(ckpt):
+    res = capture(
+        CaptureSettings(checkpoint=ckpt, prompts=2, policy="tas", target_replay_ratio=0.6), progress=False
+    )
+    q, dense, rep = res.quality, res.videos["dense"], res.videos["replay"]
+    np.testing.assert_array_equal(dense[:, 0], rep[:, 0])  # frame 0 never replays
+    assert q["psnr_db"] == pytest.approx(_psnr(dense[:, 1:], rep[:, 1:]), rel=1e-7)
+    assert q["psnr_db_all_frames"] == pytest.approx(_psnr(dense, rep), rel=1e-7)
+    assert q["psnr_db"] < q["psnr_db_all_frames"] and q["ssim"] < q["ssim_all_frames"]
+
+
+def test_baselines_are_the_dense_video_frozen_and_one_frame_late(ckpt):
+    res = capture(CaptureSettings(checkpoint=ckpt, prompts=2, policy="dense"), progress=False)
+    q, d = res.quality, res.videos["dense"]
+    frozen = np.repeat(d[:, :1], d.shape[1] - 1, axis=1)
+    assert q["baseline_frozen_psnr_db"] == pytest.approx(_psnr(d[:, 1:], frozen), rel=1e-7)
+    assert q["baseline_copy_previous_psnr_db"] == pytest.approx(_psnr(d[:, 1:], d[:, :-1]), rel=1e-7)
+    assert 0 < q["baseline_frozen_ssim"] < 1 and 0 < q["baseline_copy_previous_ssim"] < 1
+
+
+def test_quality_over_seeds_is_the_mean_and_spread_of_single_seed_captures(ckpt):
+    base = dict(checkpoint=ckpt, prompts=2, policy="tas", target_replay_ratio=0.5, seed=4)
+    multi = capture(CaptureSettings(**base, quality_seeds=2), progress=False)
+    one = [capture(CaptureSettings(**{**base, "seed": s}), progress=False).quality for s in (4, 5)]
+    q = multi.quality
+    assert q["seeds"] == [4, 5] and q["quality_seeds"] == 2
+    for m in ("psnr_db", "ssim", "replay_ratio", "mlp_rel_error", "baseline_frozen_psnr_db"):
+        values = [o[m] for o in one]
+        assert q[f"{m}_mean"] == pytest.approx(np.mean(values), rel=1e-12)
+        assert q[f"{m}_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+    assert q["psnr_db"] == one[0]["psnr_db"]  # the trace and headline values are the first seed's
+    assert one[0]["psnr_db"] != one[1]["psnr_db"]
+    assert multi.trace.meta.extra["quality"]["psnr_db_mean"] == q["psnr_db_mean"]
+    with pytest.raises(ValueError, match="quality_seeds"):
+        CaptureSettings(quality_seeds=0)
