@@ -114,6 +114,7 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
                     frames=v.frames,
                     batch=v.batch,
                     seed=w.seed,
+                    model=_dims_dict(w),
                 )
             except TransferError as exc:
                 key = _TRANSFER_KEYS.get(exc.param, "trace.path")

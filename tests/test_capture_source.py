@@ -85,9 +85,11 @@ def test_paper_workload_on_a_transferred_capture(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["trace_source"] == "transferred" and not summary["trace_is_real"]
     assert summary["trace_label"] == "transferred from fastcar_tiny.safetensors (not a direct capture)"
-    assert summary["replay_ratio"] == pytest.approx(0.5, abs=1e-3)  # resampled TAS has ties at tau
+    # exactly 0.5 here; ties at tau (the source's layer 0 has runs of one TAS value) could add a few
+    assert summary["replay_ratio"] == pytest.approx(0.5, abs=1e-3)
     # docs/validation.md ("The same fit elsewhere"): 483.6 s on the shipped preset, +1.75% against the
-    # paper's 475.3 s (the synthetic trace gives 481.2 s, +1.24%).
+    # paper's 475.3 s (the synthetic trace gives 481.2 s, +1.24%). Re-measured after the transfer became a
+    # resampling (2026-11-27): 483.60 s, the index mapping gave 483.64 s.
     assert 0.01 < summary["latency_s"] / 475.3 - 1 < 0.025
 
 
