@@ -1,4 +1,7 @@
-"""The figures of docs/tas.md (matplotlib, a docs extra); the data behind each is a CSV beside it."""
+"""The figures of docs/tas.md (matplotlib, a docs extra), drawn from the CSVs models.tas_study writes.
+
+python -m models.tas_figures docs/figures/tas/fastcar-tiny
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from models.tas_study import Probe, later_frames
 
 
 def _plt():
@@ -19,17 +20,23 @@ def _plt():
     return plt
 
 
-def write_figures(
-    out: Path, p: Probe, dist: pd.DataFrame, pred: pd.DataFrame, depth: pd.DataFrame, curve: pd.DataFrame
-) -> None:
+def write_figures(out: Path) -> None:
     plt = _plt()
-    n = p.tokens_per_frame
-    layers, heads = p.tas_heads.shape[1], p.tas_heads.shape[2]
+    dist, pred, depth = (
+        pd.read_csv(out / f"{f}.csv") for f in ("distribution", "prediction", "depth_profile")
+    )
+    curve = pd.read_csv(out / "curve.csv") if (out / "curve.csv").is_file() else None
+    layers = int(depth.layer.max()) + 1
+    heads = int(pd.to_numeric(dist["head"], errors="coerce").max()) + 1
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    data = [later_frames(p.tas[:, li], n).ravel() for li in range(layers)]
-    ax.boxplot(data, positions=range(layers), whis=(5, 95), showfliers=False)
-    per_head = dist[dist["head"] != "mean"]
+    per_layer = dist[dist["head"] == "mean"].sort_values("layer")
+    boxes = [
+        {"whislo": r.q05, "q1": r.q25, "med": r.median, "q3": r.q75, "whishi": r.q95, "label": str(r.layer)}
+        for r in per_layer.itertuples()
+    ]
+    ax.bxp(boxes, positions=range(layers), showfliers=False)
+    per_head = dist[dist["head"] != "mean"].astype({"layer": int})
     ax.scatter(per_head.layer + 0.25, per_head["mean"], s=10, c="C1", label="mean of one head")
     ax.axhline(0, c="grey", lw=0.5)
     ax.set(xlabel="layer", ylabel="TAS (logit)", title="TAS per layer (box: 5-25-50-75-95%, mean of heads)")
@@ -62,7 +69,9 @@ def write_figures(
         (axes[0], "spearman_post_rope", "after RoPE"),
         (axes[1], "spearman_pre_rope", "before RoPE"),
     ):
-        grid = heads_only.pivot(index="head", columns="layer", values=col).to_numpy(float)
+        grid = (
+            heads_only.astype({"head": int}).pivot(index="head", columns="layer", values=col).to_numpy(float)
+        )
         im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         for (h, li), v in np.ndenumerate(grid):
             ax.text(li, h, f"{v:.2f}", ha="center", va="center", fontsize=7)
@@ -74,6 +83,8 @@ def write_figures(
     fig.savefig(out / "tas_prediction.png", dpi=110)
     plt.close(fig)
 
+    if curve is None:
+        return
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].errorbar(curve.tau, curve.replay_ratio_mean, curve.replay_ratio_std, fmt="o-", capsize=3)
     axes[0].set(xlabel="tau", ylabel="replay ratio (all frames)", title="tau -> replay")
@@ -108,3 +119,15 @@ def write_figures(
     fig.tight_layout()
     fig.savefig(out / "tas_quality_curve.png", dpi=110)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("directory", type=Path, help="a models.tas_study output directory")
+    write_figures(ap.parse_args(argv).directory)
+
+
+if __name__ == "__main__":
+    main()

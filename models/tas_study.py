@@ -177,16 +177,25 @@ def merge(probes: list[Probe]) -> Probe:
 
 
 def quality_curve(checkpoint: str | None, prompts: int, seeds: int, taus: list[float]) -> pd.DataFrame:
-    """Captures at fixed taus over ``seeds`` seeds (0..): tau -> replay -> quality, mean and std."""
+    """Captures at fixed taus for seeds 0.. (one dense reference per seed): tau -> replay -> quality,
+    mean and std over the seeds as a capture with ``quality_seeds`` reports them."""
     from tqdm import tqdm
 
-    from models.capture import CaptureSettings, capture
+    from models.capture import CaptureSettings, _Session, seed_spread
 
+    runs: dict[float, list[dict]] = {float(t): [] for t in taus}
+    with tqdm(total=seeds * len(taus), desc="tau curve", unit="capture") as bar:
+        for seed in range(seeds):
+            base = CaptureSettings(checkpoint=checkpoint, prompts=prompts, policy="tas", seed=seed)
+            with _Session(base) as ses:
+                for tau in runs:
+                    s = CaptureSettings(**{**base.__dict__, "threshold": tau})
+                    runs[tau].append(ses.run(s, keep_videos=False).quality)
+                    bar.update()
     rows = []
-    for tau in tqdm(taus, desc="tau curve", unit="tau"):
-        s = CaptureSettings(checkpoint=checkpoint, prompts=prompts, policy="tas", threshold=float(tau))
-        q = capture(CaptureSettings(**{**s.__dict__, "quality_seeds": seeds}), progress=False).quality
-        rows.append({"tau": float(tau)} | {k: v for k, v in q.items() if k.endswith(("_mean", "_std"))})
+    for tau, qualities in runs.items():
+        spread = seed_spread(qualities)
+        rows.append({"tau": tau} | {k: v for k, v in spread.items() if k.endswith(("_mean", "_std"))})
     return pd.DataFrame(rows)
 
 
@@ -204,17 +213,10 @@ def run(checkpoint: str | None, out: Path, prompts: int, seeds: int) -> dict:
     n = p.tokens_per_frame
     out.mkdir(parents=True, exist_ok=True)
     dist, pred, depth = distribution(p), prediction(p), depth_profile(p)
-    later = later_frames(p.tas, n)
-    taus = [threshold_for_ratio(later, share) for share in CURVE_SHARES]
-    curve = quality_curve(checkpoint, prompts, seeds, taus)
-    for frame, file in (
-        (dist, "distribution"),
-        (pred, "prediction"),
-        (depth, "depth_profile"),
-        (curve, "curve"),
-    ):
+    for frame, file in ((dist, "distribution"), (pred, "prediction"), (depth, "depth_profile")):
         frame.to_csv(out / f"{file}.csv", index=False, float_format="%.6g")
-    means = pred[pred.head == "mean"]
+    later = later_frames(p.tas, n)
+    means = pred[pred["head"] == "mean"]
     numbers = {
         "checkpoint": name,
         "layers": dims.layers,
@@ -225,7 +227,6 @@ def run(checkpoint: str | None, out: Path, prompts: int, seeds: int) -> dict:
         "tas_mean": float(np.nanmean(p.tas)),
         "tas_quantiles_05_50_95": [float(x) for x in np.nanquantile(p.tas, [0.05, 0.5, 0.95])],
         "share_negative": float((later < 0).mean()),
-        "tau_for_share": dict(zip([str(x) for x in CURVE_SHARES], taus, strict=True)),
         "spearman_post_rope_per_layer": means.spearman_post_rope.round(3).tolist(),
         "spearman_pre_rope_per_layer": means.spearman_pre_rope.round(3).tolist(),
         "spearman_pooled_post_rope": float(
@@ -235,15 +236,20 @@ def run(checkpoint: str | None, out: Path, prompts: int, seeds: int) -> dict:
         "replay_per_layer_at_50pct_post_rope": depth.replay_post_rope.round(3).tolist(),
         "replay_per_layer_at_50pct_pre_rope": depth.replay_pre_rope.round(3).tolist(),
         "replay_per_layer_at_50pct_oracle": depth.replay_oracle.round(3).tolist(),
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")  # before the long part
+    taus = [threshold_for_ratio(later, share) for share in CURVE_SHARES]
+    numbers["tau_for_share"] = dict(zip([str(x) for x in CURVE_SHARES], taus, strict=True))
+    curve = quality_curve(checkpoint, prompts, seeds, taus)
+    curve.to_csv(out / "curve.csv", index=False, float_format="%.6g")
+    numbers["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     try:
         from models.tas_figures import write_figures
     except ImportError as exc:  # matplotlib is a docs extra
         print(f"tas_study: no figures ({exc}); pip install -e '.[docs]'")
     else:
-        write_figures(out, p, dist, pred, depth, curve)
+        write_figures(out)
     return numbers
 
 
