@@ -63,11 +63,12 @@ def write_figures(out: Path) -> None:
     fig.savefig(out / "tas_depth_profile.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True, layout="constrained")
+    fig.suptitle("Spearman correlation of TAS with the reuse error, per head (good predictor: -1)")
     heads_only = pred[pred["head"] != "mean"]
     for ax, col, title in (
-        (axes[0], "spearman_post_rope", "after RoPE"),
-        (axes[1], "spearman_pre_rope", "before RoPE"),
+        (axes[0], "spearman_post_rope", "query after RoPE (paper)"),
+        (axes[1], "spearman_pre_rope", "query before RoPE (reference code)"),
     ):
         grid = (
             heads_only.astype({"head": int}).pivot(index="head", columns="layer", values=col).to_numpy(float)
@@ -75,7 +76,7 @@ def write_figures(out: Path) -> None:
         im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         for (h, li), v in np.ndenumerate(grid):
             ax.text(li, h, f"{v:.2f}", ha="center", va="center", fontsize=7)
-        ax.set(xlabel="layer", title=f"Spearman(TAS, reuse error), {title}")
+        ax.set(xlabel="layer", title=title)
         ax.set_xticks(range(layers))
         ax.set_yticks(range(heads))
     axes[0].set_ylabel("head")
