@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from cosim.config import PolicySection, SyntheticSection
-from cosim.replay import apply_policy, cap_staleness, threshold_for_ratio
-from cosim.synthetic import synthetic_tas
+from cosim.traces.policies import apply_policy, cap_staleness, threshold_for_ratio
+from cosim.traces.synthetic import synthetic_tas
 
 N = 16
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from cosim.config import SyntheticSection
-from cosim.synthetic import grid_shape, layer_profile, motion_maps, synthetic_tas
+from cosim.traces.synthetic import grid_shape, layer_profile, motion_maps, synthetic_tas
 
 
 def test_structure_matches_the_paper():

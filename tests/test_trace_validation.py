@@ -22,9 +22,8 @@ from tiny_workload import TINY
 
 from cosim.config import WorkloadError, resolve
 from cosim.errors import InputError
-from cosim.replay import threshold_for_ratio
-from cosim.sources import load_trace
-from cosim.trace import (
+from cosim.traces import TransferError, load_trace, threshold_for_ratio, transfer_trace
+from cosim.traces.schema import (
     CHECKSUM_MISMATCH,
     META_KEY,
     NO_CHECKSUM,
@@ -35,7 +34,6 @@ from cosim.trace import (
     read_trace,
     write_trace,
 )
-from cosim.transfer import TransferError, transfer_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "workloads" / "traces").glob("*.parquet"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.trace import Trace, TraceMeta
-from cosim.transfer import grid_shape, transfer_trace
+from cosim.traces import Trace, TraceMeta
+from cosim.traces.transfer import grid_shape, transfer_trace
 
 
 def _source(batch=4, layers=4, frames=4, n=16) -> Trace:

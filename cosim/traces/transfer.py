@@ -29,7 +29,7 @@ from numbers import Integral
 
 import numpy as np
 
-from cosim.trace import Trace, TraceError, TraceMeta
+from cosim.traces.schema import Trace, TraceError, TraceMeta
 
 
 class TransferError(TraceError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from cosim.config import SyntheticSection
-from cosim.trace import TraceMeta
+from cosim.traces.schema import TraceMeta
 
 #: TAS of a static token at a shallow/deep layer (logit units). Chosen so that the paper's reference
 #: thresholds (-4 demo, -1 benchmark) fall inside the distribution.
@@ -101,6 +101,6 @@ def synthetic_meta(
         tokens_per_frame=tokens_per_frame,
         batch=batch,
         source="synthetic",
-        source_detail=f"cosim.synthetic seed {seed}",
+        source_detail=f"cosim.traces.synthetic seed {seed}",
         model=model,
     )
