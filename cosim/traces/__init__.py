@@ -28,6 +28,7 @@ from cosim.traces.policies import (
     threshold_for_ratio,
 )
 from cosim.traces.schema import (
+    CFG_LAYOUT,
     Trace,
     TraceError,
     TraceMeta,
@@ -37,6 +38,7 @@ from cosim.traces.schema import (
 from cosim.traces.transfer import TransferError, transfer_trace
 
 __all__ = [
+    "CFG_LAYOUT",
     "Trace",
     "TraceBundle",
     "TraceError",

@@ -87,6 +87,7 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
             layers=w.model.layers,
             frames=v.frames,
             tokens_per_frame=v.tokens_per_frame,
+            cfg=v.cfg,
             model=_dims_dict(w),
             seed=w.seed,
         )
