@@ -35,7 +35,7 @@ def measure(name: str, frames: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from cosim.config import load_workload
     from cosim.simulate import execute_workload, make_job
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     mode, granularity = MODES[name]
     # This measures the simulator, not the board: from 16 frames on the KV cache outgrows the U280's 8 GiB

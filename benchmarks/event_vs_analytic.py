@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosim.config import WORKLOADS_DIR, load_workload, resolve  # noqa: E402
 from cosim.simulate import execute, make_job  # noqa: E402
-from cosim.sources import load_trace  # noqa: E402
+from cosim.traces import load_trace  # noqa: E402
 
 #: The tests' tiny case: memory-bound on the KV260's single DDR4 channel.
 TINY_ON_KV260 = {

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosim.config import WORKLOADS_DIR, load_workload  # noqa: E402
 from cosim.simulate import energy_j, execute_workload, make_job  # noqa: E402
-from cosim.sources import load_trace  # noqa: E402
+from cosim.traces import load_trace  # noqa: E402
 
 PAPER = WORKLOADS_DIR / "fastcar_vilau7b_u280.yaml"
 INSTRUCTION = "simulation.granularity=instruction"

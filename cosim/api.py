@@ -77,7 +77,7 @@ class Result:
 
     @property
     def trace(self):
-        """The replay trace the run used (:class:`cosim.trace.Trace`)."""
+        """The replay trace the run used (:class:`cosim.traces.Trace`)."""
         return self._run.bundle.trace
 
     @property
@@ -105,7 +105,7 @@ def run(workload: Workload, progress: bool = False) -> Result:
     """Simulate ``workload`` (its trace loaded or generated, then the run and its dense baseline) in the
     mode it names; writes nothing."""
     from cosim.simulate import simulate
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     bundle = load_trace(workload, progress=progress)
     return Result(simulate(workload, bundle, progress=progress))

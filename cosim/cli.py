@@ -283,7 +283,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from cosim.capture_source import capture_bundle, fill_capture
+    from cosim.traces import capture_bundle, fill_capture
 
     w = _workload(args)
     if w.trace.source != "capture":

@@ -317,7 +317,7 @@ def rtl_layer(w, step: int | None, layer: int, simulator: str, progress: bool) -
     """Run the layer-step on the top level and on the instruction-level event model; print both."""
     from accelerator.rtl.top_bench import TopError, run_layer
     from cosim.simulate import make_job
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     v = w.video
     step = v.tokens_per_frame if step is None else step

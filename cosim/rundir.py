@@ -4,30 +4,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from cosim.config import dump_resolved
+from cosim.jsonio import dumps
 from cosim.outdir import OutputDir, claim
 from cosim.simulate import RunResult
-from cosim.trace import write_trace
-
-
-def clean_json(value):
-    """JSON has no inf/NaN: write them as null; numpy scalars as plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def dumps(data: dict) -> str:
-    return json.dumps(clean_json(data), indent=2, sort_keys=True) + "\n"
+from cosim.traces import write_trace
 
 
 def fill_run(run: RunResult, d: Path) -> None:

@@ -14,7 +14,7 @@ from accelerator.machine import run_instructions
 from accelerator.phase_model import run_event
 from cosim.analytic import run_analytic
 from cosim.config import Workload
-from cosim.sources import TraceBundle
+from cosim.traces import TraceBundle
 
 
 def cost_model(w: Workload) -> CostModel:

@@ -59,7 +59,7 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     from accelerator.rtl.resources import estimate
     from cosim.api import load
     from cosim.simulate import dense_baseline, simulate
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     w = load(base, overrides, check_memory=False)
     trace_key = _key(w, ("model", "video", "trace", "policy", "sparse_attention")) + str(w.simulation.seed)

@@ -23,8 +23,7 @@ import pandas as pd
 import torch
 from skimage.metrics import structural_similarity
 
-from cosim.replay import threshold_for_ratio
-from cosim.trace import Trace, TraceMeta
+from cosim.traces import Trace, TraceMeta, threshold_for_ratio
 from models.checkpoint import DEFAULT_CHECKPOINT, is_hf_checkpoint, load_checkpoint, load_hf_checkpoint
 from models.fastcar import DecodeOptions, DecodeResult, SamplingOptions, decode
 from models.policies import POLICY_NAMES, DensePolicy, make_policy

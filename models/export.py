@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.trace import Trace, TraceError, TraceMeta
+from cosim.traces import Trace, TraceError, TraceMeta
 
 
 def _np(e: Any) -> np.ndarray:

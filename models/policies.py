@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cosim.replay import (  # noqa: F401  (re-exported: one way to count the ratio and the budget)
+from cosim.traces import (  # noqa: F401  (re-exported: one way to count the ratio and the budget)
     eligible_fraction,
     staggered_interval_schedule,
     threshold_for_ratio,

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from cosim.replay import threshold_for_ratio
+from cosim.traces import threshold_for_ratio
 from models.transformer import ARVideoTransformer, apply_rope
 
 #: Shares of the dense TAS values of frames 1.. at or above the taus the quality curve runs at.

@@ -18,7 +18,7 @@ import yaml
 
 from accelerator.cost import PHASES
 from cosim.errors import InputError, is_int, is_number, reason, shown
-from cosim.trace import Trace, read_trace
+from cosim.traces import Trace, read_trace
 
 
 class ReportError(InputError):

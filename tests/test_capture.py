@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosim.trace import read_trace, write_trace
+from cosim.traces import read_trace, write_trace
 from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, tau_sweep
 from models.testing import tiny_checkpoint
 

@@ -9,7 +9,7 @@ import yaml
 from tiny_workload import TINY_CAPTURE
 
 from cosim.outdir import MARKER
-from cosim.trace import read_trace
+from cosim.traces import read_trace
 from models.checkpoint import DEFAULT_CHECKPOINT
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped checkpoint missing")

@@ -6,7 +6,7 @@ from tiny_workload import compute_bound
 
 from cosim.config import resolve
 from cosim.simulate import execute, make_job
-from cosim.sources import load_trace
+from cosim.traces import load_trace
 
 
 def both(w):

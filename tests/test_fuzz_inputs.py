@@ -25,7 +25,7 @@ from tiny_workload import TINY
 from accelerator.spec import MemoryGroup
 from cosim.cli import main
 from cosim.config import Workload
-from cosim.trace import META_KEY, write_trace
+from cosim.traces.schema import META_KEY, write_trace
 
 FUZZ = settings(
     max_examples=150,
@@ -156,7 +156,7 @@ def test_set_values_never_crash(fuzz_dir, sets):
 def trace_dir(tmp_path_factory) -> Path:
     """A valid trace of the tiny workload's shape, written by the tool itself."""
     from cosim.config import resolve
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     d = tmp_path_factory.mktemp("trace-fuzz")
     w = resolve(dict(TINY))

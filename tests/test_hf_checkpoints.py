@@ -21,7 +21,7 @@ import yaml
 from safetensors.torch import save_file
 
 from cosim.cli import main
-from cosim.trace import read_trace
+from cosim.traces import read_trace
 from models.checkpoint import CheckpointError, load_hf_checkpoint, load_hf_llama, read_hf_config
 from models.fastcar import SamplingOptions, decode
 

@@ -20,7 +20,7 @@ from accelerator.spec import MemoryGroup
 from accelerator.timeline import Timeline
 from cosim.config import WorkloadError, resolve
 from cosim.simulate import execute, make_job
-from cosim.sources import load_trace
+from cosim.traces import load_trace
 
 # -- helpers -----------------------------------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cosim.config import PolicySection, SyntheticSection
-from cosim.replay import apply_policy, cap_staleness, threshold_for_ratio
-from cosim.synthetic import synthetic_tas
+from cosim.traces import CFG_LAYOUT, read_trace
+from cosim.traces.policies import apply_policy, cap_staleness, threshold_for_ratio
+from cosim.traces.synthetic import synthetic_tas
 
 N = 16
+CAPTURED = Path(__file__).resolve().parent.parent / "workloads" / "traces" / "fastcar_tiny_b10.parquet"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,38 @@ def test_fixed_interval_and_dense(tas):
 
 def test_cfg_coherent_copies_agree(tas):
     replay, _ = apply_policy(tas, PolicySection(target_replay_ratio=0.5, cfg_coherent=True), N, 0, True)
-    assert (replay[0::2] == replay[1::2]).all()
+    assert (replay[:2] == replay[2:]).all()  # the halves layout: row p + 2 is the CFG copy of row p
+
+
+def test_cfg_coherent_pairs_the_copies_of_a_captured_trace():
+    """On the shipped capture (CFG, batch 10 = 5 prompts: conditional rows 0-4, unconditional 5-9), a
+    cfg_coherent policy decides row p together with row p + 5, on the mean of both rows' TAS. The pairing
+    of rows (2p, 2p + 1) it replaced fails every part of this: it paired two conditional rows, and one
+    prompt's conditional row with another prompt's unconditional one."""
+    trace = read_trace(CAPTURED)
+    m = trace.meta
+    assert m.source == "captured" and m.extra["cfg"] is True and m.batch == 10
+    assert m.extra["cfg_layout"] == CFG_LAYOUT  # the capture's prose spelling, read as the token
+    n, half = m.tokens_per_frame, m.batch // 2
+    tas = trace.tas_cube()
+    policy = PolicySection(target_replay_ratio=0.5, cfg_coherent=True)
+    replay, tau = apply_policy(tas, policy, n, 0, True)
+    assert np.array_equal(replay[:half], replay[half:])
+    assert 0.45 < replay.mean() < 0.55
+    mean = (tas[:half].astype(np.float64) + tas[half:]) / 2
+    want = np.nan_to_num(mean, nan=-np.inf) >= tau
+    assert np.array_equal(replay[:half], want)
+    # Both rows' TAS count: moving only the unconditional copy's TAS moves the conditional row's decisions.
+    fixed = PolicySection(threshold=tau, cfg_coherent=True)
+    for shift, expect in ((-1e3, False), (1e3, True)):
+        moved = tas.copy()
+        moved[half, :, n:] += np.float32(shift)  # prompt 0's unconditional copy
+        again, _ = apply_policy(moved, fixed, n, 0, True)
+        assert (again[0, :, n:] == expect).all() and (again[half, :, n:] == expect).all()
+        assert np.array_equal(again[1:half], replay[1:half])  # the other prompts are untouched
+    # Without the policy the copies decide apart, so the pairing is what makes them agree.
+    alone, _ = apply_policy(tas, PolicySection(target_replay_ratio=0.5), n, 0, True)
+    assert not np.array_equal(alone[:half], alone[half:])
 
 
 def test_staleness_cap_limits_runs():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cosim.trace import Trace, TraceError, TraceMeta, read_trace, write_trace
+from cosim.traces import Trace, TraceError, TraceMeta, read_trace, write_trace
 
 
 def small_trace(**meta_kw):

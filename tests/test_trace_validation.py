@@ -22,9 +22,9 @@ from tiny_workload import TINY
 
 from cosim.config import WorkloadError, resolve
 from cosim.errors import InputError
-from cosim.replay import threshold_for_ratio
-from cosim.sources import load_trace
-from cosim.trace import (
+from cosim.traces import TransferError, load_trace, threshold_for_ratio, transfer_trace
+from cosim.traces.schema import (
+    CFG_LAYOUT,
     CHECKSUM_MISMATCH,
     META_KEY,
     NO_CHECKSUM,
@@ -35,7 +35,6 @@ from cosim.trace import (
     read_trace,
     write_trace,
 )
-from cosim.transfer import TransferError, transfer_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "workloads" / "traces").glob("*.parquet"))
@@ -330,6 +329,13 @@ def _meta_cases():
         ("model", edit(model=[]), "field model must be an object"),
         ("extra", edit(extra="cfg"), "field extra must be an object"),
         ("extra.cfg", edit(extra={"cfg": "yes"}), "field extra.cfg must be true or false"),
+        (
+            "cfg_layout unknown",
+            edit(extra={"cfg": True, "cfg_layout": "interleaved"}),
+            "metadata field extra.cfg_layout must be 'halves' (conditional rows [0, P), unconditional copies "
+            "[P, 2P)), an unknown CFG batch layout, got 'interleaved'",
+        ),
+        ("cfg_layout type", edit(extra={"cfg_layout": 2}), "field extra.cfg_layout must be 'halves'"),
         ("labels", edit(extra={"batch_labels": [0, 1]}), "extra.batch_labels must be a list of batch = 4"),
         ("version", edit(schema_version=2), "trace schema version 2, this tool reads 1"),
         ("version str", edit(schema_version="1"), "field schema_version must be an integer"),
@@ -348,6 +354,21 @@ def test_bad_metadata_is_a_trace_error_naming_file_and_field(tmp_path, name, cha
     with pytest.raises(TraceError) as e:
         read_trace(path)
     one_line_error(e, str(path), fragment)
+
+
+def test_cfg_layout_is_one_token(tmp_path):
+    """The prose spelling captures wrote reads as the token, and is written as the token again."""
+    t = make_trace()
+    prose = "rows [0, P) conditional, rows [P, 2P) unconditional copies of the same prompts"
+    path = raw_write(tmp_path / "prose.parquet", t.table, {**meta_dict(t), "extra": {"cfg_layout": prose}})
+    back = read_trace(path)
+    assert back.meta.extra["cfg_layout"] == CFG_LAYOUT == "halves"
+    write_trace(back, tmp_path / "again.parquet")
+    assert read_trace(tmp_path / "again.parquet").meta.extra["cfg_layout"] == "halves"
+    made = Trace.from_arrays(
+        t.tas_cube(), t.replay_cube(), TraceMeta(**{**meta_dict(t), "extra": {"cfg_layout": prose}})
+    )
+    assert made.meta.extra["cfg_layout"] == "halves"  # as a capture builds its trace
 
 
 def test_files_without_metadata_or_not_parquet(tmp_path):

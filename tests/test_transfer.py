@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from cosim.config import WORKLOADS_DIR
-from cosim.replay import threshold_for_ratio
-from cosim.trace import Trace, TraceMeta, read_trace
-from cosim.transfer import grid_shape, transfer_trace
+from cosim.traces import Trace, TraceMeta, read_trace, threshold_for_ratio
+from cosim.traces.transfer import grid_shape, transfer_trace
 
 PAPER = dict(layers=32, tokens_per_frame=256, frames=8, batch=10)
 TARGET_MODEL = {"name": "VILA-U 7B (256x256)", "layers": 32, "hidden": 4096, "heads": 32, "mlp_hidden": 11008}
@@ -103,7 +102,7 @@ def test_shapes_metadata_and_first_frame():
 
 def test_workload_transfer_names_the_workload_model(tmp_path):
     from cosim.config import load_workload
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     w = load_workload(WORKLOADS_DIR / "fastcar_vilau7b_u280_transferred.yaml")
     meta = load_trace(w).trace.meta

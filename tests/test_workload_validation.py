@@ -247,7 +247,7 @@ def test_seeds_out_of_range_are_refused(key, value):
 
 
 def test_largest_seed_runs():
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     w = resolve(copy.deepcopy(TINY), [f"simulation.seed={2**32 - 1}", f"trace.seed={2**32 - 1}"])
     assert load_trace(w).trace.replay_ratio() > 0
@@ -429,7 +429,7 @@ def test_zero_target_replays_nothing_with_a_finite_tau(tmp_path):
     so `run` failed where `validate` passed."""
     import numpy as np
 
-    from cosim.replay import threshold_for_ratio
+    from cosim.traces import threshold_for_ratio
 
     tas = np.array([[-3.5, np.nan, 2.25, np.float32(1e30)]], dtype=np.float32)
     tau = threshold_for_ratio(tas, 0.0)
@@ -447,7 +447,7 @@ def test_zero_target_replays_nothing_with_a_finite_tau(tmp_path):
 @pytest.mark.parametrize("mode", ["event", "analytic"])
 def test_static_mapping_has_no_32_entry_limit(mode):
     from cosim.simulate import simulate
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     w = resolve(copy.deepcopy(TINY), ["video.prompts=20", "scheduler.drs=false", f"simulation.mode={mode}"])
     assert w.video.batch == 40

@@ -99,7 +99,7 @@ def test_reference_keeps_activations_in_range_at_the_paper_size():
     """The shifts chosen from the dimensions keep every activation away from saturation (else an equal
     comparison would mostly compare saturated values)."""
     from cosim.config import load_workload
-    from cosim.sources import load_trace
+    from cosim.traces import load_trace
 
     w = load_workload("workloads/fastcar_vilau7b_u280.yaml")
     job = make_job(w, load_trace(w).trace.replay_cube())

@@ -5,6 +5,9 @@ about another; ``trace.source: transfer`` maps a capture onto other dims). A Hug
 (a directory with ``config.json``, or one ``.safetensors`` file with ``config.json`` beside it) has no
 video layout: it is decoded with the workload's ``video.frames`` and ``video.tokens_per_frame``, and its
 ``config.json`` dims are checked against the workload's ``model`` section (docs/capture.md).
+
+torch and the model code load only when a function here runs (:mod:`models.capture` is imported inside
+them), so importing this module, or :mod:`cosim.traces`, stays light.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosim.config import Workload, WorkloadError
-from cosim.sources import TraceBundle
+from cosim.jsonio import dumps
+from cosim.traces.bundle import TraceBundle
+from cosim.traces.schema import write_trace
 
 
 def capture_settings(w: Workload):
@@ -118,8 +123,5 @@ def capture_bundle(w: Workload, progress: bool = False) -> TraceBundle:
 
 def fill_capture(bundle: TraceBundle, d: Path) -> None:
     """Write a capture directory's files into ``d`` (a staging directory, see :mod:`cosim.outdir`)."""
-    from cosim.rundir import dumps
-    from cosim.trace import write_trace
-
     write_trace(bundle.trace, d / "trace.parquet")
     (d / "quality.json").write_text(dumps(bundle.quality))

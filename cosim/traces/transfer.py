@@ -56,7 +56,7 @@ quantile functions are; its ``strict``, ``cfg_coherent``, ``staleness_cap`` and 
 options applied). Any other source policy: each target layer replays the share of its eligible entries
 that the source replays at that depth (interpolated between source layers), at the highest TAS, and the
 result is labelled ``policy: tas`` with one tau per layer. A workload with a threshold or a replay target
-re-decides anyway (``cosim.sources._decide``).
+re-decides anyway (``cosim.traces.load._decide``).
 
 ``mlp_rel_error`` (the error replay would cause at an entry) goes through the same five steps with its own
 normal scores and correlations; its innovation is correlated with the TAS innovation by the source's
@@ -78,7 +78,7 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
-from cosim.trace import Trace, TraceError, TraceMeta
+from cosim.traces.schema import Trace, TraceError, TraceMeta
 
 #: Correlation per whole axis assumed along an axis on which the source has one point only.
 SINGLE_POINT_RHO = 0.5
@@ -88,7 +88,7 @@ RHO_RANGE = (1e-3, 0.999)
 _LAYOUT_KEYS = ("cfg", "cfg_layout", "cfg_scale")
 
 METHOD = (
-    "resampled (cosim.transfer): per-layer normal scores of TAS, kriging on depth / grid / frames under "
+    "resampled (cosim.traces.transfer): per-layer normal scores of TAS, kriging on depth / grid / frames under "
     "an exponential correlation model fitted to the source's neighbour correlations, seeded correlated "
     "innovation to unit variance, CFG pairs kept, per-layer quantiles interpolated over depth"
 )
@@ -332,7 +332,7 @@ def _to_marginals(field: np.ndarray, src: np.ndarray, depth: _Axis) -> np.ndarra
 
 def _redecide(tas: np.ndarray, m: TraceMeta, src_replay: np.ndarray, depth: _Axis, n: int, cfg: bool):
     """Stored decisions (B', L', S') for the new TAS, the policy label, tau, and a note of the rule."""
-    from cosim.replay import cap_staleness
+    from cosim.traces.policies import cap_staleness
 
     layers = tas.shape[1]
     valid = ~np.isnan(tas)

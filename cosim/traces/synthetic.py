@@ -4,7 +4,9 @@ The generator draws, per prompt, a few objects that move smoothly over a static 
 TAS is a per-layer base (shallow and deep layers high, middle layers low), lowered where an object covers
 the position in this frame or the previous one, plus a static spatial texture, temporally correlated noise
 and a small per-CFG-copy noise. Both CFG copies see the same video (they are fed the same sampled token),
-so their TAS is strongly correlated. Frame 0 has no aligned token: its TAS is NaN.
+so their TAS is strongly correlated; they sit where a capture puts them, the conditional copy of prompt p at
+row p and the unconditional one at row p + P (P prompts; ``extra.cfg_layout: halves``). Frame 0 has no
+aligned token: its TAS is NaN.
 
 Every trace made here says ``source: synthetic``; reports label it as such.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from cosim.config import SyntheticSection
-from cosim.trace import TraceMeta
+from cosim.traces.schema import CFG_LAYOUT, TraceMeta
 
 #: TAS of a static token at a shallow/deep layer (logit units). Chosen so that the paper's reference
 #: thresholds (-4 demo, -1 benchmark) fall inside the distribution.
@@ -68,7 +70,9 @@ def synthetic_tas(
     knobs: SyntheticSection,
     seed: int,
 ) -> np.ndarray:
-    """(batch, layers, steps) TAS cube."""
+    """(batch, layers, steps) TAS cube. With ``cfg`` the batch is laid out as captures lay it out
+    (:data:`~cosim.traces.schema.CFG_LAYOUT`): the conditional copy of video v is row v, its
+    unconditional copy row v + batch / 2."""
     rng = np.random.default_rng(seed)
     copies = 2 if cfg else 1
     videos = batch // copies
@@ -86,14 +90,14 @@ def synthetic_tas(
         for t in range(1, frames):
             ar[:, t] = 0.6 * ar[:, t - 1] + 0.8 * shocks[:, t]
         video_tas = profile[0] - knobs.motion_drop * changed[None] + texture + ar
-        for c in range(copies):
-            out[v * copies + c] = video_tas + rng.normal(0, knobs.cfg_noise, size=video_tas.shape)
+        for c in range(copies):  # copy c of video v at row c x videos + v: the halves layout
+            out[c * videos + v] = video_tas + rng.normal(0, knobs.cfg_noise, size=video_tas.shape)
     out[:, :, 0, :] = np.nan
     return out.reshape(batch, layers, steps).astype(np.float32)
 
 
 def synthetic_meta(
-    *, batch: int, layers: int, frames: int, tokens_per_frame: int, model: dict, seed: int
+    *, batch: int, layers: int, frames: int, tokens_per_frame: int, cfg: bool, model: dict, seed: int
 ) -> TraceMeta:
     return TraceMeta(
         layers=layers,
@@ -101,6 +105,7 @@ def synthetic_meta(
         tokens_per_frame=tokens_per_frame,
         batch=batch,
         source="synthetic",
-        source_detail=f"cosim.synthetic seed {seed}",
+        source_detail=f"cosim.traces.synthetic seed {seed}",
         model=model,
+        extra={"cfg": cfg, "cfg_layout": CFG_LAYOUT},
     )

@@ -1,25 +1,21 @@
-"""Trace sources: where a workload's replay decisions come from (synthetic, file, transfer, capture)."""
+"""Trace sources: where a workload's replay decisions come from (synthetic, file, transfer, capture).
+
+:func:`load_trace` is the one way from a resolved workload to its :class:`TraceBundle`. A capture imports
+torch, but only when one runs (:mod:`cosim.traces.capture` imports :mod:`models.capture` inside its
+functions), so loading a synthetic or file trace never does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cosim.config import Workload, WorkloadError
-from cosim.replay import apply_policy
-from cosim.synthetic import synthetic_meta, synthetic_tas
-from cosim.trace import Trace, TraceError, read_trace
-
-
-@dataclass
-class TraceBundle:
-    """The trace a run uses, the tau it was decided at, and capture quality metrics where a capture ran."""
-
-    trace: Trace
-    tau: float | None
-    quality: dict = field(default_factory=dict)
+from cosim.traces.bundle import TraceBundle
+from cosim.traces.capture import capture_bundle
+from cosim.traces.policies import apply_policy
+from cosim.traces.schema import Trace, TraceError, read_trace
+from cosim.traces.synthetic import synthetic_meta, synthetic_tas
 
 
 def _dims_dict(w: Workload) -> dict:
@@ -91,6 +87,7 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
             layers=w.model.layers,
             frames=v.frames,
             tokens_per_frame=v.tokens_per_frame,
+            cfg=v.cfg,
             model=_dims_dict(w),
             seed=w.seed,
         )
@@ -104,7 +101,7 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
         except TraceError as exc:
             raise WorkloadError(f"trace.path: {exc}") from None
         if source == "transfer":
-            from cosim.transfer import TransferError, transfer_trace
+            from cosim.traces.transfer import TransferError, transfer_trace  # lazy: only transfers need it
 
             try:
                 trace = transfer_trace(
@@ -126,7 +123,5 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
             _check_shape(trace, w, str(path))
         return _decide(trace, w)
     if source == "capture":
-        from cosim.capture_source import capture_bundle
-
         return capture_bundle(w, progress=progress)
     raise WorkloadError(f"trace.source: unknown source {source!r}")

@@ -67,6 +67,17 @@ _CHECKSUM_RE = re.compile(r"sha256:[0-9a-f]{64}")
 #: Metadata fields a trace file must hold (the others have defaults).
 REQUIRED_META = ("schema_version", "layers", "frames", "tokens_per_frame", "batch", "source")
 
+#: ``extra.cfg_layout``: where a batch's CFG copies sit. The one layout: with P = batch / 2 prompts, the
+#: conditional rows are [0, P) and the unconditional copies [P, 2P), row p + P the copy of row p (as
+#: models/fastcar.py batches CFG). Every trace the tool makes says so; a trace without the field is read as
+#: this layout.
+CFG_LAYOUT = "halves"
+CFG_LAYOUTS = (CFG_LAYOUT,)
+#: Earlier spellings of a layout, read as the layout (captures wrote the prose one before the token).
+CFG_LAYOUT_ALIASES = {
+    "rows [0, P) conditional, rows [P, 2P) unconditional copies of the same prompts": CFG_LAYOUT,
+}
+
 
 class TraceError(InputError):
     """A trace file or table that does not follow the schema."""
@@ -189,6 +200,18 @@ def check_meta(meta: TraceMeta, where: str = "trace") -> None:
             raise bad(name, "an object", getattr(meta, name))
     if "cfg" in meta.extra and not isinstance(meta.extra["cfg"], bool):
         raise bad("extra.cfg", "true or false", meta.extra["cfg"])
+    if "cfg_layout" in meta.extra:
+        layout = meta.extra["cfg_layout"]
+        if isinstance(layout, str) and layout in CFG_LAYOUT_ALIASES:
+            meta.extra["cfg_layout"] = layout = CFG_LAYOUT_ALIASES[layout]  # one spelling from here on
+        if not isinstance(layout, str) or layout not in CFG_LAYOUTS:
+            known = " or ".join(repr(x) for x in CFG_LAYOUTS)
+            raise bad(
+                "extra.cfg_layout",
+                f"{known} (conditional rows [0, P), unconditional copies [P, 2P)), an unknown CFG batch "
+                f"layout",
+                layout,
+            )
     labels = meta.extra.get("batch_labels")
     if labels is not None and (not isinstance(labels, list) or len(labels) != meta.batch):
         raise bad("extra.batch_labels", f"a list of batch = {meta.batch} entries", labels)

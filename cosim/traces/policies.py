@@ -81,15 +81,19 @@ def apply_policy(
     seed: int,
     cfg: bool,
 ) -> tuple[np.ndarray, float | list[float] | None]:
-    """Replay cube and the tau used (None for policies without one) for a trace-level policy."""
+    """Replay cube and the tau used (None for policies without one) for a trace-level policy.
+
+    With ``cfg``, ``tas`` is in the halves layout (:data:`cosim.traces.schema.CFG_LAYOUT`: row p + P is the
+    CFG copy of row p, P = batch / 2); ``cfg_coherent`` decides each such pair on the mean of its TAS."""
     b, layers, steps = tas.shape
     first = np.zeros(steps, dtype=bool)
     first[:tokens_per_frame] = True
     eligible = ~np.isnan(tas) & ~first
     score = np.where(eligible, tas, np.nan)
-    if policy.cfg_coherent and cfg:
-        pair = score.reshape(b // 2, 2, layers, steps).mean(axis=1)
-        score = np.repeat(pair, 2, axis=0)
+    if policy.cfg_coherent and cfg:  # the halves layout: row p + P is the CFG copy of row p
+        half = b // 2
+        pair = np.stack([score[:half], score[half:]], axis=1).mean(axis=1)
+        score = np.concatenate([pair, pair], axis=0)
     tau: float | list[float] | None = None
     target = policy.target_replay_ratio
     kind = policy.kind
