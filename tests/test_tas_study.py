@@ -39,7 +39,8 @@ def test_probe_measures_what_the_kv_cache_decode_measures(session, pre_rope):
     assert np.array_equal(np.isnan(tas), np.isnan(r.tas))
     np.testing.assert_allclose(tas, r.tas, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(p.reuse_error, r.mlp_rel_error, atol=1e-4, rtol=1e-4)
-    assert np.std(p.tas_heads[..., p.tokens_per_frame :], axis=2).max() > 0  # heads differ: the per-head values are not copies
+    # heads differ: the per-head values are not copies of one another
+    assert np.std(p.tas_heads[..., p.tokens_per_frame :], axis=2).max() > 0
 
 
 def _fake(tas: np.ndarray, error: np.ndarray, n: int) -> Probe:
@@ -64,7 +65,9 @@ def test_prediction_depth_profile_and_agreement_on_known_inputs():
     assert depth.replay_post_rope.mean() == pytest.approx(0.5)
     assert depth.replay_oracle.mean() == pytest.approx(0.5)
     # the oracle replays the lowest errors: its replayed entries have the lower mean error
-    weighted = {k: (depth[f"replay_{k}"] * depth[f"replayed_error_{k}"]).sum() for k in ("oracle", "post_rope")}
+    weighted = {
+        k: (depth[f"replay_{k}"] * depth[f"replayed_error_{k}"]).sum() for k in ("oracle", "post_rope")
+    }
     assert weighted["oracle"] < weighted["post_rope"]
     assert decision_agreement(p) == 1.0
     flipped = Probe(p.tas_heads, -p.tas_heads, error, n)
