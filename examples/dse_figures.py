@@ -5,7 +5,7 @@
     python -m cosim sweep examples/dse_bandwidth.yaml --out runs/sweeps/dse_bandwidth --jobs 2
     python -m cosim sweep examples/dse_long_video.yaml --out runs/sweeps/dse_long_video --jobs 2
     python -m cosim sweep examples/dse_drs.yaml --out runs/sweeps/dse_drs --jobs 2
-    python examples/dse_figures.py [--runs runs/sweeps] [--out docs/figures]
+    python examples/dse_figures.py [--runs runs/sweeps] [--out docs/figures] [--only a b c d]
 
 Each figure is a PNG with the CSV of exactly what it plots beside it. Everything comes from the sweeps'
 ``results.csv``, except the memory footprints of study (c), which a sweep cannot record (summary.json has
@@ -298,12 +298,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "sweeps", help="folder of the sweep outputs")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures", help="where the figures go")
+    studies = {"a": u280_best, "b": bandwidth, "c": long_video, "d": drs}
+    ap.add_argument("--only", nargs="+", choices=sorted(studies), help="draw only these studies' figures")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    u280_best(args.runs, args.out)
-    bandwidth(args.runs, args.out)
-    long_video(args.runs, args.out)
-    drs(args.runs, args.out)
+    for name in args.only or sorted(studies):
+        studies[name](args.runs, args.out)
 
 
 if __name__ == "__main__":
