@@ -29,7 +29,9 @@ from cosim.api import load, run  # noqa: E402
 PAPER = ROOT / "workloads" / "fastcar_vilau7b_u280.yaml"
 TRACES = ROOT / "workloads" / "traces"
 
-#: (group, case, workload file, overrides). Group B pins the batch to the captures' 5 prompts with CFG.
+#: Prompts (batch = 2 x prompts with CFG) group A runs at; group B runs the captures' 5.
+PROMPTS = (3, 5, 6)
+#: (group, case, workload file, overrides).
 CASES = [
     ("A: VILA-U 7B dims", "synthetic", PAPER, {}),
     ("A: VILA-U 7B dims", "transferred from fastcar-tiny", PAPER,
@@ -62,7 +64,7 @@ def decision_stats(replay: np.ndarray, tokens_per_frame: int, cores: int) -> dic
 
 def measure(group: str, case: str, path: Path, overrides: dict, ratio: float) -> dict:
     sets = {"policy.kind": "tas", "policy.target_replay_ratio": ratio, "outputs.report": False} | overrides
-    row = {"group": group, "case": case}
+    row = {"group": group, "case": case, "batch": 2 * sets["video.prompts"]}
     for drs in (True, False):
         w = load(path, sets | {"scheduler.drs": drs})
         t0 = time.perf_counter()
@@ -70,6 +72,9 @@ def measure(group: str, case: str, path: Path, overrides: dict, ratio: float) ->
         s = res.summary
         key = "on" if drs else "off"
         row[f"latency_s_drs_{key}"] = s["latency_s"]
+        row[f"mlp_s_drs_{key}"] = s["breakdown_s"]["mlp"]
+        if drs:
+            row["drs_s"] = s["breakdown_s"]["drs"]
         row[f"seconds_drs_{key}"] = round(time.perf_counter() - t0, 1)
         if drs:
             row |= {"dense_latency_s": s["dense_latency_s"], "replay_ratio": s["replay_ratio"]}
@@ -90,12 +95,17 @@ def main(argv: list[str] | None = None) -> None:
         if "trace.path" in overrides and not Path(overrides["trace.path"]).is_file():
             print(f"skipped {case}: no {overrides['trace.path']}", file=sys.stderr)
             continue
-        rows.append(measure(group, case, path, overrides, a.ratio))
-        print(f"{group} / {case}: {rows[-1]['latency_s_drs_on']:.2f} s", file=sys.stderr)
+        # group A also at other batches: which entries share a core depends on the batch (docs/trace_study.md)
+        for prompts in PROMPTS if group.startswith("A") else (5,):
+            rows.append(measure(group, case, path, overrides | {"video.prompts": prompts}, a.ratio))
+            print(
+                f"{group} / {case} / {prompts} prompts: {rows[-1]['latency_s_drs_on']:.2f} s", file=sys.stderr
+            )
     df = pd.DataFrame(rows)
     df.to_csv(a.out, index=False, float_format="%.6g")
-    cols = ["group", "case", "replay_ratio", "latency_s_drs_on", "speedup", "drs_gain", "static_over_drs_busiest",
-            "all_replay_share", "per_layer_replay_spread", "cfg_pair_agreement"]  # fmt: skip
+    cols = ["group", "case", "batch", "replay_ratio", "latency_s_drs_on", "speedup", "drs_gain", "mlp_s_drs_off",
+            "mlp_s_drs_on", "drs_s", "static_over_drs_busiest", "all_replay_share", "per_layer_replay_spread",
+            "cfg_pair_agreement"]  # fmt: skip
     print(markdown(df[cols]))
 
 
