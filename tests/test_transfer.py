@@ -8,6 +8,8 @@ paper workload's dims, as ``trace.source: transfer`` does; the numbers are in do
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,7 @@ def test_workload_transfer_names_the_workload_model(tmp_path):
     assert meta.model["layers"] == 32 and meta.model["hidden"] == w.model.hidden == 4096
     assert meta.model["name"] == w.model.name
     assert meta.extra["transfer"]["source_model"]["name"] == "fastcar-tiny"
+    assert Path(meta.extra["transfer"]["source_path"]).name == "fastcar_tiny_b10.parquet"
 
 
 def test_no_layer_row_or_token_block_is_a_copy(shipped):

@@ -112,6 +112,7 @@ def load_trace(w: Workload, progress: bool = False) -> TraceBundle:
                     batch=v.batch,
                     seed=w.seed,
                     model=_dims_dict(w),
+                    source_path=str(path),
                 )
             except TransferError as exc:
                 key = _TRANSFER_KEYS.get(exc.param, "trace.path")
