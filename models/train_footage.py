@@ -103,7 +103,9 @@ def train_tokenizer(
     return tok
 
 
-def compare_tokenizers(tok: FSQTokenizer, seed: int, log: dict, videos: int = 3000) -> None:
+def compare_tokenizers(
+    tok: FSQTokenizer, seed: int, log: dict, videos: int = 3000, ssim: bool = False
+) -> None:
     """Held-out reconstruction PSNR of the FSQ tokenizer and of a k-means codebook of as many codes over
     patches of the same size (one code per token either way), fitted on the same training frames."""
     train_f = frames_of(make_footage(videos, seed * 1000 + 11, "train")[0])
@@ -116,6 +118,24 @@ def compare_tokenizers(tok: FSQTokenizer, seed: int, log: dict, videos: int = 30
     log["tokenizer_heldout_psnr_db"] = psnr(tok.decode(tok.encode(held_f)), held)
     log["kmeans_heldout_psnr_db"] = psnr(vq.decode(vq.encode(held_f)), held)
     log["tokenizer_codes_used_heldout"] = int(tok.encode(held_f).unique().numel())
+    if ssim:
+        videos_frames = 8  # frames per video: frame j is of video j // 8, whose class is its index % 3
+        from skimage.metrics import structural_similarity
+
+        for key, rec in (
+            ("tokenizer", tok.decode(tok.encode(held_f))),
+            ("kmeans", vq.decode(vq.encode(held_f))),
+        ):
+            log[f"{key}_heldout_ssim"] = float(
+                np.mean(
+                    [
+                        structural_similarity(r, h, channel_axis=-1, data_range=1.0)
+                        for r, h in zip(rec.numpy(), held.numpy(), strict=True)
+                    ]
+                )
+            )
+            clip = torch.arange(len(held)) // videos_frames % 3
+            log[f"{key}_heldout_psnr_db_per_clip"] = [psnr(rec[clip == c], held[clip == c]) for c in range(3)]
     print(
         f"held-out PSNR: FSQ {log['tokenizer_heldout_psnr_db']:.2f} dB, k-means patch codebook "
         f"({tok.size} codes, {tok.patch}x{tok.patch} patches) {log['kmeans_heldout_psnr_db']:.2f} dB",
@@ -279,9 +299,6 @@ def train(out: Path, *, seed: int, threads: int, tokenizer: Path | None, tok_ste
             return log
     else:
         tok = load_tokenizer(tokenizer)
-        prior = tokenizer.with_name(NAME + "_tokenizer_log.json")
-        if prior.is_file():
-            log.update(json.loads(prior.read_text()))
         log["tokenizer_reused"] = str(tokenizer)
     kw.pop("tokenizer_only", None)
     eval_videos = kw.pop("eval_videos")
@@ -290,6 +307,10 @@ def train(out: Path, *, seed: int, threads: int, tokenizer: Path | None, tok_ste
     log["heldout"] = heldout_eval(model, tok, seed, eval_videos)
     log["seconds_eval"] = time.time() - t_eval
     log["seconds_total"] = time.time() - t0
+    if tokenizer is not None:  # the tokenizer stage's numbers, from the log written beside it
+        prior = tokenizer.with_name(NAME + "_tokenizer_log.json")
+        if prior.is_file():
+            log.update({k: v for k, v in json.loads(prior.read_text()).items() if k not in log})
     print(json.dumps({k: v for k, v in log.items() if "curve" not in k}, indent=1), flush=True)
     info = {k: v for k, v in log.items() if "curve" not in k}
     ckpt = out / (NAME + ".safetensors")
@@ -307,16 +328,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokenizer", type=Path, help="reuse this trained tokenizer file (skip its training)")
     ap.add_argument("--tokenizer-steps", type=int, default=900)
-    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--train-videos", type=int, default=12000)
+    ap.add_argument("--train-videos", type=int, default=6000)
     ap.add_argument("--val-videos", type=int, default=192)
     ap.add_argument("--eval-videos", type=int, default=384)
     ap.add_argument("--tokenizer-only", action="store_true", help="stop after training the tokenizer")
+    ap.add_argument(
+        "--compare-tokenizer", type=Path, help="only re-measure this tokenizer against k-means (+ SSIM)"
+    )
     ap.add_argument("--eval-only", type=Path, help="only re-measure the held-out numbers of this checkpoint")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.compare_tokenizer:
+        log: dict = {}
+        compare_tokenizers(load_tokenizer(a.compare_tokenizer), a.seed, log, ssim=True)
+        print(json.dumps(log, indent=1))
+        return
     if a.eval_only:
         model, tok, _ = load_checkpoint(a.eval_only)
         print(json.dumps(heldout_eval(model, tok, a.seed, a.eval_videos), indent=1))
@@ -335,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_videos=a.eval_videos,
         label_drop=0.1,
         dims={},
+        tokenizer_only=a.tokenizer_only,
     )
 
 
