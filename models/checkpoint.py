@@ -2,8 +2,8 @@
 
 The transformer is stored with HF Llama key names (``model.layers.{i}.self_attn.q_proj.weight``, ...), so
 the shipped checkpoint and a real Llama-family checkpoint go through the same loader. Our config (token
-layout, classes, frames) rides in the safetensors header metadata; the tokenizer's codebook is a separate
-small file next to it.
+layout, classes, frames) rides in the safetensors header metadata; the tokenizer is a separate small file
+next to it: a patch codebook or an FSQ autoencoder, told apart by its metadata ``kind``.
 """
 
 from __future__ import annotations

@@ -199,12 +199,15 @@ def train_transformer(
     label_drop: float,
     dims: dict,
     log: dict,
+    init: ARVideoTransformer | None = None,
+    data_offset: int = 0,
 ) -> ARVideoTransformer:
     spec = FootageSpec()
     t0 = time.time()
     train_t, train_l = [], []
     for off in range(0, train_videos, 500):
-        v, lab = make_footage(min(500, train_videos - off), seed * 1000 + 1, "train", spec, offset=off)
+        count = min(500, train_videos - off)
+        v, lab = make_footage(count, seed * 1000 + 1, "train", spec, offset=data_offset + off)
         train_t.append(tokenize(tok, v))
         train_l.append(lab)
     train_t, train_l = torch.cat(train_t), torch.as_tensor(np.concatenate(train_l))
@@ -225,13 +228,16 @@ def train_transformer(
         extra={"data": "footage", "classes": CLASS_NAMES},
     )
     torch.manual_seed(seed)
-    model = ARVideoTransformer(cfg)
+    model = ARVideoTransformer(cfg) if init is None else init
+    model.config.extra = cfg.extra
+    if init is not None and {**init.config.to_dict(), "extra": {}} != {**cfg.to_dict(), "extra": {}}:
+        raise ValueError("--resume: the checkpoint's config is not the one this script trains")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + data_offset)
     curve, val_curve = [], []
     t1 = time.time()
     model.train()
@@ -321,6 +327,46 @@ def train(out: Path, *, seed: int, threads: int, tokenizer: Path | None, tok_ste
     return log
 
 
+def resume(a: argparse.Namespace) -> dict:
+    """Second phase: continue training a finished checkpoint with a fresh warm-up + cosine schedule on the
+    next ``train_videos`` videos of the same seeded stream (videos ``train_videos .. 2 * train_videos - 1``),
+    then re-measure; the log keeps the first phase's numbers under ``phase1``."""
+    torch.set_num_threads(a.threads)
+    model, tok, _ = load_checkpoint(a.resume)
+    prior_log = a.resume.with_name(NAME + "_train_log.json")
+    first = json.loads(prior_log.read_text()) if prior_log.is_file() else {}
+    a.out.mkdir(parents=True, exist_ok=True)
+    log: dict = {k: v for k, v in first.items() if k.startswith(("tokenizer", "kmeans"))}
+    log.update(seed=a.seed, threads=a.threads, resumed_from=str(a.resume))
+    log["phase1"] = {k: v for k, v in first.items() if not k.startswith(("tokenizer", "kmeans"))}
+    t0 = time.time()
+    model = train_transformer(
+        tok,
+        a.seed,
+        steps=a.steps,
+        batch=a.batch,
+        lr=a.lr,
+        train_videos=a.train_videos,
+        val_videos=a.val_videos,
+        label_drop=0.1,
+        dims={},
+        log=log,
+        init=model,
+        data_offset=a.train_videos,
+    )
+    t_eval = time.time()
+    log["heldout"] = heldout_eval(model, tok, a.seed, a.eval_videos)
+    log["seconds_eval"] = time.time() - t_eval
+    log["seconds_total"] = time.time() - t0
+    info = {k: v for k, v in log.items() if "curve" not in k and k != "phase1"}
+    print(json.dumps(info, indent=1), flush=True)
+    ckpt = a.out / (NAME + ".safetensors")
+    save_hf_llama(model, ckpt, {"fastcar.info": json.dumps(info)})
+    save_tokenizer(tok, tokenizer_path(ckpt))
+    (a.out / (NAME + "_train_log.json")).write_text(json.dumps(log))
+    return log
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
@@ -338,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--compare-tokenizer", type=Path, help="only re-measure this tokenizer against k-means (+ SSIM)"
     )
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        help="continue training this checkpoint (second phase) on the next --train-videos videos",
+    )
     ap.add_argument("--eval-only", type=Path, help="only re-measure the held-out numbers of this checkpoint")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -345,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
         log: dict = {}
         compare_tokenizers(load_tokenizer(a.compare_tokenizer), a.seed, log, ssim=True)
         print(json.dumps(log, indent=1))
+        return
+    if a.resume:
+        resume(a)
         return
     if a.eval_only:
         model, tok, _ = load_checkpoint(a.eval_only)
