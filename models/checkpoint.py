@@ -2,8 +2,8 @@
 
 The transformer is stored with HF Llama key names (``model.layers.{i}.self_attn.q_proj.weight``, ...), so
 the shipped checkpoint and a real Llama-family checkpoint go through the same loader. Our config (token
-layout, classes, frames) rides in the safetensors header metadata; the tokenizer's codebook is a separate
-small file next to it.
+layout, classes, frames) rides in the safetensors header metadata; the tokenizer is a separate small file
+next to it: a patch codebook or an FSQ autoencoder, told apart by its metadata ``kind``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from cosim.errors import InputError, is_finite_number, is_int, reason, shown
 from models.dims import ModelDims
+from models.fsq import FSQConfig, FSQTokenizer
 from models.tokenizer import PatchVQ
 from models.transformer import ARConfig, ARVideoTransformer
 
@@ -828,18 +829,43 @@ def tokenizer_path(checkpoint: str | Path) -> Path:
     return p.with_name(p.stem + "_tokenizer.safetensors")
 
 
-def save_tokenizer(vq: PatchVQ, path: str | Path) -> None:
-    save_file({"codebook": vq.codebook.contiguous()}, str(path), metadata={"patch": str(vq.patch)})
+#: Tokenizer kinds (header metadata ``kind``; a file without it is a patch codebook, as all older files are).
+TOKENIZER_KINDS = ("patch_vq", "fsq")
 
 
-def load_tokenizer(path: str | Path, codebook_size: int | None = None) -> PatchVQ:
-    """The patch codebook; ``codebook_size``: the codes the model emits, which the codebook must cover."""
+def save_tokenizer(vq: PatchVQ | FSQTokenizer, path: str | Path) -> None:
+    """Write a tokenizer: a patch codebook (kind ``patch_vq``, written without a ``kind`` field so such
+    files stay byte-identical to those of earlier versions) or an FSQ autoencoder (kind ``fsq``: its
+    weights plus its :class:`~models.fsq.FSQConfig` as JSON in the header)."""
+    if isinstance(vq, FSQTokenizer):
+        state = {k: v.detach().contiguous().cpu() for k, v in vq.state_dict().items()}
+        meta = {"kind": "fsq", "fsq.config": json.dumps(vq.config.to_dict())}
+        save_file(state, str(path), metadata=meta)
+        return
+    save_file(
+        {"codebook": vq.codebook.contiguous()},
+        str(path),
+        metadata={"patch": str(vq.patch)},
+    )
+
+
+def load_tokenizer(path: str | Path, codebook_size: int | None = None) -> PatchVQ | FSQTokenizer:
+    """The tokenizer next to a checkpoint, by its metadata ``kind`` (absent: ``patch_vq``);
+    ``codebook_size``: the codes the model emits, which the tokenizer must cover."""
     path = Path(path)
     with _open(path, "tokenizer") as sf:
+        meta = sf.metadata() or {}
+        kind = meta.get("kind", "patch_vq")
+        if kind not in TOKENIZER_KINDS:
+            raise CheckpointError(
+                f"{path}: tokenizer metadata 'kind' is {kind!r}, it must be one of {', '.join(TOKENIZER_KINDS)}"
+            )
+        if kind == "fsq":
+            return _load_fsq(sf, path, meta, codebook_size)
         if "codebook" not in sf.keys():  # noqa: SIM118 -- safe_open is not a dict
             raise CheckpointError(f"{path}: tokenizer has no tensor 'codebook'")
         shape = tuple(sf.get_slice("codebook").get_shape())
-        raw_patch = (sf.metadata() or {}).get("patch")
+        raw_patch = meta.get("patch")
         if raw_patch is None or not raw_patch.strip().isdigit() or int(raw_patch) < 1:
             raise CheckpointError(
                 f"{path}: tokenizer metadata 'patch' is {raw_patch!r}, it must be a positive integer"
@@ -855,6 +881,54 @@ def load_tokenizer(path: str | Path, codebook_size: int | None = None) -> PatchV
                 f"{path}: tokenizer has {shape[0]} codes, the checkpoint's config needs {codebook_size}"
             )
         return PatchVQ(_tensor(sf, "codebook", path), patch)
+
+
+def _load_fsq(sf: Any, path: Path, meta: dict[str, str], codebook_size: int | None) -> FSQTokenizer:
+    """An FSQ tokenizer: config from ``fsq.config``, every weight present with its shape, finite."""
+    raw = meta.get("fsq.config")
+    if raw is None:
+        raise CheckpointError(f"{path}: fsq tokenizer has no 'fsq.config' metadata")
+    try:
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise TypeError(f"a JSON {type(d).__name__}, not an object")
+        levels, channels, blocks = d["levels"], d["channels"], d["res_blocks"]
+        ok = (
+            isinstance(levels, list)
+            and isinstance(channels, list)
+            and 1 <= len(levels) <= 16
+            and 1 <= len(channels) <= 6
+            and all(is_int(v) and 2 <= v <= 1024 for v in levels)
+            and all(is_int(v) and 1 <= v <= 4096 for v in channels)
+            and is_int(blocks)
+            and 0 <= blocks <= 64
+        )
+        if not ok:
+            raise ValueError("levels, channels or res_blocks out of range")
+        config = FSQConfig(levels=list(levels), channels=list(channels), res_blocks=blocks)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: fsq.config is unusable ({reason(exc)})") from None
+    tok = FSQTokenizer(config)
+    want = {k: tuple(v.shape) for k, v in tok.state_dict().items()}
+    have = set(sf.keys())  # noqa: SIM118 -- safe_open is not a dict
+    for key, shape in want.items():
+        if key not in have:
+            raise CheckpointError(f"{path}: fsq tokenizer has no tensor {key!r}")
+        got = tuple(sf.get_slice(key).get_shape())
+        if got != shape:
+            raise CheckpointError(
+                f"{path}: tensor {key} has shape {_shape(got)}, the fsq.config needs {_shape(shape)}"
+            )
+    extra = sorted(have - set(want))
+    if extra:
+        raise CheckpointError(f"{path}: fsq tokenizer has an unexpected tensor {extra[0]!r}")
+    if codebook_size is not None and tok.size < codebook_size:
+        raise CheckpointError(
+            f"{path}: tokenizer has {tok.size} codes, the checkpoint's config needs {codebook_size}"
+        )
+    tok.load_state_dict({k: _tensor(sf, k, path).float() for k in want})
+    tok.eval()
+    return tok
 
 
 def config_from_metadata(path: str | Path, meta: dict[str, str]) -> ARConfig:
@@ -912,7 +986,9 @@ def config_from_metadata(path: str | Path, meta: dict[str, str]) -> ARConfig:
         raise CheckpointError(f"{where}: {reason(exc)}") from None
 
 
-def load_checkpoint(path: str | Path | None = None) -> tuple[ARVideoTransformer, PatchVQ, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path | None = None,
+) -> tuple[ARVideoTransformer, PatchVQ | FSQTokenizer, dict[str, Any]]:
     """The shipped model (or one saved by :func:`save_hf_llama` with our config): model, tokenizer, info.
 
     Raises :class:`CheckpointError` (a :class:`~cosim.errors.InputError`) naming the file and the reason
