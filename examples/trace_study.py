@@ -42,6 +42,11 @@ CASES = [
      {"model.preset": "fastcar-tiny", "video.tokens_per_frame": 64, "trace.source": "file",
       "trace.path": str(TRACES / "fastcar_tiny_b10.parquet")}),
     ("B: fastcar-tiny dims", "synthetic", PAPER, {"model.preset": "fastcar-tiny", "video.tokens_per_frame": 64}),
+    ("B: fastcar-footage dims", "direct capture", PAPER,
+     {"model.preset": "fastcar-footage", "video.tokens_per_frame": 64, "trace.source": "file",
+      "trace.path": str(TRACES / "fastcar_footage_b10.parquet")}),
+    ("B: fastcar-footage dims", "synthetic", PAPER,
+     {"model.preset": "fastcar-footage", "video.tokens_per_frame": 64}),
 ]  # fmt: skip
 
 
