@@ -33,6 +33,55 @@ def tokenize_dataset(vq: PatchVQ, videos: np.ndarray) -> torch.Tensor:
     return codes.reshape(codes.shape[0], -1)
 
 
+def fit(
+    model: ARVideoTransformer,
+    labels: torch.Tensor,
+    tokens: torch.Tensor,
+    val_labels: torch.Tensor,
+    val_tokens: torch.Tensor,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    generator: torch.Generator,
+    label_drop: float,
+    eval_every: int,
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """The training loop both shipped models use: AdamW with 5% warm-up and cosine decay, random batches,
+    class labels dropped for CFG, gradient clipping at 1; the held-out loss every ``eval_every`` steps.
+    Returns the train and held-out curves."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    curve: list[tuple[int, float]] = []
+    val_curve: list[tuple[int, float]] = []
+    t1 = time.time()
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(len(tokens), (batch,), generator=generator)
+        batch_labels = labels[idx].clone()
+        drop = torch.rand(batch, generator=generator) < label_drop
+        batch_labels[drop] = -1
+        loss = cross_entropy(model, batch_labels, tokens[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        curve.append((step, float(loss.detach())))
+        if step % eval_every == 0 or step == steps - 1:
+            model.eval()
+            with torch.no_grad():
+                vl = float(cross_entropy(model, val_labels, val_tokens))
+            model.train()
+            val_curve.append((step, vl))
+            print(f"step {step} loss {curve[-1][1]:.4f} val {vl:.4f} {time.time() - t1:.0f}s", flush=True)
+    model.eval()
+    return curve, val_curve
+
+
 def train(
     out: Path,
     *,
@@ -65,40 +114,22 @@ def train(
     dims = tiny_dims(vocab=codebook + len(CLASSES) + 1)
     cfg = ARConfig(dims, codebook, len(CLASSES), frames=spec.frames, tokens_per_frame=n, class_embedding=True)
     model = ARVideoTransformer(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
     gen = torch.Generator().manual_seed(seed)
-    curve: list[tuple[int, float]] = []
-    val_curve: list[tuple[int, float]] = []
     t1 = time.time()
-    model.train()
-    for step in range(steps):
-        idx = torch.randint(train_videos, (batch,), generator=gen)
-        labels = torch.as_tensor(train_l)[idx].clone()
-        drop = torch.rand(batch, generator=gen) < label_drop
-        labels[drop] = -1
-        loss = cross_entropy(model, labels, train_t[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        curve.append((step, float(loss.detach())))
-        if step % 50 == 0 or step == steps - 1:
-            model.eval()
-            with torch.no_grad():
-                vl = float(cross_entropy(model, torch.as_tensor(val_l[:64]), val_t[:64]))
-            model.train()
-            val_curve.append((step, vl))
-            print(
-                f"step {step} loss {float(loss.detach()):.4f} val {vl:.4f} {time.time() - t1:.0f}s",
-                flush=True,
-            )
+    curve, val_curve = fit(
+        model,
+        torch.as_tensor(train_l),
+        train_t,
+        torch.as_tensor(val_l[:64]),
+        val_t[:64],
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        generator=gen,
+        label_drop=label_drop,
+        eval_every=50,
+    )
     t_train = time.time() - t1
-    model.eval()
     accs = [
         teacher_forced_accuracy(model, torch.as_tensor(val_l[i : i + 64]), val_t[i : i + 64])
         for i in range(0, val_videos, 64)

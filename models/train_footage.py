@@ -32,6 +32,7 @@ from models.fastcar import cross_entropy
 from models.footage import CLASS_NAMES, FootageSpec, make_footage
 from models.fsq import FSQConfig, FSQTokenizer, psnr
 from models.tokenizer import PatchVQ
+from models.train import fit
 from models.transformer import ARConfig, ARVideoTransformer
 
 NAME = "fastcar_footage"
@@ -234,36 +235,21 @@ def train_transformer(
     model.config.extra = cfg.extra
     if init is not None and {**init.config.to_dict(), "extra": {}} != {**cfg.to_dict(), "extra": {}}:
         raise ValueError("--resume: the checkpoint's config is not the one this script trains")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
     gen = torch.Generator().manual_seed(seed + data_offset)
-    curve, val_curve = [], []
     t1 = time.time()
-    model.train()
-    for step in range(steps):
-        idx = torch.randint(train_videos, (batch,), generator=gen)
-        labels = train_l[idx].clone()
-        labels[torch.rand(batch, generator=gen) < label_drop] = -1
-        loss = cross_entropy(model, labels, train_t[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        curve.append((step, float(loss.detach())))
-        if step % 100 == 0 or step == steps - 1:
-            model.eval()
-            with torch.no_grad():
-                vl = float(cross_entropy(model, val_l[:48], val_t[:48]))
-            model.train()
-            val_curve.append((step, vl))
-            print(
-                f"step {step} loss {curve[-1][1]:.4f} held-out {vl:.4f} {time.time() - t1:.0f}s", flush=True
-            )
-    model.eval()
+    curve, val_curve = fit(
+        model,
+        train_l,
+        train_t,
+        val_l[:48],
+        val_t[:48],
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        generator=gen,
+        label_drop=label_drop,
+        eval_every=100,
+    )
     log["seconds_train"] = time.time() - t1
     log.update(
         steps=steps,
