@@ -358,16 +358,31 @@ def resume(a: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, the tokenizer and the model (default 0)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1 keeps CPU kernels deterministic (default 1)"
+    )
     ap.add_argument("--tokenizer", type=Path, help="reuse this trained tokenizer file (skip its training)")
-    ap.add_argument("--tokenizer-steps", type=int, default=900)
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--train-videos", type=int, default=6000)
-    ap.add_argument("--val-videos", type=int, default=192)
-    ap.add_argument("--eval-videos", type=int, default=384)
+    ap.add_argument(
+        "--tokenizer-steps", type=int, default=900, help="FSQ autoencoder training steps (default 900)"
+    )
+    ap.add_argument("--steps", type=int, default=1200, help="transformer training steps (default 1200)")
+    ap.add_argument("--batch", type=int, default=8, help="videos per transformer step (default 8)")
+    ap.add_argument(
+        "--lr", type=float, default=1.5e-3, help="peak learning rate, cosine decay (default 1.5e-3)"
+    )
+    ap.add_argument("--train-videos", type=int, default=6000, help="training videos drawn (default 6000)")
+    ap.add_argument(
+        "--val-videos", type=int, default=192, help="held-out videos for the loss curve (default 192)"
+    )
+    ap.add_argument(
+        "--eval-videos",
+        type=int,
+        default=384,
+        help="held-out videos for the final metrics vs copy-previous-frame (default 384)",
+    )
     ap.add_argument("--tokenizer-only", action="store_true", help="stop after training the tokenizer")
     ap.add_argument(
         "--compare-tokenizer", type=Path, help="only re-measure this tokenizer against k-means (+ SSIM)"
