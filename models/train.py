@@ -3,7 +3,7 @@
 Reproducible (seeded, single-threaded by default so CPU kernels are deterministic) and sized to finish in
 about 20 minutes on half of this 2-core machine::
 
-    python -m models.train --out models/checkpoints
+    python -m models.train --out models/checkpoints    # what made the shipped files; default runs/tiny_model
 
 Writes ``fastcar_tiny.safetensors`` (HF Llama keys + config), ``fastcar_tiny_tokenizer.safetensors`` and
 ``fastcar_tiny_train_log.json`` (loss curve, held-out accuracy vs copy-previous-frame, timings).
@@ -172,12 +172,21 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "checkpoints")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1700)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/tiny_model"),
+        help="output directory (default runs/tiny_model; models/checkpoints holds the shipped files)",
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, the codebook and the model (default 0)"
+    )
+    ap.add_argument("--steps", type=int, default=1700, help="training steps (default 1700)")
+    ap.add_argument("--batch", type=int, default=8, help="videos per step (default 8)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine decay (default 2e-3)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1 keeps CPU kernels deterministic (default 1)"
+    )
     a = ap.parse_args(argv)
     train(a.out, seed=a.seed, steps=a.steps, batch=a.batch, lr=a.lr, threads=a.threads)
 
