@@ -339,8 +339,26 @@ def _force_flag(sp: argparse.ArgumentParser) -> None:
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, worked out only when asked (it runs git)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from cosim.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cosim", description="FastCar co-design simulator")
+    p.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the tool version, its git commit and Python, then exit",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def workload_cmd(name: str, help_: str, out: bool = True) -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "provenance.json",
         ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporary)
     ),
-    "capture": ("quality.json", "trace.parquet"),
+    "capture": ("quality.json", "trace.parquet", "provenance.json"),
     "sweep": (
         "results.sqlite",
         "results.sqlite-journal",

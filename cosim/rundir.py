@@ -9,6 +9,7 @@ from pathlib import Path
 from cosim.config import dump_resolved
 from cosim.jsonio import dumps
 from cosim.outdir import OutputDir, claim
+from cosim.provenance import provenance
 from cosim.simulate import RunResult
 from cosim.traces import write_trace
 
@@ -24,6 +25,7 @@ def fill_run(run: RunResult, d: Path) -> None:
         "otherData": {"note": "no event timeline: analytic mode or outputs.timeline_steps = 0"},
     }
     (d / "timeline.json").write_text(json.dumps(timeline, separators=(",", ":")))
+    (d / "provenance.json").write_text(dumps(provenance()))
     if run.workload.outputs.report:
         from reports.run_report import write_run_report
 

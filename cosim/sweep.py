@@ -380,6 +380,8 @@ class Runner:
     def __init__(self, sweep: Sweep, store: Store, pool, depth: int, progress) -> None:
         self.sweep, self.store, self.pool, self.depth, self.progress = sweep, store, pool, depth, progress
         self.metrics = sweep.metrics
+        from cosim.provenance import tool_version
+
         self.version = tool_version()
         self.ran = self.skipped = self.total = 0
 
@@ -440,15 +442,6 @@ class Runner:
             return None
 
         self.drive(take, lambda rows: None)
-
-
-def tool_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fastcar-cosim")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------------

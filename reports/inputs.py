@@ -34,6 +34,7 @@ class RunFiles:
     config: dict[str, Any]
     trace: Trace
     timeline_events: int
+    provenance: dict[str, Any] | None = None  # provenance.json; runs written before it existed have none
 
 
 def _is_str(v: Any) -> bool:
@@ -223,4 +224,13 @@ def read_run_dir(run_dir: str | Path) -> RunFiles:
     layers = read_layers(d / "layers.csv")
     trace = read_trace_file(d / "trace.parquet")
     events = count_timeline_events(d / "timeline.json")
-    return RunFiles(summary, layers, config, trace, events)
+    return RunFiles(summary, layers, config, trace, events, read_provenance(d / "provenance.json"))
+
+
+def read_provenance(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: a JSON {type(data).__name__}, not an object")
+    return data

@@ -232,6 +232,28 @@ def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
     return fig
 
 
+def provenance_html(prov: dict | None) -> str:
+    """What produced the run (provenance.json), as one paragraph."""
+    if not prov:
+        return (
+            "<p class=meta>No provenance.json: the run was written by a version that did not record one.</p>"
+        )
+    commit = prov.get("git_commit")
+    where = (
+        f", git {_esc(str(commit)[:12])}{' with local changes' if prov.get('git_dirty') else ''}"
+        if commit
+        else ""
+    )
+    libs = ", ".join(f"{_esc(k)} {_esc(v)}" for k, v in (prov.get("libraries") or {}).items() if v)
+    m = prov.get("machine") or {}
+    return (
+        f"<h2>Provenance</h2><p class=meta id=provenance>{_esc(prov.get('tool'))} {_esc(prov.get('version'))}"
+        f"{where}; command <code>{_esc(prov.get('command'))}</code> in {_esc(prov.get('cwd'))}; "
+        f"Python {_esc(prov.get('python'))}; {libs}; {_esc(m.get('platform'))}, {_esc(m.get('cpus'))} CPUs, "
+        f"{_esc(m.get('memory_GiB'))} GiB; written {_esc(prov.get('created_utc'))}.</p>"
+    )
+
+
 def write_run_report(run_dir: Path) -> Path:
     """(Re)build ``report.html`` from the run directory's files alone.
 
@@ -294,8 +316,9 @@ mode <b>{_esc(summary["mode"])}</b>, batch {_esc(summary["batch"])} x {_esc(summ
 {resources}
 {"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
 {"".join(parts)}
+{provenance_html(files.provenance)}
 <p class=meta>Built from this run directory alone (summary.json, layers.csv, trace.parquet,
-config.resolved.yaml). timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or
+config.resolved.yaml, provenance.json). timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or
 chrome://tracing.</p>
 </body></html>
 """

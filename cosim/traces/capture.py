@@ -123,5 +123,8 @@ def capture_bundle(w: Workload, progress: bool = False) -> TraceBundle:
 
 def fill_capture(bundle: TraceBundle, d: Path) -> None:
     """Write a capture directory's files into ``d`` (a staging directory, see :mod:`cosim.outdir`)."""
+    from cosim.provenance import provenance
+
     write_trace(bundle.trace, d / "trace.parquet")
     (d / "quality.json").write_text(dumps(bundle.quality))
+    (d / "provenance.json").write_text(dumps(provenance()))
