@@ -90,14 +90,21 @@ class LayerRun:
 
 
 class Machine:
-    def __init__(self, job, timeline_steps: int = 0, dispatch: str = "round_robin", barrier: bool = True):
+    def __init__(
+        self,
+        job,
+        timeline_steps: int = 0,
+        dispatch: str = "round_robin",
+        barrier: bool = True,
+        timeline_start: int = 0,
+    ):
         cost, hw = job.cost, job.cost.hw
         self.job, self.cost, self.hw = job, cost, hw
         self.dispatch, self.barrier = dispatch, barrier
-        self.timeline_steps = timeline_steps
+        self.timeline_steps, self.timeline_start = timeline_steps, timeline_start
         env = self.env = simpy.Environment()
         self.timeline = Timeline()
-        self.timeline.enabled = timeline_steps > 0
+        self.timeline.enabled = timeline_steps > 0 and timeline_start == 0
         self.channels = {name: Channel(env, name, g, self.timeline) for name, g in hw.memory.items()}
         depth, done = hw.queue_depth, self._done
         self.cores = [
@@ -192,7 +199,7 @@ class Machine:
         for s in tqdm(
             range(job.steps), desc="instruction model", unit="step", disable=not progress, leave=False
         ):
-            self.timeline.enabled = s < self.timeline_steps
+            self.timeline.enabled = self.timeline_start <= s < self.timeline_start + self.timeline_steps
             opts = self.options(s)
             stream, tail = program(cost, opts)
             decoded, counts = self._decoded(stream)
@@ -469,6 +476,11 @@ def layer_cycles(job, step: int, layer: int, dispatch: str = "round_robin") -> i
 
 
 def run_instructions(
-    job, timeline_steps: int = 0, progress: bool = False, dispatch="round_robin", barrier=True
+    job,
+    timeline_steps: int = 0,
+    progress: bool = False,
+    dispatch="round_robin",
+    barrier=True,
+    timeline_start: int = 0,
 ):
-    return Machine(job, timeline_steps, dispatch, barrier).run(progress)
+    return Machine(job, timeline_steps, dispatch, barrier, timeline_start).run(progress)

@@ -68,6 +68,11 @@ class _Layers:
         per core busy time, then per core MACs, TAS MACs, cache reads and writes, bytes per memory group."""
         return [getattr(obj, name) for obj, name in self._counted]
 
+    def restore(self, values: list[float]) -> None:
+        """Set the :meth:`counters` back (after a schedule made only for the timeline's spans)."""
+        for (obj, name), v in zip(self._counted, values, strict=True):
+            setattr(obj, name, v)
+
     def add(self, delta: list[float]) -> None:
         """Add a vector of :meth:`counters` differences back into the units (a reused part of a layer)."""
         for (obj, name), d in zip(self._counted, delta, strict=True):
@@ -150,6 +155,8 @@ class _Layers:
             bits = max(self.tas_unit.submit(n, qkv_end[c]) for c, n in enumerate(self.static_n))
             ends[TAS] = bits
         delta = [after - was for was, after in zip(before, self.counters(), strict=True)]
+        if self.timeline.enabled:  # kept only from time 0, so that no result depends on the window
+            return ends, attn_end, bits
         self._fronts[key] = (
             [e - t0 for e in ends],
             [e - t0 for e in attn_end],
@@ -169,7 +176,11 @@ class _Layers:
         return ends
 
 
-def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -> SimResult:
+def run_event(
+    job: DecodeJob, timeline_steps: int = 0, progress: bool = False, timeline_start: int = 0
+) -> SimResult:
+    """The event model at phase granularity; the timeline records ``timeline_steps`` decode steps from
+    ``timeline_start`` at their absolute times."""
     cost, hw = job.cost, job.cost.hw
     timeline = Timeline()
     sched = _Layers(job, timeline)
@@ -191,18 +202,21 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     t0 = 0.0  # kept only while the timeline records (spans need absolute times)
 
     def shape_of(key: tuple, schedule_fn) -> int:
-        """Index of the layer shape ``key``, scheduling it if new (or again, for the timeline's spans)."""
+        """Index of the layer shape ``key``, scheduling it from time 0 if new (so a shape's times do not
+        depend on where the timeline's window lies), and again at ``t0`` for the timeline's spans."""
         index = distinct.get(key)
-        if index is None or timeline.enabled:
+        if index is None:
+            recording, timeline.enabled = timeline.enabled, False
             before = sched.counters()
-            ends = schedule_fn(t0)
-            if index is None:
-                rel = [e - t0 for e in ends]
-                index = distinct[key] = len(shapes)
-                shapes.append(
-                    (rel, [after - was for was, after in zip(before, sched.counters(), strict=True)])
-                )
-                duration.append(max(0.0, *rel))
+            rel = schedule_fn(0.0)
+            index = distinct[key] = len(shapes)
+            shapes.append((rel, [after - was for was, after in zip(before, sched.counters(), strict=True)]))
+            duration.append(max(0.0, *rel))
+            timeline.enabled = recording
+        if timeline.enabled:  # the spans only: the counters stay as the shapes' deltas left them
+            counted = sched.counters()
+            schedule_fn(t0)
+            sched.restore(counted)
         return index
 
     def layer_shape(a: int, code: int, scored: bool, schedules: bool) -> int:
@@ -219,15 +233,20 @@ def run_event(job: DecodeJob, timeline_steps: int = 0, progress: bool = False) -
     scheduled_steps = np.broadcast_to(job.schedules(np.arange(steps)), steps).tolist()
     drs_codes, static_codes = computing.T.tolist(), static_code.T.tolist()  # [step][layer]
     for s in tqdm(range(steps), desc="event model", unit="step", disable=not progress, leave=False):
-        recording = timeline.enabled = s < timeline_steps
+        recording = timeline.enabled = timeline_start <= s < timeline_start + timeline_steps
         scored, schedules = scored_steps[s], scheduled_steps[s]
         a = attended[s]
         codes = drs_codes[s] if schedules else static_codes[s]
         first = s * (layers + 1)
+        if recording and s == timeline_start:  # the window's absolute start: every row before it
+            done = row_shape[:first]
+            t0 = float(np.asarray(duration)[done[done >= 0]].sum()) if first else 0.0
         if recording:  # in order, each at its absolute start
             for layer, code in enumerate(codes):
+                timeline.context = {"step": s, "frame": s // job.tokens_per_frame, "layer": layer}
                 row_shape[first + layer] = index = layer_shape(a, code, scored, schedules)
                 t0 += duration[index]
+            timeline.context = {"step": s, "frame": s // job.tokens_per_frame}
         else:  # each distinct layer of the step once
             of_code = {code: layer_shape(a, code, scored, schedules) for code in dict.fromkeys(codes)}
             row_shape[first : first + layers] = [of_code[code] for code in codes]

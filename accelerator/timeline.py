@@ -11,6 +11,8 @@ class Timeline:
 
     def __init__(self) -> None:
         self.enabled = True
+        #: where the driver is (decode step, frame, layer): added to the args of every span recorded
+        self.context: dict = {}
         self._events: list[dict] = []
         self._tracks: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -34,8 +36,8 @@ class Timeline:
             "ts": start_s * 1e6,
             "dur": (end_s - start_s) * 1e6,
         }
-        if args:
-            ev["args"] = args
+        if args or self.context:
+            ev["args"] = {**self.context, **args}
         self._events.append(ev)
 
     def to_json(self) -> dict:

@@ -82,7 +82,8 @@ class Result:
 
     @property
     def timeline(self) -> dict | None:
-        """The Chrome trace of the first ``outputs.timeline_steps`` decode steps (event mode), else None."""
+        """The Chrome trace of ``outputs.timeline_steps`` decode steps from ``outputs.timeline_start`` (event
+        mode), else None."""
         return self._run.result.timeline
 
     def write(self, out: str | Path, force: bool = False) -> Path:

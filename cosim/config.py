@@ -244,6 +244,21 @@ class OutputsSection(_Section):
     timeline_steps: int = Field(
         4, ge=0, le=MAX_INT32, description="decode steps recorded in timeline.json (bounds its size)"
     )
+    timeline_start: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_INT32,
+        description="first decode step recorded in timeline.json; default: the first step of frame 1 "
+        "(video.tokens_per_frame), where TAS, DRS and replay first run (frame 0 computes everything)",
+    )
+
+
+def timeline_window(w: Workload) -> range:
+    """Decode steps timeline.json records: ``outputs.timeline_steps`` from ``outputs.timeline_start`` (by
+    default the first step of frame 1, or step 0 of a one-frame video), cut at the last step."""
+    v, o = w.video, w.outputs
+    start = o.timeline_start if o.timeline_start is not None else (v.tokens_per_frame if v.frames > 1 else 0)
+    return range(start, min(start + o.timeline_steps, v.steps))
 
 
 class Workload(_Section):
@@ -278,6 +293,12 @@ class Workload(_Section):
             raise ValueError(
                 f"video: batch {v.batch} exceeds the 32 entries of the DRS index register "
                 "(set scheduler.drs: false for the static batch-to-core mapping)"
+            )
+        start = self.outputs.timeline_start
+        if start is not None and start >= v.steps:
+            raise ValueError(
+                f"outputs.timeline_start: {start} is past the last decode step ({v.steps - 1} = video.frames x "
+                "video.tokens_per_frame - 1)"
             )
         self._check_machine()
         return self
@@ -691,7 +712,7 @@ def host_memory_estimate(w: Workload) -> tuple[int, str]:
             f"{HOST_BYTES_PER_CORE_STEP[mode]} B + {fixed} B)",
         )
     )
-    recorded = min(w.outputs.timeline_steps, v.steps) if mode == "event" else 0
+    recorded = len(timeline_window(w)) if mode == "event" else 0
     if recorded:
         active = min(cores, v.batch)
         parts.append(

@@ -13,7 +13,7 @@ from accelerator.job import DecodeJob, SimResult
 from accelerator.machine import run_instructions
 from accelerator.phase_model import run_event
 from cosim.analytic import run_analytic
-from cosim.config import Workload
+from cosim.config import Workload, timeline_window
 from cosim.traces import TraceBundle
 
 
@@ -52,20 +52,30 @@ def execute(
     granularity: str = "phase",
     dispatch: str = "round_robin",
     barrier: bool = True,
+    timeline_start: int = 0,
 ) -> SimResult:
     if mode == "analytic":
         return run_analytic(job)
     if granularity == "instruction":
-        return run_instructions(job, timeline_steps, progress, dispatch, barrier)
-    return run_event(job, timeline_steps=timeline_steps, progress=progress)
+        return run_instructions(job, timeline_steps, progress, dispatch, barrier, timeline_start)
+    return run_event(job, timeline_steps=timeline_steps, progress=progress, timeline_start=timeline_start)
 
 
 def execute_workload(
-    w: Workload, job: DecodeJob, timeline_steps: int = 0, progress: bool = False
+    w: Workload, job: DecodeJob, timeline_steps: int = 0, progress: bool = False, timeline_start: int = 0
 ) -> SimResult:
     """Run ``job`` the way workload ``w`` asks (mode, granularity, dispatch rule, layer barrier)."""
     sim, sch = w.simulation, w.scheduler
-    return execute(job, sim.mode, timeline_steps, progress, sim.granularity, sch.dispatch, sch.layer_barrier)
+    return execute(
+        job,
+        sim.mode,
+        timeline_steps,
+        progress,
+        sim.granularity,
+        sch.dispatch,
+        sch.layer_barrier,
+        timeline_start,
+    )
 
 
 @dataclass
@@ -98,9 +108,10 @@ def simulate(
     if dense is None:
         dense = dense_baseline(w, progress)
     # a policy without replay runs the dense job itself: run it again only to record its timeline
-    recorded = w.simulation.mode == "event" and w.outputs.timeline_steps > 0
+    window = timeline_window(w)
+    recorded = w.simulation.mode == "event" and len(window) > 0
     if w.policy.uses_replay or recorded:
-        result = execute_workload(w, make_job(w, replay), w.outputs.timeline_steps, progress)
+        result = execute_workload(w, make_job(w, replay), len(window), progress, window.start)
     else:
         result = dense
     summary = summarize(w, bundle, result, dense)
