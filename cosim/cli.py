@@ -361,25 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def workload_cmd(name: str, help_: str, out: bool = True) -> argparse.ArgumentParser:
+    def workload_cmd(name: str, help_: str, out: str | None = None) -> argparse.ArgumentParser:
+        """A command on a workload file; ``out``: the folder its default output directory goes in."""
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("workload", help="workload YAML file")
         sp.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. hardware.cores=8"
         )
         if out:
-            sp.add_argument("--out", help="output directory")
+            sp.add_argument(
+                "--out", help=f"output directory (default: {out}/NAME, the overrides spelled into NAME)"
+            )
             _force_flag(sp)
             sp.add_argument("--quiet", action="store_true", help="no progress bars")
         return sp
 
-    run = workload_cmd("run", "simulate one workload and write a run directory")
+    run = workload_cmd("run", "simulate one workload and write a run directory", out="runs")
     run.add_argument("--seed", type=int, help="simulation seed (simulation.seed)")
     run.set_defaults(func=cmd_run)
-    workload_cmd("validate", "check a workload and print it fully resolved", out=False).set_defaults(
-        func=cmd_validate
-    )
-    prog = workload_cmd("program", "print the compiled instruction stream of one layer", out=False)
+    workload_cmd("validate", "check a workload and print it fully resolved").set_defaults(func=cmd_validate)
+    prog = workload_cmd("program", "print the compiled instruction stream of one layer")
     prog.add_argument(
         "--step", type=int, help="decode step (default: the first step of frame 1, where TAS and DRS run)"
     )
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_schema
     )
     sub.add_parser("presets", help="the model and hardware presets shipped").set_defaults(func=cmd_presets)
-    cap = workload_cmd("capture", "capture a replay trace from the PyTorch model only")
+    cap = workload_cmd("capture", "capture a replay trace from the PyTorch model only", out="captures")
     cap.add_argument("--seed", type=int, help="seed (simulation.seed)")
     cap.set_defaults(func=cmd_capture)
     rep = sub.add_parser("report", help="(re)build report.html from a run or calibration directory")
@@ -445,9 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     rtl = sub.add_parser("rtl", help="MyHDL twins: cross-check or export Verilog/VHDL and resources")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True, metavar="check|export|layer")
     chk = rtl_sub.add_parser("check", help="cross-check RTL against the cost model")
-    chk.add_argument("--verbose", action="store_true")
+    chk.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the TAS co-check per tau, and the traceback of a check that crashes",
+    )
     exp = rtl_sub.add_parser("export", help="write Verilog/VHDL, resource table, optional VCD")
-    exp.add_argument("--out", required=True)
+    exp.add_argument("--out", required=True, help="directory for the Verilog, VHDL, resource table and VCDs")
     _force_flag(exp)
     exp.add_argument("--vcd", action="store_true", help="also write VCD waveforms of a short stimulus")
     lay = rtl_sub.add_parser(
