@@ -328,7 +328,11 @@ def cmd_rtl(args: argparse.Namespace) -> int:
         return rtl_cli.rtl_layer(
             _workload(args), args.step, args.layer, args.simulator, not args.quiet and sys.stderr.isatty()
         )
-    return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd, force=args.force)
+    hw = _workload(args).hardware if args.workload else None
+    if hw is None and args.set:
+        raise UsageError("rtl export: --set needs --workload (the workload whose hardware is exported)")
+    progress = not args.quiet and sys.stderr.isatty()
+    return rtl_cli.rtl_export(Path(args.out), vcd=args.vcd, hw=hw, force=args.force, progress=progress)
 
 
 def _force_flag(sp: argparse.ArgumentParser) -> None:
@@ -455,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="directory for the Verilog, VHDL, resource table and VCDs")
     _force_flag(exp)
     exp.add_argument("--vcd", action="store_true", help="also write VCD waveforms of a short stimulus")
+    exp.add_argument(
+        "--workload",
+        metavar="WORKLOAD.yaml",
+        help="export the hardware of this workload (default: the hardware section's defaults)",
+    )
+    exp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of --workload")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
     lay = rtl_sub.add_parser(
         "layer", help="run one decoder layer of one decode step on the RTL top level and the event model"
     )

@@ -213,21 +213,35 @@ def export_benches(hw: HardwareSpec | None = None) -> list[Bench]:
     ]
 
 
-def rtl_export(out_dir: Path, vcd: bool = False, hw: HardwareSpec | None = None, force: bool = False) -> int:
+def rtl_export(
+    out_dir: Path,
+    vcd: bool = False,
+    hw: HardwareSpec | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> int:
     """Write Verilog and VHDL of every module, the resource table (CSV), the estimate for ``hw`` and,
     with ``vcd``, waveforms of a short random stimulus per module. Written atomically, and only over an
     earlier export (:mod:`cosim.outdir`)."""
     out_dir = Path(out_dir)
 
     def fill(tmp: Path) -> None:
+        from tqdm import tqdm
+
         manifest = {"label": LABEL, "modules": {}}
-        for bench in export_benches(hw):
-            convert(bench, "Verilog", tmp / "verilog")
-            convert(bench, "VHDL", tmp / "vhdl")
-            manifest["modules"][bench.name] = asdict(bench.params)
-        if vcd:
-            for i, (name, case) in enumerate(CASES.items()):
-                simulate(case(np.random.default_rng(i)), "myhdl", vcd=tmp / "vcd" / f"{name}.vcd")
+        benches = export_benches(hw)
+        with tqdm(total=len(benches) + (len(CASES) if vcd else 0), disable=not progress, unit="step") as bar:
+            for bench in benches:
+                bar.set_description(f"convert {bench.name}")
+                convert(bench, "Verilog", tmp / "verilog")
+                convert(bench, "VHDL", tmp / "vhdl")
+                manifest["modules"][bench.name] = asdict(bench.params)
+                bar.update()
+            if vcd:
+                for i, (name, case) in enumerate(CASES.items()):
+                    bar.set_description(f"simulate {name} (VCD)")
+                    simulate(case(np.random.default_rng(i)), "myhdl", vcd=tmp / "vcd" / f"{name}.vcd")
+                    bar.update()
         try:
             table = load_table()
             write_csv(table["rows"], tmp / "resources.csv")

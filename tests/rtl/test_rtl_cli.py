@@ -130,3 +130,40 @@ def test_rtl_layer_bad_input_is_one_message_and_exit_2(tmp_path: Path, args, mes
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rtl_export_exports_the_hardware_of_a_workload(tmp_path: Path) -> None:
+    """``--workload`` (and ``--set``) choose the hardware; ``--set`` alone is a usage error."""
+    import json
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_workload import TINY
+
+    wl = tmp_path / "w.yaml"
+    wl.write_text(yaml.safe_dump(dict(TINY, hardware={"preset": "kv260", "lanes_per_core": 8, "cores": 3})))
+    out = tmp_path / "rtl"
+    cmd = [sys.executable, "-m", "cosim", "rtl", "export", "--out", str(out), "--workload", str(wl)]
+    r = subprocess.run([*cmd, "--set", "hardware.tas_lanes=4"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    modules = json.loads((out / "manifest.json").read_text())["modules"]
+    assert modules["drs_scheduler"]["cores"] == 3 and modules["tas_unit"]["lanes"] == 4
+    assert any(p.get("lanes") == 8 for p in modules.values())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cosim",
+            "rtl",
+            "export",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "hardware.cores=2",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "--set needs --workload" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
