@@ -164,7 +164,9 @@ def load_model(
             _CACHE[key] = (model, None, info)
         else:
             _CACHE[key] = load_checkpoint(path)
-    name = path.name if checkpoint is None else str(checkpoint)
+    # a label that does not depend on where the files lie (provenance.json has the command): the file, or a
+    # Hugging Face checkpoint's folder (with the file, when one file of it was named)
+    name = f"{path.parent.name}/{path.name}" if hf and path.is_file() else path.name
     return (*_CACHE[key], name)
 
 

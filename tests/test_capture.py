@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,7 @@ def test_capture_trace_round_trips_with_metadata(ckpt, tmp_path):
     t = res.trace
     m = t.meta
     assert (m.batch, m.layers, m.frames, m.tokens_per_frame) == (4, 2, 4, 16)
-    assert m.source == "captured" and m.source_detail == ckpt
+    assert m.source == "captured" and m.source_detail == Path(ckpt).name
     assert m.extra["batch_labels"] == [0, 2, -1, -1]
     assert res.quality["tau_source"] == "calibrated"
     assert res.quality["replay_ratio"] == pytest.approx(0.4, abs=0.12)

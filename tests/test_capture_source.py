@@ -39,7 +39,12 @@ def test_run_from_a_live_capture(tmp_path):
 def test_capture_command_writes_trace_and_quality(tmp_path):
     r = cosim(tmp_path, "capture", CAPTURE, "--out", str(tmp_path / "cap"))
     assert r.returncode == 0, r.stderr
-    assert {p.name for p in (tmp_path / "cap").iterdir()} == {"trace.parquet", "quality.json", MARKER}
+    assert {p.name for p in (tmp_path / "cap").iterdir()} == {
+        "trace.parquet",
+        "quality.json",
+        "provenance.json",
+        MARKER,
+    }
     assert json.loads((tmp_path / "cap" / "quality.json").read_text())["policy"] == "tas"
 
 

@@ -67,7 +67,7 @@ def test_cli_capture_and_run_of_the_footage_workload(tmp_path):
         )
         assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["trace_label"] == f"captured from {CKPT}"
+    assert summary["trace_label"] == f"captured from {CKPT.name}"
     for d in ("capture", "run"):
         trace = read_trace(tmp_path / d / "trace.parquet")
         assert trace.meta.source == "captured" and trace.meta.layers == 8 and trace.meta.batch == 2

@@ -315,7 +315,7 @@ def test_cli_captures_from_a_sharded_directory(tmp_path):
     trace = read_trace(tmp_path / "cap" / "trace.parquet")
     m = trace.meta
     assert (m.layers, m.frames, m.tokens_per_frame, m.batch) == (2, 2, 4, 2)
-    assert m.source == "captured" and m.source_detail == str(ckpt)
+    assert m.source == "captured" and m.source_detail == Path(ckpt).name
     assert m.model["hidden"] == 32 and m.model["kv_heads"] == 2
     quality = json.loads((tmp_path / "cap" / "quality.json").read_text())
     assert quality["psnr_db"] is None and quality["ssim"] is None  # no visual tokenizer in an HF model
@@ -333,7 +333,7 @@ def test_cli_runs_from_a_single_file(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["trace_is_real"] and summary["trace_label"] == f"captured from {ckpt}"
+    assert summary["trace_is_real"] and summary["trace_label"] == "captured from qwen/model.safetensors"
     assert summary["quality"]["psnr_db"] is None
 
 

@@ -200,7 +200,8 @@ def test_tas_beyond_float32_is_refused():
 def test_shipped_traces_load_as_real_captures_with_a_valid_checksum(path):
     t = read_trace(path)
     assert t.meta.integrity == "" and t.meta.is_real, t.meta.label()
-    assert t.meta.label() == "captured from fastcar_tiny.safetensors"
+    model = path.stem.rsplit("_b", 1)[0]  # fastcar_tiny_b10.parquet: captured from fastcar_tiny
+    assert t.meta.label() == f"captured from {model}.safetensors"
     assert np.isnan(t.tas_cube()[:, :, : t.meta.tokens_per_frame]).all()
 
 
