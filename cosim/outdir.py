@@ -68,6 +68,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "runs/*/config.resolved.yaml",
         "runs/*/layers.csv",
         "runs/*/trace.parquet",
+        "runs/*/provenance.json",
         "runs/*/timeline.json",
         "runs/*/report.html",
         "runs/.*",  # the lock file and staging directory of a run being written

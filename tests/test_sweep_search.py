@@ -143,12 +143,16 @@ def test_claims_keep_points_to_one_process_until_it_is_gone(tmp_path):
 
 
 def test_confirm_reruns_the_front_in_the_event_model(tmp_path):
-    path = write_sweep(tmp_path, confirm={"simulation.mode": "event"})
+    # at phase granularity the event model equals the analytic one on this compute-bound workload (to the
+    # last digit), so the confirmation runs the instruction-level machine, which does differ
+    path = write_sweep(
+        tmp_path, confirm={"simulation.mode": "event", "simulation.granularity": "instruction"}
+    )
     result = run_local(path, tmp_path / "out")
     rows = pd.DataFrame(result["rows"])
     front = set(pd.read_csv(tmp_path / "out" / "pareto.csv")["key"])
     conf = pd.read_csv(tmp_path / "out" / "confirmed.csv")
     assert len(conf) == len(front) == (rows["stage"] == "confirm").sum() and front
     assert set(conf["key"]) == front  # the screening key of each confirmed point
-    # the event model's numbers differ from the analytic ones, by a few percent on this workload
-    assert (conf["latency_s_rel_diff"].abs() < 0.2).all() and (conf["latency_s_rel_diff"] != 0).any()
+    # the instruction-level machine's numbers differ from the analytic ones, by 2-10% on this workload
+    assert (conf["latency_s_rel_diff"].abs() < 0.2).all() and (conf["latency_s_rel_diff"].abs() > 0.01).all()
