@@ -86,12 +86,13 @@ class Result:
         mode), else None."""
         return self._run.result.timeline
 
-    def write(self, out: str | Path, force: bool = False) -> Path:
+    def write(self, out: str | Path, force: bool = False, plotlyjs_src: str | None = None) -> Path:
         """Write the run directory at ``out`` (the files of ``python -m cosim run``). An earlier run there
-        is replaced; anything else is refused unless ``force`` (docs/errors.md)."""
+        is replaced; anything else is refused unless ``force`` (docs/errors.md). ``plotlyjs_src``: the
+        report references plotly.js at that relative address instead of embedding it (docs/reports.md)."""
         from cosim.rundir import write_run
 
-        write_run(self._run, Path(out), force=force)
+        write_run(self._run, Path(out), force=force, plotlyjs_src=plotlyjs_src)
         return Path(out)
 
     def fill(self, directory: Path) -> None:

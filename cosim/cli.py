@@ -110,11 +110,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     front = write_outputs(sweep, result["rows"], out)
-    if args.write_front:
-        write_front_runs(sweep, front, out)
+    if args.write_front:  # the front runs' reports and the sweep's share one out/plotly.min.js
+        write_front_runs(sweep, front, out, shared_plotlyjs=True)
     from reports.sweep_report import write_sweep_report
 
-    write_sweep_report(out)
+    write_sweep_report(out, shared_plotlyjs=True)
     errors = sum(r["status"] == "error" for r in result["rows"])
     screened = [r for r in result["rows"] if r["stage"] == "screen"]
     feasible = sum(r["constraints_met"] for r in screened)
@@ -319,6 +319,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare_report import read_runs, write_comparison
+
+    runs = read_runs(args.dirs)  # every directory checked before anything is written
+    if args.out:
+        out = Path(args.out)
+    else:  # runs/compare/A--B: the compared directories' names, as run variants are named
+        names = [Path(d).resolve().name for d in args.dirs]
+        out = Path("runs") / "compare" / variant_name(names[0], names[1:])
+    with claim(out, "compare", force=args.force) as target:
+        target.commit(lambda d: write_comparison(runs, d))
+    print(f"{len(runs)} runs compared, the first as reference -> {out / 'report.html'}{_replaced(target)}")
+    return 0
+
+
 def cmd_rtl(args: argparse.Namespace) -> int:
     from cosim import rtl_cli
 
@@ -399,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)build report.html from a run or calibration directory")
     rep.add_argument("dir", help="a run directory, or a calibration directory (python -m cosim calibrate)")
     rep.set_defaults(func=cmd_report)
+    cmp = sub.add_parser(
+        "compare",
+        help="put two or more run directories side by side in one report",
+        description="Write a comparison directory: report.html (headline metrics with each run's "
+        "difference from the first, what differs in their workloads, time by kind of work, time per "
+        "layer, energy by component), the numbers behind it in report_data/*.csv, compare.json and "
+        "provenance.json.",
+    )
+    cmp.add_argument("dirs", nargs="+", metavar="RUN_DIR", help="run directories; the first is the reference")
+    cmp.add_argument(
+        "--out", help="output directory (default: runs/compare/A--B, the run directories' names)"
+    )
+    _force_flag(cmp)
+    cmp.set_defaults(func=cmd_compare)
     sw = sub.add_parser("sweep", help="run a design-space sweep file (docs/api.md)")
     sw.add_argument("sweep", help="sweep YAML file")
     sw.add_argument("--out", help="output directory (default: runs/sweeps/NAME)")

@@ -61,6 +61,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "confirmed.csv",
         "report.html",
         "report_data/*.csv",
+        "plotly.min.js",  # shared by report.html and the front runs' reports
         ".*.tmp",
         # --write-front: a run directory per Pareto point (the files of a run, above)
         "runs/*/.fastcar-output.json",
@@ -89,6 +90,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "report_data/.*.tmp",
     ),
     "rtl-export": ("manifest.json", "resources.csv", "verilog/*.v", "vhdl/*.vhd", "vcd/*.vcd"),
+    "compare": ("compare.json", "report.html", "report_data/*.csv", "provenance.json"),
 }
 
 #: The project's own folders: never an output location, even with --force.

@@ -14,8 +14,9 @@ from cosim.simulate import RunResult
 from cosim.traces import write_trace
 
 
-def fill_run(run: RunResult, d: Path) -> None:
-    """Write every file of a run directory into ``d`` (a staging directory, see :mod:`cosim.outdir`)."""
+def fill_run(run: RunResult, d: Path, plotlyjs_src: str | None = None) -> None:
+    """Write every file of a run directory into ``d`` (a staging directory, see :mod:`cosim.outdir`);
+    ``plotlyjs_src``: the report references that shared copy of plotly.js instead of embedding it."""
     (d / "config.resolved.yaml").write_text(dump_resolved(run.workload))
     (d / "summary.json").write_text(dumps(run.summary))
     run.layers.to_csv(d / "layers.csv", index=False, float_format="%.9g")
@@ -29,11 +30,11 @@ def fill_run(run: RunResult, d: Path) -> None:
     if run.workload.outputs.report:
         from reports.run_report import write_run_report
 
-        write_run_report(d)
+        write_run_report(d, plotlyjs_src)
 
 
-def write_run(run: RunResult, out: Path, force: bool = False) -> OutputDir:
+def write_run(run: RunResult, out: Path, force: bool = False, plotlyjs_src: str | None = None) -> OutputDir:
     """Write a run directory at ``out``, replacing only an earlier run there (or anything, with ``force``)."""
     with claim(out, "run", force=force) as target:
-        target.commit(lambda d: fill_run(run, d))
+        target.commit(lambda d: fill_run(run, d, plotlyjs_src))
     return target

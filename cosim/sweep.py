@@ -525,16 +525,25 @@ def write_outputs(sweep: Sweep, rows: list[dict], out: Path) -> list[dict]:
     return front
 
 
-def write_front_runs(sweep: Sweep, front: list[dict], out: Path, progress=None) -> list[Path]:
+def write_front_runs(
+    sweep: Sweep, front: list[dict], out: Path, progress=None, shared_plotlyjs: bool = False
+) -> list[Path]:
     """A run directory per Pareto point, ``out/runs/<key>`` (the files of ``python -m cosim run``, in the
-    ``confirm`` mode when the sweep has one), which the sweep report links to."""
+    ``confirm`` mode when the sweep has one), which the sweep report links to. ``shared_plotlyjs``: their
+    reports reference ``out/plotly.min.js`` (written here) instead of embedding 4.8 MB each."""
     from cosim.api import load, run
 
+    src = None
+    if shared_plotlyjs and front:
+        from reports.run_report import PLOTLYJS_FILE, write_plotlyjs
+
+        write_plotlyjs(out)
+        src = f"../../{PLOTLYJS_FILE}"
     written = []
     for i, row in enumerate(front):
         params = {k: row[k] for k in sweep.parameters}
         w = load(sweep.base, {**sweep.fixed, **params, **sweep.confirm}, check_memory=False)
-        written.append(run(w).write(out / "runs" / row["key"]))
+        written.append(run(w).write(out / "runs" / row["key"], plotlyjs_src=src))
         if progress:
             progress(i + 1, len(front))
     return written

@@ -102,12 +102,24 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
     )
 
 
-def _plotlyjs() -> str:
-    """plotly.js, embedded once (as ``include_plotlyjs=True`` would), so the page opens offline."""
-    return (
-        "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
-        f"<script>{get_plotlyjs()}</script>\n"
-    )
+def _plotlyjs(src: str | None = None) -> str:
+    """plotly.js, embedded once (as ``include_plotlyjs=True`` would), so the page opens offline; or, with
+    ``src``, a relative address of the copy :func:`write_plotlyjs` wrote, so that the pages of one
+    directory (a sweep and its front runs) share one 4.8 MB file and still open offline."""
+    lib = f'<script src="{_esc(src)}"></script>' if src else f"<script>{get_plotlyjs()}</script>"
+    return f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n{lib}\n"
+
+
+PLOTLYJS_FILE = "plotly.min.js"
+
+
+def write_plotlyjs(directory: Path) -> Path:
+    """``directory/plotly.min.js``, the installed plotly's bundle, for pages written with ``_plotlyjs(src)``;
+    left alone when it already holds that bundle, replaced atomically otherwise."""
+    path, bundle = Path(directory) / PLOTLYJS_FILE, get_plotlyjs()
+    if not (path.is_file() and path.read_text(encoding="utf-8", errors="replace") == bundle):
+        atomic_write_text(path, bundle)
+    return path
 
 
 def breakdown_figure(summary: dict) -> go.Figure:
@@ -254,8 +266,9 @@ def provenance_html(prov: dict | None) -> str:
     )
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """(Re)build ``report.html`` from the run directory's files alone.
+def write_run_report(run_dir: Path, plotlyjs_src: str | None = None) -> Path:
+    """(Re)build ``report.html`` from the run directory's files alone; ``plotlyjs_src``: reference that
+    copy of plotly.js (see :func:`_plotlyjs`) instead of embedding it.
 
     An incomplete or corrupt run directory raises :class:`ReportError` (bad input) naming the file and
     the reason, before anything is written; the old report, if any, stays as it was.
@@ -271,7 +284,7 @@ def write_run_report(run_dir: Path) -> Path:
             tas_figure(tas, replay, summary.get("tau")),
             replay_map_figure(replay, trace.meta.tokens_per_frame),
         ]
-    parts = [_plotlyjs()] + [figure_html(f, f"figure-{i}") for i, f in enumerate(figures)]
+    parts = [_plotlyjs(plotlyjs_src)] + [figure_html(f, f"figure-{i}") for i, f in enumerate(figures)]
 
     rows = "".join(
         f"<tr><td>{label}</td><td class=v>{_fmt(fmt, summary.get(key))}</td><td class=d>{doc}</td></tr>"

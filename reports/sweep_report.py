@@ -29,7 +29,7 @@ from cosim.config import WorkloadError, load_yaml
 from cosim.fmt import num
 from cosim.outdir import atomic_write_text
 from reports.inputs import ReportError
-from reports.run_report import _esc, _plotlyjs, figure_html
+from reports.run_report import PLOTLYJS_FILE, _esc, _plotlyjs, figure_html, write_plotlyjs
 
 __all__ = ["ReportError", "write_sweep_report"]
 
@@ -431,8 +431,10 @@ def _bound(metric: str, bound) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def write_sweep_report(out: Path) -> Path:
-    """(Re)build ``out/report.html`` and ``out/report_data/*.csv`` from the sweep directory ``out``.
+def write_sweep_report(out: Path, shared_plotlyjs: bool = False) -> Path:
+    """(Re)build ``out/report.html`` and ``out/report_data/*.csv`` from the sweep directory ``out``;
+    ``shared_plotlyjs``: reference ``out/plotly.min.js`` (written here, shared with the front runs'
+    reports) instead of embedding plotly.js.
 
     A missing or unreadable file raises :class:`ReportError` (bad input) before anything is written.
     """
@@ -567,9 +569,11 @@ figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
 Parameters: {", ".join(_esc(p) for p in d.parameters)}; fixed: {fixed or "nothing"}; strategy: {_esc(json.dumps(strategy))}.<br>
 {quality_note}Built from this sweep directory alone: <a href="sweep.yaml">sweep.yaml</a>, <a href="results.csv">results.csv</a>,
 <a href="pareto.csv">pareto.csv</a>. Metric definitions: docs/metrics.md.</p>
-{_plotlyjs() if figures else ""}{body}
+{_plotlyjs(PLOTLYJS_FILE if shared_plotlyjs else None) if figures else ""}{body}
 </body></html>
 """
+    if figures and shared_plotlyjs:
+        write_plotlyjs(out)  # before the page that needs it
     path = out / "report.html"
     atomic_write_text(path, page)  # a full disk or a crash leaves the old report whole, never a stub
     return path
