@@ -243,3 +243,59 @@ def test_every_figure_renders_offline_in_chromium(sweep_dir, results):
         assert fig.count('class="point"') == done
     assert "js-plotly-plot" in figures[3][:120] and figures[3].count("<canvas") >= 1  # parcoords (WebGL)
     assert "fixed_interval" in figures[3]  # its tick text drawn
+
+
+@pytest.fixture(scope="module")
+def sweep_with_front(tmp_path_factory) -> Path:
+    """``python -m cosim sweep --write-front`` over two core counts with run reports on: the sweep report
+    and every front run's report share one plotly.min.js."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("front")
+    (tmp / "base.yaml").write_text(yaml.safe_dump(dict(TINY, outputs={"report": True, "timeline_steps": 1})))
+    spec = {
+        "version": 1,
+        "name": "front",
+        "base": "base.yaml",
+        "fixed": {"simulation.mode": "analytic"},
+        "parameters": {"hardware.cores": [1, 2, 4]},
+        "objectives": {"latency_s": "min", "luts": "min"},
+    }
+    (tmp / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    r = subprocess.run(
+        [sys.executable, "-m", "cosim", "sweep", "sweep.yaml", "--out", "out", "--write-front"],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
+    assert r.returncode == 0, r.stderr
+    return tmp / "out"
+
+
+def test_a_sweep_and_its_front_runs_share_one_plotlyjs(sweep_with_front):
+    from cosim.outdir import owned_by_tool
+
+    out = sweep_with_front
+    assert (out / "plotly.min.js").read_text() == get_plotlyjs()
+    runs = sorted((out / "runs").glob("*/report.html"))
+    assert len(runs) == len(text_csv(out / "pareto.csv")) >= 2
+    for page, src in [(out / "report.html", "plotly.min.js")] + [(p, "../../plotly.min.js") for p in runs]:
+        html = page.read_text()
+        assert get_plotlyjs()[:200] not in html and "plotly.js v" not in html  # not embedded...
+        assert re.findall(r'<script[^>]*\ssrc="([^"]*)"', html) == [src]  # ...but referenced, relatively
+        assert (page.parent / src).resolve() == (out / "plotly.min.js").resolve()
+        assert page.stat().st_size < 1_000_000
+    assert owned_by_tool(out, "sweep")  # the shared file is one the sweep writes
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_a_front_run_report_draws_its_figures_from_the_shared_file(sweep_with_front):
+    page = sorted((sweep_with_front / "runs").glob("*/report.html"))[0]
+    dom = rendered_dom(page)
+    figures = page.read_text().count('class="plotly-graph-div"')
+    assert figures == 5
+    drawn = re.split(r'(?=<div id="figure-\d+")', dom)[1:]
+    assert len(drawn) == figures
+    for fig in drawn:
+        assert "js-plotly-plot" in fig[:120] and fig.count('class="main-svg"') >= 2
