@@ -270,7 +270,7 @@ def layers_figure(runs: list[Run]) -> tuple[go.Figure, pd.DataFrame]:
     fig.update_layout(
         title="Decode time per layer (all kinds of work, s)",
         height=380,
-        xaxis=dict(title="layer", dtick=max(1, math.ceil(n / 32))),  # whole layers only
+        xaxis=dict(title="layer", dtick=max(1, math.ceil(n / 16))),  # whole layers only
         yaxis_title="seconds",
         legend=dict(orientation="h", y=-0.2),
         margin=dict(l=60, r=20, t=50, b=40),
@@ -383,12 +383,16 @@ def write_comparison(runs: list[Run], out: Path) -> Path:
         for i, (fig, _, name, caption) in enumerate(figures)
     ]
     fake = [r.label for r in runs if not r.summary.get("trace_is_real")]
-    banner = (
-        f"<div class=warn>Replay decisions not captured from a model (see each run's trace above) in: "
-        f"{_esc(', '.join(fake))}.</div>"
-        if fake
-        else ""
-    )
+    if len(fake) == len(runs):
+        banner = (
+            "<div class=warn>No run's replay decisions were captured from a model (trace column below).</div>"
+        )
+    elif fake:
+        banner = (
+            f"<div class=warn>Replay decisions not captured from a model in: {_esc(', '.join(fake))}.</div>"
+        )
+    else:
+        banner = ""
     title = _esc(f"Comparison of {len(runs)} runs")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
