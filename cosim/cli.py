@@ -328,6 +328,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:  # runs/compare/A--B: the compared directories' names, as run variants are named
         names = [Path(d).resolve().name for d in args.dirs]
         out = Path("runs") / "compare" / variant_name(names[0], names[1:])
+    for r in runs:  # a run directory holding a comparison would no longer be a run the tool owns
+        if r.path.resolve() in (out.resolve(), *out.resolve().parents):
+            raise UsageError(f"{out}: inside the run directory {r.path}; write the comparison elsewhere")
     with claim(out, "compare", force=args.force) as target:
         target.commit(lambda d: write_comparison(runs, d))
     print(f"{len(runs)} runs compared, the first as reference -> {out / 'report.html'}{_replaced(target)}")

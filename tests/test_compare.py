@@ -136,7 +136,8 @@ def test_a_second_comparison_replaces_the_first_and_labels_stay_unique(runs, tmp
         (["on", "./on"], "./on: given twice (also as on)"),
         (["on", "broken"], "layers.csv: missing (incomplete run directory)"),
         (["on", "off", "--out", "mine"], "mine: refusing to replace this directory: it holds keep.txt"),
-        (["on", "off", "--out", "off"], "it is a run output, not a compare output"),
+        (["on", "off", "--out", "off"], "off: inside the run directory off"),
+        (["on", "off", "--out", "on/cmp"], "on/cmp: inside the run directory on"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(runs, tmp_path, args, message):
@@ -190,3 +191,20 @@ def test_every_figure_renders_offline_in_chromium(runs, compared, tmp_path):
 
     pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
     assert pixels.std() > 10 and (pixels < 200).mean() > 0.02, "the screenshot is blank"
+
+
+def test_values_from_the_run_directories_are_text_not_markup(runs, tmp_path):
+    """A hand-edited summary.json and a directory name with markup in them land escaped in the page."""
+    evil = "<img src=x onerror=alert(1)>"
+    shutil.copytree(runs / "on", tmp_path / "on")
+    shutil.copytree(runs / "off", tmp_path / "<b>off</b>")
+    path = tmp_path / "on" / "summary.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(data, workload=evil, energy_breakdown_j={evil: 1.0})))
+    r = cli("compare", "on", "<b>off</b>", "--out", "cmp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rest = page_without_plotlyjs((tmp_path / "cmp" / "report.html").read_text())
+    assert evil not in rest and "<b>off</b>" not in rest
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rest and "&lt;b&gt;off&lt;/b&gt;" in rest
+    runs_csv = pd.read_csv(tmp_path / "cmp" / "report_data" / "runs.csv")
+    assert runs_csv["workload"].tolist() == [evil, "tiny"]  # the data say what the files say
