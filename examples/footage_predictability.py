@@ -1,0 +1,131 @@
+"""How predictable is the next frame's token on held-out footage, beyond copying the previous frame?
+
+The footage model (docs/model_card_footage.md) does not beat copy-previous-frame in token accuracy. This
+script asks whether anything simple does, on the same 384 held-out videos its card reports
+(``make_footage(384, 3, "heldout")``, the shipped FSQ tokenizer):
+
+- ``copy``: the previous frame's token at the same place;
+- ``transition``: the most frequent next token given the previous frame's token (counted on training
+  videos);
+- ``transition2``: the same given the tokens of the two previous frames (frames 2.. only);
+- ``motion``: the previous frame's token shifted by the one of 9 shifts (-1..1 tokens in y and x) that best
+  explains the current frame's tokens decoded so far (raster order, as the model sees them), when it
+  explains them (16 or more seen) at least 10 points better than no shift;
+- ``model``: the shipped checkpoint's teacher-forced argmax (as ``--eval-only`` measures it).
+
+Accuracy counts frames 1..7 (``transition2``: 2..7, with copy on the same frames beside it)::
+
+    python examples/footage_predictability.py [--train-videos 4000] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from models.footage import make_footage
+from models.train_footage import NAME, tokenize
+
+SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def most_frequent_next(keys: np.ndarray, nxt: np.ndarray) -> dict:
+    """key -> the next token seen most often after it (ties: the smallest token)."""
+    order = np.lexsort((nxt, keys))
+    k, v = keys[order], nxt[order]
+    pair_start = np.r_[True, (k[1:] != k[:-1]) | (v[1:] != v[:-1])]
+    pk, pv = k[pair_start], v[pair_start]
+    counts = np.diff(np.r_[np.flatnonzero(pair_start), len(k)])
+    best: dict = {}
+    for key, val, c in zip(pk.tolist(), pv.tolist(), counts.tolist(), strict=True):
+        if key not in best or c > best[key][1]:
+            best[key] = (val, c)
+    return {key: val for key, (val, _) in best.items()}
+
+
+def motion_copy(videos: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """(V, T, h, w) tokens -> (V, T-1, h, w) motion-compensated copies of frames 0..T-2."""
+    v, t, h, w = videos.shape
+    prev, cur = videos[:, :-1], videos[:, 1:]
+    match = np.zeros((len(SHIFTS), v, t - 1, h * w))
+    valid = np.zeros((len(SHIFTS), h * w))
+    shifted = np.zeros((len(SHIFTS), v, t - 1, h, w), dtype=videos.dtype)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    for i, (dy, dx) in enumerate(SHIFTS):
+        py, px = ys - dy, xs - dx
+        ok = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+        src = np.where(ok, py * w + px, ys * w + xs)  # out of the frame: no shift
+        shifted[i] = prev.reshape(v, t - 1, -1)[..., src].reshape(v, t - 1, h, w)
+        match[i] = (cur.reshape(v, t - 1, -1) == shifted[i].reshape(v, t - 1, -1)) & ok
+        valid[i] = ok
+    # match rate of each shift over the tokens decoded before each position
+    before = np.cumsum(match, axis=-1) - match
+    seen = np.cumsum(valid, axis=-1) - valid
+    rate = np.where(seen[:, None, None] >= 16, before / np.maximum(seen[:, None, None], 1), -1.0)
+    still = SHIFTS.index((0, 0))
+    best = rate.argmax(axis=0)
+    use = np.take_along_axis(rate, best[None], 0)[0] > rate[still] + margin
+    choice = np.where(use, best, still).reshape(v, t - 1, h, w)
+    return np.take_along_axis(shifted, choice[None], 0)[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--train-videos", type=int, default=4000, help="training videos the tables count (default 4000)"
+    )
+    ap.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model, tok, _ = load_checkpoint(CHECKPOINT_DIR / f"{NAME}.safetensors")
+    cfg = model.config
+    t, n = cfg.frames, cfg.tokens_per_frame
+    g = int(round(n**0.5))
+    train_v, _ = make_footage(a.train_videos, 1, "train")
+    train = tokenize(tok, train_v).numpy().reshape(-1, t, n)
+    held_v, held_l = make_footage(384, 3, "heldout")
+    held = tokenize(tok, held_v).numpy().reshape(-1, t, n)
+
+    truth, prev = held[:, 1:], held[:, :-1]
+    one = most_frequent_next(train[:, :-1].ravel(), train[:, 1:].ravel())
+    transition = np.vectorize(lambda k: one.get(int(k), int(k)))(prev)
+    k2 = lambda x: x[:, 1:-1].astype(np.int64) * tok.size + x[:, :-2]  # noqa: E731
+    two = most_frequent_next(k2(train).ravel(), train[:, 2:].ravel())
+    keys2 = k2(held)
+    transition2 = np.vectorize(lambda k, p: two.get(int(k), int(p)))(keys2, held[:, 1:-1])
+    motion = motion_copy(held.reshape(-1, t, g, g)).reshape(truth.shape)
+    with torch.no_grad():
+        pred = []
+        codes = torch.as_tensor(held.reshape(len(held), -1))
+        for i in range(0, len(codes), 16):
+            lab = torch.as_tensor(held_l[i : i + 16])
+            logits = model(model.input_ids(lab, codes[i : i + 16]), lab)[:, :, : cfg.codebook_size]
+            pred.append(logits.argmax(-1).numpy())
+    model_pred = np.concatenate(pred).reshape(-1, t, n)[:, 1:]
+
+    acc = lambda p, y: float((p == y).mean())  # noqa: E731
+    out = {
+        "videos": len(held),
+        "train_videos": a.train_videos,
+        "copy": acc(prev, truth),
+        "transition": acc(transition, truth),
+        "motion": acc(motion, truth),
+        "model": acc(model_pred, truth),
+        "copy_frames_2_on": acc(held[:, 1:-1], held[:, 2:]),
+        "transition2_frames_2_on": acc(transition2, held[:, 2:]),
+        "transition_keys_seen": len(one),
+        "transition2_keys_seen": len(two),
+    }
+    for key, value in out.items():
+        print(f"{key:>24}: {value:.4%}" if isinstance(value, float) else f"{key:>24}: {value}")
+    if a.out:
+        a.out.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
