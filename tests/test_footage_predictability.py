@@ -30,3 +30,23 @@ def test_most_frequent_next_counts_pairs():
     keys = np.array([1, 1, 1, 2, 2, 3])
     nxt = np.array([5, 7, 7, 9, 8, 4])
     assert fp.most_frequent_next(keys, nxt) == {1: 7, 2: 8, 3: 4}  # 2: a tie goes to the smaller token
+
+
+def test_dead_band_zero_is_the_plain_encoding_and_a_band_only_removes_changes():
+    import torch
+
+    from models.fsq import FSQTokenizer
+
+    torch.manual_seed(0)
+    tok = FSQTokenizer().eval()
+    with torch.no_grad():  # an untrained encoder's latents sit near 0: spread them over the levels
+        tok.encoder[-1].weight.mul_(60)
+    frame = np.random.default_rng(1).integers(0, 256, size=(64, 64, 3))
+    drift = np.random.default_rng(2).integers(-12, 13, size=(2, 6, 64, 64, 3))  # small changes per frame
+    videos = np.clip(frame + np.cumsum(drift, axis=1), 0, 255).astype(np.uint8)
+    plain, mse = fp.encode_dead_band(tok, videos, 0.0)
+    assert (plain == tok.encode(videos).numpy()).all()
+    banded, banded_mse = fp.encode_dead_band(tok, videos, 0.3)
+    changes = lambda c: (c[:, 1:] != c[:, :-1]).mean()  # noqa: E731
+    assert changes(banded) < changes(plain)
+    assert (banded[:, 0] == plain[:, 0]).all()  # the first frame has nothing to hold on to
