@@ -45,7 +45,11 @@ KINDS: dict[str, tuple[str, ...]] = {
         "timeline.json",
         "report.html",
         "provenance.json",
+        "cores.csv",
+        "frames.png",
         ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporary)
+        "report_data/*.csv",
+        "report_data/.*.tmp",
     ),
     "capture": ("quality.json", "trace.parquet", "provenance.json"),
     "sweep": (
@@ -71,6 +75,10 @@ KINDS: dict[str, tuple[str, ...]] = {
         "runs/*/provenance.json",
         "runs/*/timeline.json",
         "runs/*/report.html",
+        "runs/*/cores.csv",
+        "runs/*/frames.png",
+        "runs/*/report_data/*.csv",
+        "runs/*/report_data/.*.tmp",
         "runs/.*",  # the lock file and staging directory of a run being written
         "runs/.*/*",
     ),

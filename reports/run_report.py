@@ -8,7 +8,9 @@ replaces an older report atomically, so a full disk never leaves a truncated rep
 
 from __future__ import annotations
 
+import base64
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,12 @@ from plotly.offline import get_plotlyjs
 from accelerator.cost import PHASES
 from cosim.fmt import num
 from cosim.outdir import atomic_write_text
-from reports.inputs import ReportError, read_run_dir
+from cosim.quality_keys import quality_definition
+from reports.inputs import ReportError, RunFiles, read_run_dir
 
 __all__ = ["ReportError", "figure_html", "script_json", "write_run_report"]
+
+DATA_DIR = "report_data"
 
 PHASE_COLORS = dict(
     zip(PHASES, ["#4c78a8", "#72b7b2", "#f58518", "#e45756", "#54a24b", "#b279a2", "#9d755d"], strict=True)
@@ -32,6 +37,25 @@ METRIC_ROWS = [
     ("latency_s", "Decode latency", "{} s", "whole decode of the batch (all frames)"),
     ("dense_latency_s", "Dense latency", "{} s", "same workload, no replay, no TAS, no DRS"),
     ("speedup_vs_dense", "Speedup vs dense", "{:.3f}x", "dense latency / latency"),
+    (
+        "dense_full_attention_latency_s",
+        "Dense latency, full attention",
+        "{} s",
+        "no replay, no sparse attention: the paper's headline baseline",
+    ),
+    (
+        "speedup_vs_dense_full_attention",
+        "Speedup vs dense, full attention",
+        "{:.3f}x",
+        "dense full-attention latency / latency (FastCar plus sparse attention)",
+    ),
+    (
+        "drs_off_latency_s",
+        "Latency without DRS",
+        "{} s",
+        "the same trace on the static batch-to-core mapping",
+    ),
+    ("drs_gain", "DRS gain", "{:.3f}x", "latency without DRS / latency"),
     ("replay_ratio", "Replay ratio", "{:.1%}", "replayed MLPs / (layers x decode steps x batch)"),
     ("tau", "Threshold tau", "{}", "replay when TAS >= tau (raw logit); one per layer if a list"),
     (
@@ -40,10 +64,18 @@ METRIC_ROWS = [
         "{} J",
         "static power of each component x latency + dynamic MAC and memory energy",
     ),
+    ("dense_energy_j", "Dense energy", "{} J", "the dense run's energy, same components"),
     ("avg_power_w", "Average power", "{:.3g} W", "energy / latency"),
     ("tokens_per_s", "Throughput", "{} tok/s", "batch rows x decode steps / latency"),
     ("tokens_per_j", "Efficiency", "{:.4g} tok/J", "batch rows x decode steps / energy"),
     ("core_utilization", "Core utilization", "{:.1%}", "compute-busy time / (cores x latency)"),
+    (
+        "core_imbalance",
+        "Core imbalance",
+        "{:.3f}",
+        "busiest core's compute-busy time / mean over cores (1 = even)",
+    ),
+    ("drs_off_core_imbalance", "Core imbalance without DRS", "{:.3f}", "the same, static mapping"),
     (
         "memory_bandwidth_utilization",
         "Memory bandwidth utilization",
@@ -110,13 +142,30 @@ def _plotlyjs() -> str:
     )
 
 
-def breakdown_figure(summary: dict) -> go.Figure:
+#: Legends sit above the plot area (never over the x-axis title); figures leave room for them.
+LEGEND_ABOVE = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0)
+#: Spans of timeline.json drawn in the Gantt at most (instruction granularity records one per instruction).
+MAX_GANTT_SPANS = 4000
+#: Decode steps of the timeline drawn in the Gantt at most (a few: each step is many layers).
+GANTT_STEPS = 4
+#: Columns of the core-utilisation heatmap at most (steps are binned beyond it).
+MAX_UTIL_BINS = 160
+UNIT_COLOR = "#bab0ac"
+
+
+def run_label(summary: dict) -> str:
+    """The replaying run's name in figures: not its bare policy name, which may be a kind of work ("tas")."""
+    policy = str(summary["policy"])
+    return f"{'FastCar' if policy == 'tas' else 'this run'} (policy {policy})"
+
+
+def breakdown_figure(summary: dict) -> tuple[go.Figure, pd.DataFrame]:
+    runs = [("dense", summary["dense_breakdown_s"]), (run_label(summary), summary["breakdown_s"])]
     fig = go.Figure()
-    runs = [("dense", summary["dense_breakdown_s"]), (_esc(summary["policy"]), summary["breakdown_s"])]
     for phase in PHASES:
         fig.add_bar(
             name=phase,
-            y=[name for name, _ in runs],
+            y=[_esc(name) for name, _ in runs],
             x=[b.get(phase, 0.0) for _, b in runs],
             orientation="h",
             marker_color=PHASE_COLORS[phase],
@@ -124,37 +173,55 @@ def breakdown_figure(summary: dict) -> go.Figure:
         )
     fig.update_layout(
         barmode="stack",
-        title="Where the decode time goes (critical path, s)",
-        height=280,
+        title=dict(text="Where the decode time goes (critical path, s)", y=0.97),
+        height=300,
         xaxis_title="seconds",
-        legend_orientation="h",
-        margin=dict(l=80, r=20, t=50, b=40),
+        legend=LEGEND_ABOVE,
+        margin=dict(l=170, r=20, t=90, b=50),
     )
-    return fig
+    data = pd.DataFrame([{"run": name, **{f"{p}_s": b.get(p, 0.0) for p in PHASES}} for name, b in runs])
+    return fig, data
 
 
-def energy_figure(summary: dict) -> go.Figure:
-    parts = {_esc(k): v for k, v in (summary.get("energy_breakdown_j") or {}).items() if v > 0}
-    fig = go.Figure(
-        go.Bar(
-            x=list(parts.values()),
-            y=list(parts.keys()),
-            orientation="h",
-            marker_color="#9d755d",
-            hovertemplate="%{y}: %{x:.4g} J<extra></extra>",
-        )
+def energy_figure(summary: dict) -> tuple[go.Figure, pd.DataFrame]:
+    """Energy by component, the run beside dense, on a log axis (the TAS unit's microjoules and the
+    memory's joules both readable). A zero part has no bar on a log axis: its row says 0 in the CSV."""
+    run = summary.get("energy_breakdown_j") or {}
+    dense = summary.get("dense_energy_breakdown_j") or {}
+    parts = list(dict.fromkeys([*dense, *run]))
+    data = pd.DataFrame(
+        {"component": parts, "dense_j": [dense.get(k) for k in parts], "run_j": [run.get(k) for k in parts]}
     )
-    fig.update_layout(
-        title=f"Energy by component (J), total {num(summary['energy_j'])} J",
-        xaxis_title="joules",
-        height=120 + 28 * len(parts),
-        margin=dict(l=170, r=20, t=50, b=40),
-    )
-    return fig
-
-
-def layers_figure(layers: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
+    for name, col, color in (("dense", "dense_j", "#bab0ac"), (_esc(run_label(summary)), "run_j", "#9d755d")):
+        shown = data[data[col].fillna(0) > 0]
+        if len(shown):
+            fig.add_bar(
+                name=name,
+                x=shown[col],
+                y=[_esc(k) for k in shown["component"]],
+                orientation="h",
+                marker_color=color,
+                hovertemplate="%{y}: %{x:.4g} J<extra>" + name + "</extra>",
+            )
+    dense_total = f", dense {_fmt('{} J', summary['dense_energy_j'])}" if "dense_energy_j" in summary else ""
+    fig.update_layout(
+        barmode="group",
+        title=dict(
+            text=f"Energy by component (J, log scale), total {num(summary['energy_j'])} J{dense_total}"
+        ),
+        xaxis=dict(title="joules", type="log"),
+        yaxis=dict(autorange="reversed"),
+        height=150 + 34 * len(parts),
+        legend=LEGEND_ABOVE,
+        margin=dict(l=170, r=20, t=90, b=50),
+    )
+    return fig, data
+
+
+def layers_figure(layers: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
+    fig = go.Figure()
+    cols = [f"{p}_s" for p in PHASES if f"{p}_s" in layers]
     for phase in PHASES:
         col = f"{phase}_s"
         if col in layers and layers[col].any():
@@ -170,44 +237,273 @@ def layers_figure(layers: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         barmode="stack",
         title="Per layer: time by kind of work and replay ratio",
-        height=380,
-        xaxis_title="layer",
+        height=400,
+        xaxis=dict(title="layer", dtick=1),
         yaxis_title="seconds",
-        yaxis2=dict(title="replay ratio", overlaying="y", side="right", range=[0, 1]),
-        legend_orientation="h",
-        margin=dict(l=60, r=60, t=50, b=40),
+        yaxis2=dict(
+            title="replay ratio",
+            overlaying="y",
+            side="right",
+            range=[0, 1],
+            tickmode="array",
+            tickvals=[0, 0.25, 0.5, 0.75, 1],
+            tickformat=".0%",
+            showgrid=False,
+        ),
+        legend=LEGEND_ABOVE,
+        margin=dict(l=60, r=70, t=90, b=50),
     )
-    return fig
+    return fig, layers[["layer", *cols, "replay_ratio"]]
 
 
-def tas_figure(tas: np.ndarray, replay: np.ndarray, tau: float | list[float] | None) -> go.Figure:
-    rng = np.random.default_rng(0)
+def layers_vs_dense_figure(layers: pd.DataFrame, summary: dict) -> tuple[go.Figure, pd.DataFrame]:
+    """Each layer's time over the decode, the run beside the dense run (layers.csv ``dense_total_s``)."""
+    data = layers[["layer", "total_s", "dense_total_s"]]
+    fig = go.Figure()
+    fig.add_bar(name="dense", x=data["layer"], y=data["dense_total_s"], marker_color="#bab0ac")
+    fig.add_bar(name=_esc(run_label(summary)), x=data["layer"], y=data["total_s"], marker_color="#4c78a8")
+    fig.update_layout(
+        barmode="group",
+        title="Per layer: time over the decode, beside dense (s)",
+        height=360,
+        xaxis=dict(title="layer", dtick=1),
+        yaxis_title="seconds",
+        legend=LEGEND_ABOVE,
+        margin=dict(l=60, r=20, t=90, b=50),
+    )
+    return fig, data
+
+
+def core_columns(cores: pd.DataFrame) -> list[str]:
+    """``core<i>_busy_s`` columns of cores.csv, in core order."""
+    cols = [c for c in cores.columns if re.fullmatch(r"core\d+_busy_s", c)]
+    return sorted(cols, key=lambda c: int(c[4:-7]))
+
+
+def utilisation_bins(cores: pd.DataFrame, max_bins: int = MAX_UTIL_BINS) -> pd.DataFrame:
+    """Busy fraction of each core per bin of consecutive decode steps (one step per bin when they are few):
+    its compute-busy time in the bin / the bin's duration."""
+    steps = len(cores)
+    size = max(1, -(-steps // max_bins))
+    groups = np.arange(steps) // size
+    grouped = cores.groupby(groups, sort=True)
+    out = pd.DataFrame(
+        {
+            "first_step": grouped["step"].min().to_numpy(),
+            "last_step": grouped["step"].max().to_numpy(),
+            "frame": grouped["frame"].min().to_numpy(),
+            "start_s": grouped["start_s"].min().to_numpy(),
+            "end_s": grouped["end_s"].max().to_numpy(),
+        }
+    )
+    duration = (out["end_s"] - out["start_s"]).to_numpy()
+    for col in core_columns(cores):
+        busy = grouped[col].sum().to_numpy()
+        out[col.replace("_busy_s", "_busy_fraction")] = np.divide(
+            busy, duration, out=np.zeros_like(busy, dtype=float), where=duration > 0
+        )
+    return out
+
+
+def cores_figure(cores: pd.DataFrame, tokens_per_frame: int) -> tuple[go.Figure, pd.DataFrame]:
+    data = utilisation_bins(cores)
+    cols = [c for c in data.columns if c.endswith("_busy_fraction")]
+    names = [c.removesuffix("_busy_fraction") for c in cols]
+    z = data[cols].to_numpy().T
+    size = int(data["last_step"].iloc[0] - data["first_step"].iloc[0] + 1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=data["first_step"],
+            y=names,
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar=dict(title="busy", tickformat=".0%"),
+            customdata=np.repeat(data[["start_s", "end_s"]].to_numpy()[None], len(cols), axis=0),
+            hovertemplate="%{y}, step %{x}: busy %{z:.1%}<br>%{customdata[0]:.4g} s to %{customdata[1]:.4g} s"
+            "<extra></extra>",
+        )
+    )
+    frames = int(cores["frame"].max()) + 1
+    if 1 < frames <= 64:
+        for f in range(1, frames):
+            fig.add_vline(
+                x=f * tokens_per_frame - size / 2, line_width=1, line_dash="dot", line_color="white"
+            )
+    per = f"bins of {size} steps" if size > 1 else "per decode step"
+    fig.update_layout(
+        title=f"Core utilisation over the decode: compute-busy fraction per core, {per} (dotted: frames)",
+        xaxis_title="decode step",
+        yaxis=dict(title="core", autorange="reversed"),
+        height=160 + 26 * len(cols),
+        margin=dict(l=70, r=20, t=60, b=50),
+    )
+    return fig, data
+
+
+def gantt_spans(timeline: dict | None) -> pd.DataFrame:
+    """Complete spans of timeline.json on the cores and units tracks: track, kind of work, start and end (s)
+    and the decode step where the spans carry one. Tracks are found by their process and thread names, so
+    other tracks (memory, counters) and unknown events are left alone."""
+    columns = ["track", "kind", "name", "start_s", "end_s", "step"]
+    events = (timeline or {}).get("traceEvents") or []
+    process, thread = {}, {}
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("ph") != "M":
+            continue
+        name = (ev.get("args") or {}).get("name") if isinstance(ev.get("args"), dict) else None
+        if ev.get("name") == "process_name":
+            process[ev.get("pid")] = str(name)
+        elif ev.get("name") == "thread_name":
+            thread[(ev.get("pid"), ev.get("tid"))] = str(name)
+    rows = []
+    for ev in events:
+        if (
+            not isinstance(ev, dict)
+            or ev.get("ph") != "X"
+            or process.get(ev.get("pid")) not in ("cores", "units")
+        ):
+            continue
+        ts, dur = ev.get("ts"), ev.get("dur")
+        if not isinstance(ts, int | float) or not isinstance(dur, int | float):
+            continue
+        args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
+        name = str(ev.get("name", ""))
+        step = args.get("step")
+        rows.append(
+            (
+                thread.get((ev.get("pid"), ev.get("tid")), f"track {ev.get('tid')}"),
+                name.split("[")[0],
+                name,
+                ts * 1e-6,
+                (ts + dur) * 1e-6,
+                step if isinstance(step, int) else None,
+            )
+        )
+    spans = pd.DataFrame(rows, columns=columns)
+    if spans.empty:
+        return spans
+    spans = spans.sort_values(["start_s", "track"], kind="stable").reset_index(drop=True)
+    if spans["step"].notna().any():
+        first = sorted(spans["step"].dropna().unique())[:GANTT_STEPS]
+        spans = spans[spans["step"].isin(first)]
+    return spans.head(MAX_GANTT_SPANS).reset_index(drop=True)
+
+
+def _track_order(track: str) -> tuple:
+    m = re.fullmatch(r"core(\d+)", track)
+    return (0, int(m.group(1)), "") if m else (1, 0, track)
+
+
+def gantt_figure(spans: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
+    tracks = sorted(spans["track"].unique(), key=_track_order)
+    fig = go.Figure()
+    for kind in dict.fromkeys(spans["kind"]):
+        rows = spans[spans["kind"] == kind]
+        fig.add_bar(
+            name=_esc(kind),
+            y=[_esc(t) for t in rows["track"]],
+            x=(rows["end_s"] - rows["start_s"]) * 1e3,
+            base=rows["start_s"] * 1e3,
+            orientation="h",
+            marker_color=PHASE_COLORS.get(kind, UNIT_COLOR),
+            customdata=[_esc(n) for n in rows["name"]],
+            hovertemplate="%{y}: %{customdata} from %{base:.6g} ms for %{x:.4g} ms<extra></extra>",
+        )
+    steps = spans.dropna(subset=["step"]).groupby("step")["start_s"].min()
+    for step, start in steps.items():
+        fig.add_vline(x=start * 1e3, line_width=1, line_dash="dot", line_color="#888")
+        fig.add_annotation(
+            x=start * 1e3,
+            y=1,
+            yref="paper",
+            text=f"step {int(step)}",
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+        )
+    fig.update_layout(
+        barmode="overlay",
+        title=dict(text="Per-core schedule of the first recorded decode steps (timeline.json)", y=0.98),
+        xaxis_title="time (ms, from the start of the decode)",
+        yaxis=dict(categoryorder="array", categoryarray=[_esc(t) for t in tracks], autorange="reversed"),
+        height=200 + 30 * len(tracks),
+        legend=dict(LEGEND_ABOVE, y=1.08),
+        margin=dict(l=100, r=20, t=110, b=50),
+    )
+    return fig, spans
+
+
+def drs_figure(summary: dict) -> tuple[go.Figure, pd.DataFrame]:
+    """Per-core compute-busy time with DRS (this run) and without (the same trace, static mapping)."""
+    on, off = summary["core_busy_s"], summary["drs_off_core_busy_s"]
+    data = pd.DataFrame({"core": range(len(on)), "drs_on_busy_s": on, "drs_off_busy_s": off})
+    names = [f"core{c}" for c in data["core"]]
+    fig = go.Figure()
+    fig.add_bar(name="DRS off (static mapping)", x=names, y=data["drs_off_busy_s"], marker_color="#bab0ac")
+    fig.add_bar(name="DRS on (this run)", x=names, y=data["drs_on_busy_s"], marker_color="#f58518")
+    imbalance = (_fmt("{:.3f}", summary.get(k)) for k in ("core_imbalance", "drs_off_core_imbalance"))
+    fig.update_layout(
+        barmode="group",
+        title=(
+            f"What DRS bought: latency {_fmt('{} s', summary.get('latency_s'))} vs "
+            f"{_fmt('{} s', summary.get('drs_off_latency_s'))} without "
+            f"({_fmt('{:.3f}x', summary.get('drs_gain'))}); core imbalance {' vs '.join(imbalance)}"
+        ),
+        xaxis_title="core",
+        yaxis_title="compute-busy seconds",
+        height=360,
+        legend=LEGEND_ABOVE,
+        margin=dict(l=60, r=20, t=90, b=50),
+    )
+    return fig, data
+
+
+def tas_figure(
+    tas: np.ndarray, replay: np.ndarray, tau: float | list[float] | None
+) -> tuple[go.Figure, pd.DataFrame]:
+    """Histogram of every scored TAS (frames 1 and later), replayed and computed, on 80 shared bins."""
     tas, replay = tas.ravel(), replay.ravel()
     ok = ~np.isnan(tas)
-    idx = np.flatnonzero(ok)
-    if idx.size > 200_000:  # a histogram does not need every point; keep the page small
-        idx = np.sort(rng.choice(idx, 200_000, replace=False))
+    scored, decided = tas[ok], replay[ok]
+    edges = np.histogram_bin_edges(scored, bins=80) if scored.size else np.linspace(0, 1, 81)
+    data = pd.DataFrame(
+        {
+            "tas_from": edges[:-1],
+            "tas_to": edges[1:],
+            "replayed": np.histogram(scored[decided], edges)[0],
+            "computed": np.histogram(scored[~decided], edges)[0],
+        }
+    )
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig = go.Figure()
-    fig.add_histogram(
-        x=tas[idx][replay[idx]], name="replayed", marker_color="#54a24b", opacity=0.75, nbinsx=80
-    )
-    fig.add_histogram(
-        x=tas[idx][~replay[idx]], name="computed", marker_color="#4c78a8", opacity=0.75, nbinsx=80
-    )
+    for col, color in (("replayed", "#54a24b"), ("computed", "#4c78a8")):
+        fig.add_bar(
+            x=centers,
+            y=data[col],
+            width=width,
+            name=col,
+            marker_color=color,
+            opacity=0.75,
+            hovertemplate="TAS %{x:.3g}: %{y} " + col + "<extra></extra>",
+        )
     if isinstance(tau, int | float) and np.isfinite(tau):  # one tau (a per-layer list gets no line)
         fig.add_vline(x=tau, line_dash="dash", annotation_text=f"tau = {tau:.3g}")
     fig.update_layout(
         barmode="overlay",
+        bargap=0,
         title="TAS distribution (frames 1 and later)",
         xaxis_title="TAS (logit)",
         yaxis_title="decisions",
-        height=320,
-        margin=dict(l=60, r=20, t=50, b=40),
+        height=340,
+        legend=LEGEND_ABOVE,
+        margin=dict(l=60, r=20, t=90, b=50),
     )
-    return fig
+    return fig, data
 
 
-def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
+def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> tuple[go.Figure, pd.DataFrame]:
     b, layers, steps = replay.shape
     frames = steps // tokens_per_frame
     grid = replay.reshape(b, layers, frames, tokens_per_frame).mean(axis=(0, 3))
@@ -219,7 +515,7 @@ def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
             colorscale="Greens",
             zmin=0,
             zmax=1,
-            colorbar_title="replay",
+            colorbar=dict(title="replay", tickformat=".0%"),
         )
     )
     fig.update_layout(
@@ -227,9 +523,11 @@ def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> go.Figure:
         xaxis_title="frame",
         yaxis_title="layer",
         height=360,
-        margin=dict(l=60, r=20, t=50, b=40),
+        margin=dict(l=60, r=20, t=50, b=50),
     )
-    return fig
+    layer, frame = np.meshgrid(np.arange(layers), np.arange(frames), indexing="ij")
+    data = pd.DataFrame({"layer": layer.ravel(), "frame": frame.ravel(), "replay_ratio": grid.ravel()})
+    return fig, data
 
 
 def provenance_html(prov: dict | None) -> str:
@@ -254,24 +552,209 @@ def provenance_html(prov: dict | None) -> str:
     )
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """(Re)build ``report.html`` from the run directory's files alone.
+def quality_table(quality: dict) -> str:
+    """summary["quality"] with each key's unit and definition (:mod:`cosim.quality_keys`)."""
+    rows = []
+    for k, v in quality.items():
+        unit, doc = quality_definition(k) or ("", "not defined in this version (docs/metrics.md)")
+        value = (
+            _fmt("{:.4g}", v) if isinstance(v, int | float | list) and not isinstance(v, bool) else _esc(v)
+        )
+        rows.append(
+            f"<tr><td>{_esc(k)}</td><td class=v>{value}</td><td>{_esc(unit)}</td><td class=d>{_esc(doc)}</td></tr>"
+        )
+    return (
+        "<table id=quality><tr><th>key</th><th>value</th><th>unit</th><th>definition</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
-    An incomplete or corrupt run directory raises :class:`ReportError` (bad input) naming the file and
-    the reason, before anything is written; the old report, if any, stays as it was.
-    """
-    run_dir = Path(run_dir)
-    files = read_run_dir(run_dir)
-    summary, layers, config, trace = files.summary, files.layers, files.config, files.trace
-    tas, replay = trace.tas_cube(), trace.replay_cube()
 
-    figures = [breakdown_figure(summary), energy_figure(summary), layers_figure(layers)]
+def sparse_html(config: dict) -> str:
+    """The sparse-attention settings, when the run uses them."""
+    sa = config.get("sparse_attention") or {}
+    if not isinstance(sa, dict) or sa.get("window") is None:
+        return ""
+    return (
+        f"<p class=meta id=sparse>Sparse attention: each token attends to the first {_esc(sa.get('sink_tokens'))} "
+        f"(sink) tokens and the last {_esc(sa.get('window'))} tokens; the speedup against the dense run "
+        "compares against dense with the same sparse attention, the full-attention speedup against dense "
+        "with full attention.</p>"
+    )
+
+
+def _figures(
+    files: RunFiles,
+) -> tuple[list[tuple[str, go.Figure | None, str, str, pd.DataFrame | None]], dict]:
+    """Each section's (heading, figure or None, caption or why absent, CSV name, rows), and the CSVs."""
+    summary, layers, trace = files.summary, files.layers, files.trace
+    out = []
+    out.append(
+        (
+            "Where the time goes",
+            *breakdown_figure(summary),
+            "breakdown",
+            "Critical-path time by kind of work, this run and dense.",
+        )
+    )
+    out.append(
+        (
+            "Energy beside dense",
+            *energy_figure(summary),
+            "energy",
+            "Energy by component, log scale; a part that is 0 has no bar.",
+        )
+    )
+    out.append(
+        (
+            "Per layer",
+            *layers_figure(layers),
+            "layers",
+            "Time by kind of work per layer (summed over the decode) and its replay ratio.",
+        )
+    )
+    if "dense_total_s" in layers:
+        out.append(
+            (
+                "Per layer beside dense",
+                *layers_vs_dense_figure(layers, summary),
+                "layers_vs_dense",
+                "Each layer's time over the decode, this run beside dense.",
+            )
+        )
+    else:
+        out.append(
+            (
+                "Per layer beside dense",
+                None,
+                None,
+                "",
+                "layers.csv has no dense_total_s column (a run written by an older version).",
+            )
+        )
+    tpf = int(summary["tokens_per_frame"])
+    if files.cores is not None:
+        out.append(
+            (
+                "Cores over time",
+                *cores_figure(files.cores, tpf),
+                "core_utilisation",
+                "Each core's compute-busy time / the elapsed time, per decode step (or bin of steps), over the whole decode; cores.csv has every step.",
+            )
+        )
+    else:
+        out.append(
+            (
+                "Cores over time",
+                None,
+                None,
+                "",
+                "No cores.csv: this run was written by a version that did not record per-step core busy time.",
+            )
+        )
+    spans = gantt_spans(files.timeline)
+    if len(spans):
+        out.append(
+            (
+                "Per-core schedule",
+                *gantt_figure(spans),
+                "gantt",
+                "The cores' and units' spans of the first recorded decode steps of timeline.json (default: from the first step of frame 1, where TAS, DRS and replay run).",
+            )
+        )
+    else:
+        out.append(
+            (
+                "Per-core schedule",
+                None,
+                None,
+                "",
+                "timeline.json holds no core spans (analytic mode, or outputs.timeline_steps = 0).",
+            )
+        )
+    if (
+        summary.get("drs_off_core_busy_s") is not None
+        and summary.get("core_busy_s") is not None
+        and "drs_off_latency_s" in summary
+    ):
+        out.append(
+            (
+                "What DRS bought",
+                *drs_figure(summary),
+                "drs",
+                "Per-core compute-busy time with DRS and, on the same trace, with the static batch-to-core mapping.",
+            )
+        )
+    elif summary["drs"] and summary["policy"] != "dense":
+        out.append(
+            (
+                "What DRS bought",
+                None,
+                None,
+                "",
+                "No DRS-off comparison in this run (outputs.drs_comparison: false).",
+            )
+        )
     if summary["policy"] != "dense":
-        figures += [
-            tas_figure(tas, replay, summary.get("tau")),
-            replay_map_figure(replay, trace.meta.tokens_per_frame),
-        ]
-    parts = [_plotlyjs()] + [figure_html(f, f"figure-{i}") for i, f in enumerate(figures)]
+        out.append(
+            (
+                "TAS",
+                *tas_figure(trace.tas_cube(), trace.replay_cube(), summary.get("tau")),
+                "tas_histogram",
+                "Every scored TAS, replayed and computed.",
+            )
+        )
+        out.append(
+            (
+                "Replay map",
+                *replay_map_figure(trace.replay_cube(), trace.meta.tokens_per_frame),
+                "replay_map",
+                "Replay ratio by layer and frame.",
+            )
+        )
+    data = {f"{name}.csv": rows for _, fig, rows, name, _ in out if fig is not None}
+    return out, data
+
+
+def write_report_data(out: Path, data: dict[str, pd.DataFrame]) -> None:
+    """``out/report_data/<figure>.csv``: the numbers behind each figure, each replaced atomically; a CSV of
+    a figure the page no longer has is removed."""
+    data_dir = out / DATA_DIR
+    data_dir.mkdir(exist_ok=True)
+    for name, table in data.items():
+        atomic_write_text(data_dir / name, table.to_csv(index=False, float_format="%.9g"))
+    for stale in data_dir.glob("*.csv"):
+        if stale.name not in data:
+            stale.unlink()
+
+
+def write_run_report(run_dir: Path, files: RunFiles | None = None) -> Path:
+    """(Re)build ``report.html`` and ``report_data/*.csv`` of a run directory.
+
+    ``files``: the run's data as its files hold them, handed over by the writer of the directory so that
+    nothing is read back; without it every file is read and checked, and an incomplete or corrupt run
+    directory raises :class:`ReportError` (bad input) naming the file and the reason, before anything is
+    written (the old report, if any, stays as it was). Both give the same page.
+    """
+    from reports.sweep_report import ERROR_CATCHER
+
+    run_dir = Path(run_dir)
+    if files is None:
+        files = read_run_dir(run_dir)
+    summary, config = files.summary, files.config
+
+    sections, data = _figures(files)
+    parts = [_plotlyjs()]
+    for i, (heading, fig, _, name, caption) in enumerate(sections):
+        parts.append(f"<h2>{_esc(heading)}</h2>")
+        if fig is None:
+            parts.append(f"<p class=absent>{_esc(caption)}</p>")
+            continue
+        href = f"{DATA_DIR}/{name}.csv"
+        parts.append(
+            f"<figure>{figure_html(fig, f'figure-{i}')}<figcaption>{_esc(caption)} "
+            f'Data: <a href="{href}">{_esc(href)}</a></figcaption></figure>'
+        )
 
     rows = "".join(
         f"<tr><td>{label}</td><td class=v>{_fmt(fmt, summary.get(key))}</td><td class=d>{doc}</td></tr>"
@@ -279,10 +762,6 @@ def write_run_report(run_dir: Path) -> Path:
         if key in summary
     )
     quality = summary.get("quality") or {}
-    qrows = "".join(
-        f"<tr><td>{_esc(k)}</td><td class=v>{_fmt('{:.4g}', v)}</td><td></td></tr>"
-        for k, v in quality.items()
-    )
     res = summary.get("resources_estimate")
     resources = (
         f"<p class=meta>Accelerator logic: {res['luts']:,.0f} LUT, {res['ffs']:,.0f} FF, {res['dsps']:,.0f} DSP, "
@@ -291,37 +770,58 @@ def write_run_report(run_dir: Path) -> Path:
         if res
         else ""
     )
+    frames = (
+        "<h2>Decoded frames of prompt 0</h2><p class=meta>Top row: the dense decode; bottom row: the replaying "
+        "decode (frames.png), frame 0 on the left.</p>"
+        f'<img id=frames alt="decoded frames, dense above replayed" src="data:image/png;base64,'
+        f'{base64.b64encode(files.frames_png).decode("ascii")}">'
+        if files.frames_png
+        else ""
+    )
     banner_class = "real" if summary.get("trace_is_real") else "warn"
     banner = f"<div class='{banner_class}'>Replay decisions: {_esc(summary['trace_label'])}</div>"
     hw = config["hardware"]
     title = _esc(f"{summary['workload']}: {summary['model']} on {summary['hardware']}")
     events = f"{files.timeline_events:,} trace events; " if files.timeline_events else ""
+    config_block = (
+        "<h2>Resolved configuration</h2><details><summary>config.resolved.yaml (the exact inputs, presets "
+        f"expanded)</summary><pre id=config>{_esc(files.config_text)}</pre></details>"
+        if files.config_text
+        else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }}
-table {{ border-collapse: collapse; margin: 8px 0 20px; }} td {{ padding: 3px 12px; border-bottom: 1px solid #eee; }}
+table {{ border-collapse: collapse; margin: 8px 0 20px; }} td, th {{ padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }}
 td.v {{ font-weight: 600; text-align: right; }} td.d {{ color: #666; font-size: 0.9em; }}
-.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; }}
+.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }}
 .real {{ background: #e8f5e9; border: 1px solid #7cb87f; padding: 8px 12px; margin: 8px 0; }}
-.meta {{ color: #555; }}
+.meta {{ color: #555; }} .absent {{ color: #555; font-style: italic; }}
+figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
+pre {{ background: #f6f6f6; border: 1px solid #ddd; padding: 8px 12px; overflow-x: auto; font-size: 0.85em; }}
+img#frames {{ image-rendering: pixelated; max-width: 100%; }}
 </style></head><body>
-<h1>{title}</h1>
+{ERROR_CATCHER}<h1>{title}</h1>
 {banner}
 <p class=meta>policy <b>{_esc(summary["policy"])}</b>, DRS <b>{"on" if summary["drs"] else "off"}</b>,
 mode <b>{_esc(summary["mode"])}</b>, batch {_esc(summary["batch"])} x {_esc(summary["frames"])} frames x
 {_esc(summary["tokens_per_frame"])} tokens, {_esc(hw["cores"])} cores x {_esc(hw["lanes_per_core"])} lanes at
 {_esc(hw["clock_MHz"])} MHz, seed {_esc(summary["seed"])}. Metric definitions: docs/metrics.md.</p>
-<h2>Headline</h2><table>{rows}</table>
+{sparse_html(config)}
+<h2>Headline</h2><table id=headline>{rows}</table>
 {resources}
-{"<h2>Quality against the dense generation</h2><table>" + qrows + "</table>" if qrows else ""}
+{"<h2>Quality against the dense generation</h2>" + quality_table(quality) if quality else ""}
+{frames}
 {"".join(parts)}
+{config_block}
 {provenance_html(files.provenance)}
-<p class=meta>Built from this run directory alone (summary.json, layers.csv, trace.parquet,
-config.resolved.yaml, provenance.json). timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or
-chrome://tracing.</p>
+<p class=meta>Built from this run directory alone (summary.json, layers.csv, cores.csv, trace.parquet,
+timeline.json, config.resolved.yaml, provenance.json); the numbers behind each figure are in {DATA_DIR}/.
+timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or chrome://tracing.</p>
 </body></html>
 """
+    write_report_data(run_dir, data)
     out = run_dir / "report.html"
     atomic_write_text(out, page)  # a full disk or a crash leaves the old report whole, never a stub
     return out

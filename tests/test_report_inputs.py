@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_report import FIGURES
 from tiny_workload import run_tiny_with_report
 
 from cosim.errors import InputError
@@ -135,6 +136,15 @@ CASES = [
         "resources_estimate: luts is 'many'",
     ),
     ("summary.json", edit_json("summary.json", lambda s: s.update(quality=[1])), "quality is [1]"),
+    (
+        "summary.json",
+        edit_json("summary.json", lambda s: s.update(drs_off_core_busy_s=[1.0])),
+        "core_busy_s has 2 cores and drs_off_core_busy_s 1",
+    ),
+    ("summary.json", edit_json("summary.json", lambda s: s.update(core_busy_s="x")), "core_busy_s is 'x'"),
+    # cores.csv (optional: runs written before it existed have none)
+    ("cores.csv", write("cores.csv", "step,frame\n0,0\n"), "missing column 'start_s'"),
+    ("cores.csv", write("cores.csv", ""), "empty file"),
 ]
 
 
@@ -187,9 +197,9 @@ def test_crafted_strings_are_escaped(run_dir):
     craft(run_dir)
     page = write_run_report(run_dir).read_text()
     figures = page.count('class="plotly-graph-div"')
-    assert figures == 5
-    # the only script elements are plotly.js (2) and one per figure: none came from the data
-    assert page.count("<script") == page.count("</script") == 2 + figures
+    assert figures == FIGURES
+    # the only script elements are plotly.js (2), the error catcher and one per figure: none from the data
+    assert page.count("<script") == page.count("</script") == 3 + figures
     assert "<img" not in page and "<!--" not in page.split("<script>", 2)[0]
     assert PAYLOAD not in page
     assert html_escaped(PAYLOAD) in page  # shown as text
@@ -226,7 +236,7 @@ def test_crafted_report_runs_no_injected_code_in_chromium(run_dir):
     dom = rendered_dom(write_run_report(run_dir))
     assert "data-pwned=" not in dom  # no injected script or handler ran
     assert "<img" not in dom
-    assert dom.count('class="main-svg"') >= 5  # and every figure still drew
+    assert dom.count('class="main-svg"') >= FIGURES  # and every figure still drew
     assert "workload " in dom and "alert(1)" in dom  # the payload is there, as text
 
 
