@@ -267,8 +267,9 @@ class CoreEngine(StreamEngine):
 
     def _finished(self, rec: Record) -> None:
         super()._finished(rec)
-        row = rec.layer_run.unit
-        self.busy_by_row[row] = self.busy_by_row.get(row, 0.0) + rec.seconds
+        if rec.layer_run is not None:  # a record of the machine's stream (tests drive engines bare)
+            row = rec.layer_run.unit
+            self.busy_by_row[row] = self.busy_by_row.get(row, 0.0) + rec.seconds
 
 
 def tas_engine(env, depth: int, timeline: Timeline, done) -> StreamEngine:

@@ -128,3 +128,29 @@ def test_every_summary_key_is_documented():
         missing = set(s) - documented - {"quality"}
         assert not missing, f"summary keys not in docs/metrics.md: {sorted(missing)}"
     assert "speedup_vs_dense_full_attention" in summaries[0] and "machine" in summaries[1]
+
+
+def test_sparse_attention_run_prints_and_reports_the_full_attention_speedup(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = dict(
+        TINY, sparse_attention={"sink_tokens": 2, "window": 8}, outputs={"report": True, "timeline_steps": 1}
+    )
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(raw))
+    r = subprocess.run(
+        [sys.executable, "-m", "cosim", "run", str(tmp_path / "w.yaml"), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    full = s["speedup_vs_dense_full_attention"]
+    assert full > s["speedup_vs_dense"]  # full attention is the slower baseline
+    assert f"{full:.3f}x vs dense with full attention" in r.stdout
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Speedup vs dense, full attention" in page and f"{full:.3f}x" in page
+    assert "the first 2 (sink) tokens and the last 8 tokens" in page
