@@ -22,7 +22,7 @@ from plotly.offline import get_plotlyjs
 from accelerator.cost import PHASES
 from cosim.fmt import num
 from cosim.outdir import atomic_write_text
-from cosim.quality_keys import quality_definition
+from cosim.quality_keys import QUALITY_KEYS, quality_definition
 from reports.inputs import ReportError, RunFiles, read_run_dir
 
 __all__ = ["ReportError", "figure_html", "script_json", "write_run_report"]
@@ -553,21 +553,38 @@ def provenance_html(prov: dict | None) -> str:
 
 
 def quality_table(quality: dict) -> str:
-    """summary["quality"] with each key's unit and definition (:mod:`cosim.quality_keys`)."""
+    """summary["quality"] with each key's unit and definition (:mod:`cosim.quality_keys`), in that module's
+    order; a metric measured at several seeds shows its mean and sample std beside the headline seed's."""
+    spread = {k for k in quality if quality_definition(k) and k not in QUALITY_KEYS}  # <metric>_mean/_std
+    keys = [k for k in QUALITY_KEYS if k in quality]
+    keys += [k.rsplit("_", 1)[0] for k in spread if k.rsplit("_", 1)[0] not in keys]  # a spread alone
+    keys += [k for k in quality if k not in keys and k not in spread]  # unknown keys, as they come
+    has_spread = bool(spread)
     rows = []
-    for k, v in quality.items():
+    for k in dict.fromkeys(keys):
         unit, doc = quality_definition(k) or ("", "not defined in this version (docs/metrics.md)")
+        v = quality.get(k)
         value = (
             _fmt("{:.4g}", v) if isinstance(v, int | float | list) and not isinstance(v, bool) else _esc(v)
         )
+        cell = ""
+        if has_spread:
+            mean, std = quality.get(f"{k}_mean"), quality.get(f"{k}_std")
+            cell = (
+                f"<td class=v>{_fmt('{:.4g}', mean)} &plusmn; {_fmt('{:.2g}', std)}</td>"
+                if mean is not None
+                else "<td></td>"
+            )
         rows.append(
-            f"<tr><td>{_esc(k)}</td><td class=v>{value}</td><td>{_esc(unit)}</td><td class=d>{_esc(doc)}</td></tr>"
+            f"<tr><td>{_esc(k)}</td><td class=v>{value}</td>{cell}<td>{_esc(unit)}</td><td class=d>{_esc(doc)}</td></tr>"
         )
-    return (
-        "<table id=quality><tr><th>key</th><th>value</th><th>unit</th><th>definition</th></tr>"
-        + "".join(rows)
-        + "</table>"
+    seeds = quality.get("quality_seeds")
+    head = (
+        f"<th>value (seed {_esc(quality.get('seed'))})</th><th>mean &plusmn; std over {_esc(seeds)} seeds</th>"
+        if has_spread
+        else "<th>value</th>"
     )
+    return f"<table id=quality><tr><th>key</th>{head}<th>unit</th><th>definition</th></tr>{''.join(rows)}</table>"
 
 
 def sparse_html(config: dict) -> str:

@@ -190,7 +190,12 @@ def craft(d: Path) -> None:
     s["quality"] = {PAYLOAD: PAYLOAD, "psnr_db": 31.5}
     s["resources_estimate"]["label"] = PAYLOAD
     s["energy_breakdown_j"] = {PAYLOAD: 1.0, "cores": 2.0}
+    s["dense_energy_breakdown_j"] = {PAYLOAD: 3.0}
+    s["quality"]["psnr_db_mean"] = PAYLOAD  # a spread given a string
     (d / "summary.json").write_text(json.dumps(s))
+    edit_yaml(lambda c: c.update(name=PAYLOAD))(d)
+    edit_json("timeline.json", lambda t: t["traceEvents"][0]["args"].update(name="cores"))(d)
+    edit_json("timeline.json", lambda t: t["traceEvents"][1]["args"].update(name=PAYLOAD))(d)
 
 
 def test_crafted_strings_are_escaped(run_dir):
@@ -204,6 +209,8 @@ def test_crafted_strings_are_escaped(run_dir):
     assert PAYLOAD not in page
     assert html_escaped(PAYLOAD) in page  # shown as text
     assert "policy " + html_escaped(PAYLOAD) in page
+    config = page.split("<details>", 1)[1].split("</details>", 1)[0]  # the resolved configuration
+    assert "name: " in config and "&lt;/script&gt;" in config
 
 
 def html_escaped(text: str) -> str:
