@@ -147,7 +147,7 @@ LEGEND_ABOVE = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x
 #: Spans of timeline.json drawn in the Gantt at most (instruction granularity records one per instruction).
 MAX_GANTT_SPANS = 4000
 #: Decode steps of the timeline drawn in the Gantt at most (a few: each step is many layers).
-GANTT_STEPS = 4
+GANTT_STEPS = 2
 #: Columns of the core-utilisation heatmap at most (steps are binned beyond it).
 MAX_UTIL_BINS = 160
 UNIT_COLOR = "#bab0ac"
@@ -404,18 +404,18 @@ def gantt_figure(spans: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
         fig.add_bar(
             name=_esc(kind),
             y=[_esc(t) for t in rows["track"]],
-            x=(rows["end_s"] - rows["start_s"]) * 1e3,
-            base=rows["start_s"] * 1e3,
+            x=rows["end_s"] - rows["start_s"],
+            base=rows["start_s"],
             orientation="h",
             marker_color=PHASE_COLORS.get(kind, UNIT_COLOR),
             customdata=[_esc(n) for n in rows["name"]],
-            hovertemplate="%{y}: %{customdata} from %{base:.6g} ms for %{x:.4g} ms<extra></extra>",
+            hovertemplate="%{y}: %{customdata} from %{base:.9g} s for %{x:.4g} s<extra></extra>",
         )
     steps = spans.dropna(subset=["step"]).groupby("step")["start_s"].min()
     for step, start in steps.items():
-        fig.add_vline(x=start * 1e3, line_width=1, line_dash="dot", line_color="#888")
+        fig.add_vline(x=start, line_width=1, line_dash="dot", line_color="#888")
         fig.add_annotation(
-            x=start * 1e3,
+            x=start,
             y=1,
             yref="paper",
             text=f"step {int(step)}",
@@ -426,7 +426,7 @@ def gantt_figure(spans: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
     fig.update_layout(
         barmode="overlay",
         title=dict(text="Per-core schedule of the first recorded decode steps (timeline.json)", y=0.98),
-        xaxis_title="time (ms, from the start of the decode)",
+        xaxis_title="time (s, from the start of the decode)",
         yaxis=dict(categoryorder="array", categoryarray=[_esc(t) for t in tracks], autorange="reversed"),
         height=200 + 30 * len(tracks),
         legend=dict(LEGEND_ABOVE, y=1.08),

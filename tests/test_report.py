@@ -118,3 +118,23 @@ def test_gantt_reads_tracks_by_name_and_ignores_other_events(monkeypatch):
     monkeypatch.setattr("reports.run_report.GANTT_STEPS", 1)  # the first steps only
     assert list(gantt_spans(timeline)["step"]) == [4]
     assert gantt_spans(None).empty and gantt_spans({"traceEvents": []}).empty
+
+
+def test_what_a_run_cannot_draw_is_said(tmp_path):
+    """Analytic mode has no timeline, a workload may skip the DRS comparison, an older run has no
+    cores.csv: each missing figure is a sentence saying why, and the rest still draws."""
+    from tiny_workload import TINY
+
+    from cosim.api import load, run
+
+    w = load(TINY, {"simulation.mode": "analytic", "outputs.drs_comparison": False, "outputs.report": True})
+    out = run(w).write(tmp_path / "run")
+    page = (out / "report.html").read_text()
+    assert page.count('class="plotly-graph-div"') == FIGURES - 2
+    assert "timeline.json holds no core spans (analytic mode" in page
+    assert "No DRS-off comparison in this run (outputs.drs_comparison: false)" in page
+    assert (out / "cores.csv").is_file()  # the analytic model keeps per-step core busy time too
+    (out / "cores.csv").unlink()
+    page = write_run_report(out).read_text()
+    assert "No cores.csv" in page and page.count('class="plotly-graph-div"') == FIGURES - 3
+    assert not (out / DATA_DIR / "core_utilisation.csv").exists()  # no figure, no CSV
