@@ -123,18 +123,29 @@ class OutputError(InputError):
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     """Write a file so that a reader (or a crash, or a full disk) sees the old file or the new one whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_texts({Path(path): text}, mode)
+
+
+def atomic_write_texts(files: dict[Path, str], mode: int = 0o644) -> None:
+    """Write several files (a page and the data behind it) so that a failure while writing any of them
+    (a full disk) changes none: each is written whole beside its old file first, then all replace theirs."""
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        for path, text in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
 
 

@@ -21,7 +21,7 @@ from plotly.offline import get_plotlyjs
 
 from accelerator.cost import PHASES
 from cosim.fmt import num
-from cosim.outdir import atomic_write_text
+from cosim.outdir import atomic_write_texts
 from cosim.quality_keys import QUALITY_KEYS, quality_definition
 from reports.inputs import ReportError, RunFiles, read_run_dir
 
@@ -733,16 +733,22 @@ def _figures(
     return out, data
 
 
-def write_report_data(out: Path, data: dict[str, pd.DataFrame]) -> None:
-    """``out/report_data/<figure>.csv``: the numbers behind each figure, each replaced atomically; a CSV of
-    a figure the page no longer has is removed."""
+def write_page_and_data(
+    out: Path, page: str, data: dict[str, pd.DataFrame], float_format: str | None = None
+) -> Path:
+    """``out/report.html`` and the numbers behind its figures, ``out/report_data/<figure>.csv``, replaced
+    together (a full disk or a crash leaves the old ones whole, never a stub); a CSV of a figure the page
+    no longer has is removed afterwards."""
     data_dir = out / DATA_DIR
     data_dir.mkdir(exist_ok=True)
-    for name, table in data.items():
-        atomic_write_text(data_dir / name, table.to_csv(index=False, float_format="%.9g"))
+    files = {
+        data_dir / name: table.to_csv(index=False, float_format=float_format) for name, table in data.items()
+    }
+    atomic_write_texts({**files, out / "report.html": page})
     for stale in data_dir.glob("*.csv"):
         if stale.name not in data:
             stale.unlink()
+    return out / "report.html"
 
 
 def write_run_report(run_dir: Path, files: RunFiles | None = None) -> Path:
@@ -838,7 +844,4 @@ timeline.json, config.resolved.yaml, provenance.json); the numbers behind each f
 timeline.json ({events}Chrome/Perfetto format) opens in ui.perfetto.dev or chrome://tracing.</p>
 </body></html>
 """
-    write_report_data(run_dir, data)
-    out = run_dir / "report.html"
-    atomic_write_text(out, page)  # a full disk or a crash leaves the old report whole, never a stub
-    return out
+    return write_page_and_data(run_dir, page, data, float_format="%.9g")

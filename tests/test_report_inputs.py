@@ -280,8 +280,11 @@ def test_full_disk_leaves_the_old_report_whole(run_dir):
 
 
 def test_failure_midway_leaves_the_old_report_whole(run_dir, monkeypatch):
-    """The write raising halfway through (here: the file object) keeps the old report intact."""
+    """The write raising halfway through (here: the file object) keeps the old report and its figures'
+    CSVs intact: they are replaced together or not at all."""
     before = (run_dir / "report.html").read_bytes()
+    (run_dir / "report_data" / "energy.csv").write_text("old\n")
+    data_before = {p.name: p.read_bytes() for p in (run_dir / "report_data").iterdir()}
     real_fdopen = os.fdopen
 
     class HalfWriter:
@@ -306,5 +309,7 @@ def test_failure_midway_leaves_the_old_report_whole(run_dir, monkeypatch):
         write_run_report(run_dir)
     monkeypatch.undo()
     assert (run_dir / "report.html").read_bytes() == before
-    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    assert {p.name: p.read_bytes() for p in (run_dir / "report_data").iterdir()} == data_before
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     write_run_report(run_dir)  # and a later rebuild works
+    assert (run_dir / "report_data" / "energy.csv").read_text().startswith("component,")
