@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -600,137 +601,117 @@ def sparse_html(config: dict) -> str:
     )
 
 
-def _figures(
-    files: RunFiles,
-) -> tuple[list[tuple[str, go.Figure | None, str, str, pd.DataFrame | None]], dict]:
-    """Each section's (heading, figure or None, caption or why absent, CSV name, rows), and the CSVs."""
+@dataclass
+class Section:
+    """One figure of the page with its heading, caption and CSV name; or, where the run directory cannot
+    give the figure, the sentence that says why (``fig`` None, ``caption`` the reason)."""
+
+    heading: str
+    caption: str
+    fig: go.Figure | None = None
+    data: pd.DataFrame | None = None
+    name: str = ""
+
+
+def _section(heading: str, name: str, caption: str, made: tuple[go.Figure, pd.DataFrame]) -> Section:
+    return Section(heading, caption, made[0], made[1], name)
+
+
+def _sections(files: RunFiles) -> list[Section]:
     summary, layers, trace = files.summary, files.layers, files.trace
-    out = []
-    out.append(
-        (
+    out = [
+        _section(
             "Where the time goes",
-            *breakdown_figure(summary),
             "breakdown",
             "Critical-path time by kind of work, this run and dense.",
-        )
-    )
-    out.append(
-        (
+            breakdown_figure(summary),
+        ),
+        _section(
             "Energy beside dense",
-            *energy_figure(summary),
             "energy",
             "Energy by component, log scale; a part that is 0 has no bar.",
-        )
-    )
-    out.append(
-        (
+            energy_figure(summary),
+        ),
+        _section(
             "Per layer",
-            *layers_figure(layers),
             "layers",
             "Time by kind of work per layer (summed over the decode) and its replay ratio.",
-        )
-    )
+            layers_figure(layers),
+        ),
+    ]
+    heading = "Per layer beside dense"
     if "dense_total_s" in layers:
         out.append(
-            (
-                "Per layer beside dense",
-                *layers_vs_dense_figure(layers, summary),
+            _section(
+                heading,
                 "layers_vs_dense",
                 "Each layer's time over the decode, this run beside dense.",
+                layers_vs_dense_figure(layers, summary),
             )
         )
     else:
         out.append(
-            (
-                "Per layer beside dense",
-                None,
-                None,
-                "",
-                "layers.csv has no dense_total_s column (a run written by an older version).",
-            )
+            Section(heading, "layers.csv has no dense_total_s column (a run written by an older version).")
         )
-    tpf = int(summary["tokens_per_frame"])
+    heading = "Cores over time"
     if files.cores is not None:
+        caption = (
+            "Each core's compute-busy time / the elapsed time, per decode step (or bin of steps), over the whole "
+            "decode; cores.csv has every step."
+        )
         out.append(
-            (
-                "Cores over time",
-                *cores_figure(files.cores, tpf),
+            _section(
+                heading,
                 "core_utilisation",
-                "Each core's compute-busy time / the elapsed time, per decode step (or bin of steps), over the whole decode; cores.csv has every step.",
+                caption,
+                cores_figure(files.cores, int(summary["tokens_per_frame"])),
             )
         )
     else:
         out.append(
-            (
-                "Cores over time",
-                None,
-                None,
-                "",
+            Section(
+                heading,
                 "No cores.csv: this run was written by a version that did not record per-step core busy time.",
             )
         )
-    spans = gantt_spans(files.timeline)
+    heading, spans = "Per-core schedule", gantt_spans(files.timeline)
     if len(spans):
-        out.append(
-            (
-                "Per-core schedule",
-                *gantt_figure(spans),
-                "gantt",
-                "The cores' and units' spans of the first recorded decode steps of timeline.json (default: from the first step of frame 1, where TAS, DRS and replay run).",
-            )
+        caption = (
+            "The cores' and units' spans of the first recorded decode steps of timeline.json (default: from the "
+            "first step of frame 1, where TAS, DRS and replay run)."
         )
+        out.append(_section(heading, "gantt", caption, gantt_figure(spans)))
     else:
         out.append(
-            (
-                "Per-core schedule",
-                None,
-                None,
-                "",
-                "timeline.json holds no core spans (analytic mode, or outputs.timeline_steps = 0).",
+            Section(
+                heading, "timeline.json holds no core spans (analytic mode, or outputs.timeline_steps = 0)."
             )
         )
-    if (
-        summary.get("drs_off_core_busy_s") is not None
-        and summary.get("core_busy_s") is not None
-        and "drs_off_latency_s" in summary
-    ):
-        out.append(
-            (
-                "What DRS bought",
-                *drs_figure(summary),
-                "drs",
-                "Per-core compute-busy time with DRS and, on the same trace, with the static batch-to-core mapping.",
-            )
-        )
+    heading = "What DRS bought"
+    if all(summary.get(k) is not None for k in ("core_busy_s", "drs_off_core_busy_s", "drs_off_latency_s")):
+        caption = "Per-core compute-busy time with DRS and, on the same trace, with the static batch-to-core mapping."
+        out.append(_section(heading, "drs", caption, drs_figure(summary)))
     elif summary["drs"] and summary["policy"] != "dense":
-        out.append(
-            (
-                "What DRS bought",
-                None,
-                None,
-                "",
-                "No DRS-off comparison in this run (outputs.drs_comparison: false).",
-            )
-        )
+        out.append(Section(heading, "No DRS-off comparison in this run (outputs.drs_comparison: false)."))
     if summary["policy"] != "dense":
+        tas, replay = trace.tas_cube(), trace.replay_cube()
         out.append(
-            (
+            _section(
                 "TAS",
-                *tas_figure(trace.tas_cube(), trace.replay_cube(), summary.get("tau")),
                 "tas_histogram",
                 "Every scored TAS, replayed and computed.",
+                tas_figure(tas, replay, summary.get("tau")),
             )
         )
         out.append(
-            (
+            _section(
                 "Replay map",
-                *replay_map_figure(trace.replay_cube(), trace.meta.tokens_per_frame),
                 "replay_map",
                 "Replay ratio by layer and frame.",
+                replay_map_figure(replay, trace.meta.tokens_per_frame),
             )
         )
-    data = {f"{name}.csv": rows for _, fig, rows, name, _ in out if fig is not None}
-    return out, data
+    return out
 
 
 def write_page_and_data(
@@ -766,16 +747,17 @@ def write_run_report(run_dir: Path, files: RunFiles | None = None) -> Path:
         files = read_run_dir(run_dir)
     summary, config = files.summary, files.config
 
-    sections, data = _figures(files)
+    sections = _sections(files)
+    data = {f"{sec.name}.csv": sec.data for sec in sections if sec.fig is not None}
     parts = [_plotlyjs()]
-    for i, (heading, fig, _, name, caption) in enumerate(sections):
-        parts.append(f"<h2>{_esc(heading)}</h2>")
-        if fig is None:
-            parts.append(f"<p class=absent>{_esc(caption)}</p>")
+    for i, sec in enumerate(sections):
+        parts.append(f"<h2>{_esc(sec.heading)}</h2>")
+        if sec.fig is None:
+            parts.append(f"<p class=absent>{_esc(sec.caption)}</p>")
             continue
-        href = f"{DATA_DIR}/{name}.csv"
+        href = f"{DATA_DIR}/{sec.name}.csv"
         parts.append(
-            f"<figure>{figure_html(fig, f'figure-{i}')}<figcaption>{_esc(caption)} "
+            f"<figure>{figure_html(sec.fig, f'figure-{i}')}<figcaption>{_esc(sec.caption)} "
             f'Data: <a href="{href}">{_esc(href)}</a></figcaption></figure>'
         )
 
