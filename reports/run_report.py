@@ -2,8 +2,12 @@
 
 One self-contained HTML page: plotly.js is embedded once, so the page opens offline. The run directory is
 data, not trusted markup: every value read from it is HTML-escaped where it lands in the page, and the
-JSON inside each figure's ``<script>`` cannot end the script (see :func:`script_json`). The page
-replaces an older report atomically, so a full disk never leaves a truncated report behind.
+JSON inside each figure's ``<script>`` cannot end the script (see :func:`script_json`). The numbers
+behind each figure are written beside it (``report_data/<figure>.csv``); page and CSVs replace older ones
+together, so a full disk never leaves a truncated report behind. ``run`` hands over the data it has just
+written (no file read back, the trace not re-sorted); ``report DIR`` reads the files; both give the same
+page. A figure the directory cannot give (analytic mode has no timeline; an older run has no cores.csv)
+is a sentence saying why.
 """
 
 from __future__ import annotations
