@@ -138,3 +138,23 @@ def test_what_a_run_cannot_draw_is_said(tmp_path):
     page = write_run_report(out).read_text()
     assert "No cores.csv" in page and page.count('class="plotly-graph-div"') == FIGURES - 3
     assert not (out / DATA_DIR / "core_utilisation.csv").exists()  # no figure, no CSV
+
+
+def test_layout_legends_above_clean_ratio_ticks_and_run_labels(run_dir):
+    from reports.run_report import _sections
+
+    sections = [s for s in _sections(read_run_dir(run_dir)) if s.fig is not None]
+    for sec in sections:
+        legend = sec.fig.layout.legend
+        if len(sec.fig.data) > 1 and sec.name not in ("core_utilisation", "replay_map"):
+            assert legend.orientation == "h" and legend.y >= 1, sec.name  # never over the x-axis title
+    layers = next(s for s in sections if s.name == "layers").fig.layout.yaxis2
+    assert list(layers.tickvals) == [0, 0.25, 0.5, 0.75, 1] and layers.tickformat == ".0%"
+    breakdown = next(s for s in sections if s.name == "breakdown")
+    assert list(breakdown.data["run"]) == ["dense", "FastCar (policy tas)"]  # not "tas", a kind of work
+    assert set(breakdown.fig.data[0].y) == {"dense", "FastCar (policy tas)"}
+    energy = next(s for s in sections if s.name == "energy").fig
+    assert energy.layout.xaxis.type == "log" and [t.name for t in energy.data] == [
+        "dense",
+        "FastCar (policy tas)",
+    ]
