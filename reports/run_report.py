@@ -525,7 +525,7 @@ def replay_map_figure(replay: np.ndarray, tokens_per_frame: int) -> tuple[go.Fig
     )
     fig.update_layout(
         title="Replay ratio by layer and frame",
-        xaxis=dict(title="frame", dtick=1),
+        xaxis=dict(title="frame", dtick=1 if frames <= 40 else None),
         yaxis=dict(title="layer", dtick=1 if layers <= 40 else None),
         height=360,
         margin=dict(l=60, r=20, t=50, b=50),
