@@ -696,7 +696,12 @@ def _sections(files: RunFiles) -> list[Section]:
         caption = "Per-core compute-busy time with DRS and, on the same trace, with the static batch-to-core mapping."
         out.append(_section(heading, "drs", caption, drs_figure(summary)))
     elif summary["drs"] and summary["policy"] != "dense":
-        out.append(Section(heading, "No DRS-off comparison in this run (outputs.drs_comparison: false)."))
+        out.append(
+            Section(
+                heading,
+                "No DRS-off comparison in summary.json: outputs.drs_comparison was false, or a version before it wrote the run.",
+            )
+        )
     if summary["policy"] != "dense":
         tas, replay = trace.tas_cube(), trace.replay_cube()
         out.append(

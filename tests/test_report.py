@@ -132,7 +132,7 @@ def test_what_a_run_cannot_draw_is_said(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count('class="plotly-graph-div"') == FIGURES - 2
     assert "timeline.json holds no core spans (analytic mode" in page
-    assert "No DRS-off comparison in this run (outputs.drs_comparison: false)" in page
+    assert "No DRS-off comparison in summary.json: outputs.drs_comparison was false" in page
     assert (out / "cores.csv").is_file()  # the analytic model keeps per-step core busy time too
     (out / "cores.csv").unlink()
     page = write_run_report(out).read_text()
