@@ -263,6 +263,13 @@ class CoreEngine(StreamEngine):
     def __init__(self, env, index: int, depth: int, buffers: int, timeline: Timeline, done) -> None:
         super().__init__(env, f"core{index}", depth, buffers, timeline, done)
         self.index = index
+        self.busy_by_row: dict[int, float] = {}  # busy time per row (a layer or a step's extra work)
+
+    def _finished(self, rec: Record) -> None:
+        super()._finished(rec)
+        if rec.layer_run is not None:  # a record of the machine's stream (tests drive engines bare)
+            row = rec.layer_run.unit
+            self.busy_by_row[row] = self.busy_by_row.get(row, 0.0) + rec.seconds
 
 
 def tas_engine(env, depth: int, timeline: Timeline, done) -> StreamEngine:

@@ -64,10 +64,22 @@ class SimResult:
     replay_writes: int
     timeline: dict | None = field(default=None, repr=False)
     machine: dict | None = field(default=None, repr=False)  # instruction granularity: what the machine did
+    #: (steps, cores) compute-busy time of each core per decode step (its layers and extra work), and
+    #: (steps,) when each step's last work ends: utilisation over time, which the totals above hide
+    core_step_busy_s: np.ndarray | None = field(default=None, repr=False)
+    step_end_s: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def breakdown_s(self) -> dict[str, float]:
         return {p: float(v) for p, v in zip(PHASES, self.layer_phase_s.sum(axis=0), strict=True)}
+
+
+def step_ends(ends: np.ndarray, steps: int) -> np.ndarray:
+    """(steps,) when each decode step's work has ended, from the latest end of each kind of work per row
+    (rows in execution order, ``steps x (layers + 1)`` of them; any trailing axes are reduced): a running
+    maximum, so a step never ends before the one before it."""
+    per_step = np.asarray(ends).reshape(steps, -1).max(axis=1)
+    return np.maximum.accumulate(np.maximum(per_step, 0.0))
 
 
 def critical_path(ends: np.ndarray, layers: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from accelerator.cost import PHASES
 from accelerator.drs import check_batch, mapping_registers
 from accelerator.engines import FIRED, CoreEngine, Engine, Record, Signal, tas_engine
 from accelerator.isa import MAPPED, MATRICES, Instr, Op, mask_of
-from accelerator.job import SimResult, critical_path
+from accelerator.job import SimResult, critical_path, step_ends
 from accelerator.timeline import Timeline
 
 QKV, ATTENTION, TAS, DRS, MLP, REPLAY, EXTRA = range(len(PHASES))
@@ -395,6 +395,10 @@ class Machine:
         layers = job.layers
         phase_s = critical_path(np.array(self._ends), layers)
         layer_bytes = np.array(self._bytes).reshape(job.steps, layers + 1)[:, :layers].sum(axis=0)
+        step_busy = np.zeros((job.steps, len(self.cores)))
+        for c, core in enumerate(self.cores):  # rows are step-major: row // (layers + 1) is the step
+            for row, busy in core.busy_by_row.items():
+                step_busy[row // (layers + 1), c] += busy
         return SimResult(
             latency_s=self.env.now,
             layer_phase_s=phase_s,
@@ -415,6 +419,8 @@ class Machine:
                 "core_wait_s": [c.wait_s for c in self.cores],
                 "channel_busy_s": {n: ch.busy_s for n, ch in self.channels.items()},
             },
+            core_step_busy_s=step_busy,
+            step_end_s=step_ends(self._ends, job.steps),
         )
 
 

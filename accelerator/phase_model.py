@@ -22,7 +22,7 @@ from tqdm import tqdm
 from accelerator.core import Core
 from accelerator.cost import PHASES, static_core_counts
 from accelerator.drs import DrsScheduler
-from accelerator.job import DecodeJob, SimResult, critical_path
+from accelerator.job import DecodeJob, SimResult, critical_path, step_ends
 from accelerator.memory import MemoryServer
 from accelerator.replay_cache import ReplayCacheController
 from accelerator.tas_unit import TasUnit
@@ -271,6 +271,8 @@ def run_event(
     layer_rows = used & (np.arange(rows) % (layers + 1) < layers)
     np.add.at(layer_bytes, np.arange(rows)[layer_rows] % (layers + 1), per_shape_bytes[row_shape[layer_rows]])
     scheduled_count = sum(scheduled_steps)
+    step_busy = np.zeros((steps, hw.cores))
+    np.add.at(step_busy, np.flatnonzero(used) // (layers + 1), added[row_shape[used], : hw.cores])
     return SimResult(
         latency_s=float(starts[used][-1] + durations[row_shape[used][-1]]) if used.any() else 0.0,
         layer_phase_s=critical_path(ends, layers),
@@ -284,4 +286,6 @@ def run_event(
         replay_writes=int(round(total[2 * c + 2])),
         timeline=timeline.to_json() if timeline_steps else None,
         machine={"granularity": "phase", "distinct_layers": len(shapes), "layers_scheduled": int(used.sum())},
+        core_step_busy_s=step_busy,
+        step_end_s=step_ends(ends, steps),
     )

@@ -35,7 +35,7 @@ from accelerator.cost import (
     drs_counts,
     static_core_counts,
 )
-from accelerator.job import DecodeJob, SimResult, charge_phases
+from accelerator.job import DecodeJob, SimResult, charge_phases, step_ends
 
 
 def memory_seconds(cost: CostModel, demand: Demand) -> np.ndarray:
@@ -188,6 +188,9 @@ def run_analytic(job: DecodeJob) -> SimResult:
         + mlp.cycles.sum(axis=(1, 2))
         + steps * np.asarray(extra.cycles)
     )
+    step_busy = (  # (cores, steps): the same terms, not summed over the steps
+        _total(both.cycles, full, axis=1) + mlp.cycles.sum(axis=1) + np.asarray(extra.cycles)[:, None]
+    )
     return SimResult(
         latency_s=float(phase_s.sum()),
         layer_phase_s=phase_s,
@@ -199,6 +202,8 @@ def run_analytic(job: DecodeJob) -> SimResult:
         drs_events=int(_total(scheduling, shape)),
         replay_reads=int(np.sum(np.where(job.uses_cache, job.batch - k, 0))),
         replay_writes=int(np.sum(np.where(job.uses_cache, k, 0))),
+        core_step_busy_s=cost.seconds(step_busy).astype(float).T,
+        step_end_s=step_ends(ends.transpose(1, 2, 0), steps),
     )
 
 

@@ -76,6 +76,11 @@ class Result:
         return self._run.layers
 
     @property
+    def cores(self) -> pd.DataFrame | None:
+        """Each core's compute-busy time per decode step (``cores.csv``)."""
+        return self._run.cores
+
+    @property
     def trace(self):
         """The replay trace the run used (:class:`cosim.traces.Trace`)."""
         return self._run.bundle.trace

@@ -73,9 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = api.run(w, progress=progress)
         target.commit(result.fill)
     s = result.summary
+    full = s.get("speedup_vs_dense_full_attention")
+    full = f"; {full:.3f}x vs dense with full attention" if full is not None else ""
     print(
         f"{w.name}: latency {num(s['latency_s'])} s (dense {num(s['dense_latency_s'])} s, "
-        f"{s['speedup_vs_dense']:.3f}x), replay {s['replay_ratio']:.1%}, energy {num(s['energy_j'])} J, "
+        f"{s['speedup_vs_dense']:.3f}x{full}), replay {s['replay_ratio']:.1%}, energy {num(s['energy_j'])} J, "
         f"{s['avg_power_w']:.3g} W, {s['mode']} model{' (' + s['granularity'] + ')' if s.get('granularity') else ''}, trace {s['trace_source']} -> {out}{_replaced(target)} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )

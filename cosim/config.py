@@ -251,6 +251,12 @@ class OutputsSection(_Section):
         description="first decode step recorded in timeline.json; default: the first step of frame 1 "
         "(video.tokens_per_frame), where TAS, DRS and replay first run (frame 0 computes everything)",
     )
+    drs_comparison: bool | None = Field(
+        None,
+        description="with DRS on and a replaying policy, simulate the same trace with DRS off too, for "
+        "drs_off_latency_s, drs_gain and the report's DRS figure (one more simulation); default: true "
+        "for run, false for a sweep's points",
+    )
 
 
 def timeline_window(w: Workload) -> range:

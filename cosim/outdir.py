@@ -45,7 +45,11 @@ KINDS: dict[str, tuple[str, ...]] = {
         "timeline.json",
         "report.html",
         "provenance.json",
+        "cores.csv",
+        "frames.png",
         ".report.html.*.tmp",  # what a killed `report` leaves (atomic_write_text's temporary)
+        "report_data/*.csv",
+        "report_data/.*.tmp",
     ),
     "capture": ("quality.json", "trace.parquet", "provenance.json"),
     "sweep": (
@@ -72,6 +76,10 @@ KINDS: dict[str, tuple[str, ...]] = {
         "runs/*/provenance.json",
         "runs/*/timeline.json",
         "runs/*/report.html",
+        "runs/*/cores.csv",
+        "runs/*/frames.png",
+        "runs/*/report_data/*.csv",
+        "runs/*/report_data/.*.tmp",
         "runs/.*",  # the lock file and staging directory of a run being written
         "runs/.*/*",
     ),
@@ -117,18 +125,29 @@ class OutputError(InputError):
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     """Write a file so that a reader (or a crash, or a full disk) sees the old file or the new one whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_texts({Path(path): text}, mode)
+
+
+def atomic_write_texts(files: dict[Path, str], mode: int = 0o644) -> None:
+    """Write several files (a page and the data behind it) so that a failure while writing any of them
+    (a full disk) changes none: each is written whole beside its old file first, then all replace theirs."""
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        for path, text in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
 
 

@@ -86,12 +86,18 @@ class RunResult:
     dense: SimResult
     summary: dict
     replay: np.ndarray = field(repr=False)  # (batch, layers, steps): the decisions the run used
+    drs_off: SimResult | None = field(default=None, repr=False)  # the same trace with DRS off, if asked
 
     @functools.cached_property
     def layers(self) -> pd.DataFrame:
         """Time per kind of work per layer (``layers.csv``), made when first asked for: a sweep never asks,
         and the DataFrame takes about a millisecond to build."""
-        return layer_table(self.workload, self.replay, self.result)
+        return layer_table(self.workload, self.replay, self.result, self.dense)
+
+    @functools.cached_property
+    def cores(self) -> pd.DataFrame | None:
+        """Compute-busy time of each core per decode step (``cores.csv``); None if the model kept none."""
+        return core_table(self.workload, self.result)
 
 
 def dense_baseline(w: Workload, progress: bool = False) -> SimResult:
@@ -100,10 +106,16 @@ def dense_baseline(w: Workload, progress: bool = False) -> SimResult:
 
 
 def simulate(
-    w: Workload, bundle: TraceBundle, progress: bool = False, dense: SimResult | None = None
+    w: Workload,
+    bundle: TraceBundle,
+    progress: bool = False,
+    dense: SimResult | None = None,
+    drs_comparison: bool = True,
 ) -> RunResult:
     """The run and its dense baseline (``dense``: one already simulated for this workload's hardware,
-    model, video, scheduler and simulation settings, as a sweep reuses it)."""
+    model, video, scheduler and simulation settings, as a sweep reuses it). With DRS on and a replaying
+    policy, also the same trace with DRS off when ``outputs.drs_comparison`` says so, or, where the
+    workload leaves it unset, ``drs_comparison`` (a sweep passes false: its points need not pay for it)."""
     replay = bundle.trace.replay_cube()
     if dense is None:
         dense = dense_baseline(w, progress)
@@ -115,6 +127,13 @@ def simulate(
     else:
         result = dense
     summary = summarize(w, bundle, result, dense)
+    asked = w.outputs.drs_comparison if w.outputs.drs_comparison is not None else drs_comparison
+    drs_off = None
+    if asked and w.scheduler.drs and w.policy.uses_replay:
+        static = w.model_copy(deep=True)
+        static.scheduler.drs = False
+        drs_off = execute_workload(static, make_job(static, replay), 0, progress)
+        summary.update(drs_off_summary(result, drs_off))
     if w.sparse_attention.window is not None:  # the headline claim compares against full attention
         full = w.model_copy(deep=True)
         full.sparse_attention.window = None
@@ -122,7 +141,23 @@ def simulate(
         summary["speedup_vs_dense_full_attention"] = (
             summary["dense_full_attention_latency_s"] / result.latency_s
         )
-    return RunResult(w, bundle, result, dense, summary, replay)
+    return RunResult(w, bundle, result, dense, summary, replay, drs_off)
+
+
+def core_imbalance(r: SimResult) -> float | None:
+    """Busiest core's compute-busy time / the mean over cores (1 = balanced; None if no core worked)."""
+    mean = float(r.core_busy_s.mean())
+    return float(r.core_busy_s.max()) / mean if mean > 0 else None
+
+
+def drs_off_summary(r: SimResult, drs_off: SimResult) -> dict:
+    """What DRS bought: the run against the same trace on the static batch-to-core mapping."""
+    return {
+        "drs_off_latency_s": drs_off.latency_s,
+        "drs_gain": drs_off.latency_s / r.latency_s,
+        "drs_off_core_busy_s": [float(v) for v in drs_off.core_busy_s],
+        "drs_off_core_imbalance": core_imbalance(drs_off),
+    }
 
 
 def energy_breakdown_j(w: Workload, r: SimResult) -> dict[str, float]:
@@ -138,7 +173,8 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
     hw, v = w.hardware, w.video
     tokens = v.batch * v.steps
     parts = energy_breakdown_j(w, r)
-    energy, dense_energy = sum(parts.values()), energy_j(w, dense)
+    dense_parts = energy_breakdown_j(w, dense)
+    energy, dense_energy = sum(parts.values()), sum(dense_parts.values())
     util = {g: r.bytes_by_group[g] / (r.latency_s * hw.memory[g].bandwidth_GBps * 1e9) for g in hw.memory}
     trace = bundle.trace
     out = {
@@ -162,10 +198,13 @@ def summarize(w: Workload, bundle: TraceBundle, r: SimResult, dense: SimResult) 
         "energy_j": energy,
         "dense_energy_j": dense_energy,
         "energy_breakdown_j": parts,
+        "dense_energy_breakdown_j": dense_parts,
         "avg_power_w": energy / r.latency_s,
         "tokens_per_s": tokens / r.latency_s,
         "tokens_per_j": tokens / energy if energy > 0 else None,
         "core_utilization": float(r.core_busy_s.sum() / (hw.cores * r.latency_s)),
+        "core_busy_s": [float(v) for v in r.core_busy_s],
+        "core_imbalance": core_imbalance(r),
         "memory_bandwidth_utilization": max(util.values()),
         "memory_bandwidth_utilization_by_group": util,
         "bytes_by_group": r.bytes_by_group,
@@ -206,7 +245,9 @@ def memory_fit(w: Workload) -> dict:
     }
 
 
-def layer_table(w: Workload, replay: np.ndarray, r: SimResult) -> pd.DataFrame:
+def layer_table(
+    w: Workload, replay: np.ndarray, r: SimResult, dense: SimResult | None = None
+) -> pd.DataFrame:
     layers = w.model.layers
     frame = pd.DataFrame({"layer": np.arange(layers)})
     for i, phase in enumerate(PHASES):
@@ -215,4 +256,20 @@ def layer_table(w: Workload, replay: np.ndarray, r: SimResult) -> pd.DataFrame:
     frame["total_s"] = r.layer_phase_s[:layers].sum(axis=1)
     frame["replay_ratio"] = replay.mean(axis=(0, 2)) if w.policy.uses_replay else 0.0
     frame["bytes_moved"] = r.layer_bytes
+    if dense is not None:
+        frame["dense_total_s"] = dense.layer_phase_s[:layers].sum(axis=1)
+    return frame
+
+
+def core_table(w: Workload, r: SimResult) -> pd.DataFrame | None:
+    """One row per decode step: its frame, when it starts and ends, and each core's compute-busy time in
+    it (``core<i>_busy_s``); a core's busy fraction in a step is its busy time / (end - start)."""
+    if r.core_step_busy_s is None or r.step_end_s is None:
+        return None
+    steps = len(r.step_end_s)
+    frame = pd.DataFrame({"step": np.arange(steps), "frame": np.arange(steps) // w.video.tokens_per_frame})
+    frame["start_s"] = np.concatenate([[0.0], r.step_end_s[:-1]])
+    frame["end_s"] = r.step_end_s
+    for c in range(r.core_step_busy_s.shape[1]):
+        frame[f"core{c}_busy_s"] = r.core_step_busy_s[:, c]
     return frame

@@ -66,7 +66,7 @@ def evaluate(base: dict, overrides: dict, metrics: list[str]) -> dict:
     bundle = _cached(_TRACES, trace_key, lambda: load_trace(w), TRACE_ENTRIES)
     dense_key = _key(w, ("model", "video", "hardware", "scheduler", "sparse_attention", "simulation"))
     dense = _cached(_DENSE, dense_key, lambda: dense_baseline(w), DENSE_ENTRIES)
-    summary = simulate(w, bundle, dense=dense).summary
+    summary = simulate(w, bundle, dense=dense, drs_comparison=False).summary  # unless the sweep sets it
     extra = {}
     if any(m in RESOURCES for m in metrics):
         extra.update(estimate(w.hardware))

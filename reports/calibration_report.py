@@ -31,14 +31,12 @@ from plotly.subplots import make_subplots
 
 from cosim.errors import is_finite_number, is_number, reason, shown
 from cosim.fmt import num
-from cosim.outdir import atomic_write_text
 from reports.inputs import ReportError
-from reports.run_report import _esc, _plotlyjs, figure_html
-from reports.sweep_report import ERROR_CATCHER, _cell
+from reports.run_report import DATA_DIR, ERROR_CATCHER, _esc, _plotlyjs, figure_html, write_page_and_data
+from reports.sweep_report import _cell
 
 __all__ = ["ReportError", "write_calibration_report"]
 
-DATA_DIR = "report_data"
 #: Rows of near_equivalent.csv drawn at most (parallel coordinates of more are slow and unreadable).
 MAX_NEAR = 2000
 MAX_TABLE_ROWS = 200  #: rows of the residual and leave-one-out tables
@@ -922,14 +920,4 @@ to use it as <code>hardware.preset: &lt;name&gt;</code>.</p>
 {_pre(c.spec_text, "calibration.yaml")}
 </body></html>
 """
-    data_dir = out / DATA_DIR
-    data_dir.mkdir(exist_ok=True)
-    for name, table in data.items():
-        atomic_write_text(data_dir / name, table.to_csv(index=False))
-    for stale in data_dir.glob("*.csv"):  # a rebuilt report leaves no CSV of a figure it no longer has
-        if stale.name not in data:
-            stale.unlink()
-
-    path = out / "report.html"
-    atomic_write_text(path, page)  # a full disk or a crash leaves the old report whole, never a stub
-    return path
+    return write_page_and_data(out, page, data)

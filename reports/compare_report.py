@@ -29,12 +29,20 @@ from cosim.fmt import num
 from cosim.jsonio import dumps
 from cosim.provenance import provenance
 from reports.inputs import ReportError, RunFiles, read_run_dir
-from reports.run_report import METRIC_ROWS, PHASE_COLORS, _esc, _fmt, _plotlyjs, figure_html
-from reports.sweep_report import ERROR_CATCHER
+from reports.run_report import (
+    DATA_DIR,
+    ERROR_CATCHER,
+    METRIC_ROWS,
+    PHASE_COLORS,
+    _esc,
+    _fmt,
+    _plotlyjs,
+    figure_block,
+    write_page_and_data,
+)
 
 __all__ = ["Run", "ReportError", "read_runs", "write_comparison"]
 
-DATA_DIR = "report_data"
 #: Rows of the configuration-differences table shown on the page (all of them are in its CSV file).
 MAX_CONFIG_ROWS = 40
 
@@ -368,18 +376,14 @@ def write_comparison(runs: list[Run], out: Path) -> Path:
         ),
         (*energy_figure(runs), "energy.csv", "Energy by component, one bar per run; log axis."),
     ]
-    data_dir = out / DATA_DIR
-    data_dir.mkdir()
     tables = [("runs.csv", runs_data), ("headline.csv", head_data), ("config_differences.csv", config_data)]
-    for name, frame in [*tables, *((name, data) for _, data, name, _ in figures)]:
-        frame.to_csv(data_dir / name, index=False)
+    data = dict([*tables, *((name, frame) for _, frame, name, _ in figures)])
 
     def link(name: str) -> str:
         return f'Data: <a href="{DATA_DIR}/{quote(name)}">{_esc(name)}</a>'
 
     parts = [
-        f"<figure>{figure_html(fig, f'figure-{i}')}<figcaption>Figure {i + 1}. {caption} {link(name)}"
-        "</figcaption></figure>"
+        figure_block(fig, f"figure-{i}", f"Figure {i + 1}. {caption}", name)
         for i, (fig, _, name, caption) in enumerate(figures)
     ]
     fake = [r.label for r in runs if not r.summary.get("trace_is_real")]
@@ -426,6 +430,4 @@ parentheses, relative to the first run's value. Metric definitions: docs/metrics
         dumps({"reference": runs[0].label, "runs": runs_data.to_dict(orient="records")})
     )
     (out / "provenance.json").write_text(dumps(provenance()))
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_page_and_data(out, page, data)

@@ -35,6 +35,10 @@ class RunFiles:
     trace: Trace
     timeline_events: int
     provenance: dict[str, Any] | None = None  # provenance.json; runs written before it existed have none
+    timeline: dict[str, Any] | None = None  # timeline.json as an object with its traceEvents list
+    cores: pd.DataFrame | None = None  # cores.csv; runs written before it existed have none
+    config_text: str = ""  # config.resolved.yaml as written
+    frames_png: bytes | None = None  # frames.png: a capture's decoded frames, dense above replayed
 
 
 def _is_str(v: Any) -> bool:
@@ -51,6 +55,10 @@ def _is_dict(v: Any) -> bool:
 
 def _is_number_map(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and is_number(x) for k, x in v.items())
+
+
+def _is_number_list(v: Any) -> bool:
+    return isinstance(v, list) and all(is_number(x) for x in v)
 
 
 def _is_tau(v: Any) -> bool:
@@ -82,6 +90,9 @@ SUMMARY_OPTIONAL: dict[str, tuple[Any, str]] = {
     "resources_estimate": (_is_dict, "an object"),
     "fits_board": (_is_bool, "true or false"),
     "tau": (_is_tau, "a number or a list of numbers"),
+    "dense_energy_breakdown_j": (_is_number_map, "an object of numbers"),
+    "core_busy_s": (_is_number_list, "a list of numbers"),
+    "drs_off_core_busy_s": (_is_number_list, "a list of numbers"),
 }
 RESOURCES: dict[str, tuple[Any, str]] = {
     "luts": (is_number, "a number"),
@@ -150,7 +161,12 @@ def read_summary(path: Path) -> dict[str, Any]:
         _check(res, RESOURCES, f"{path}: resources_estimate", required=True)
         if "fits_board" not in summary:
             raise ReportError(f"{path}: missing key 'fits_board' (resources_estimate is there)")
-    for key in ("breakdown_s", "dense_breakdown_s", "energy_breakdown_j"):
+    on, off = summary.get("core_busy_s"), summary.get("drs_off_core_busy_s")
+    if on is not None and off is not None and len(on) != len(off):
+        raise ReportError(
+            f"{path}: core_busy_s has {len(on)} cores and drs_off_core_busy_s {len(off)}; they must match"
+        )
+    for key in ("breakdown_s", "dense_breakdown_s", "energy_breakdown_j", "dense_energy_breakdown_j"):
         if key in summary and any(not math.isfinite(v) for v in summary[key].values()):
             raise ReportError(f"{path}: {key} holds a value that is not a finite number")
     return summary
@@ -205,13 +221,33 @@ def read_trace_file(path: Path) -> Trace:
     return trace  # read_trace checked the grid, the rows and the metadata
 
 
-def count_timeline_events(path: Path) -> int:
-    """timeline.json is Chrome/Perfetto trace-event JSON: an object with ``traceEvents``, or a list."""
+def read_timeline(path: Path) -> dict[str, Any]:
+    """timeline.json is Chrome/Perfetto trace-event JSON: an object with ``traceEvents``, or a list (given
+    back as an object with that list)."""
     data = _read_json(path)
     events = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(events, list):
         raise ReportError(f"{path}: not Chrome trace-event JSON (no traceEvents list)")
-    return len(events)
+    return data if isinstance(data, dict) else {"traceEvents": events}
+
+
+def read_cores(path: Path, cores: int) -> pd.DataFrame | None:
+    """cores.csv (one row per decode step, ``core<i>_busy_s`` per core), or None where a run predates it."""
+    if not path.exists():
+        return None
+    _read_bytes(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(f"{path}: not a valid CSV table ({reason(exc)})") from None
+    if table.empty:
+        raise ReportError(f"{path}: no rows (one per decode step expected)")
+    for col in ["step", "frame", "start_s", "end_s"] + [f"core{c}_busy_s" for c in range(cores)]:
+        if col not in table:
+            raise ReportError(f"{path}: missing column {col!r}")
+        if not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
+            raise ReportError(f"{path}: column {col!r} holds values that are not numbers")
+    return table
 
 
 def read_run_dir(run_dir: str | Path) -> RunFiles:
@@ -223,8 +259,20 @@ def read_run_dir(run_dir: str | Path) -> RunFiles:
     config = read_config(d / "config.resolved.yaml")
     layers = read_layers(d / "layers.csv")
     trace = read_trace_file(d / "trace.parquet")
-    events = count_timeline_events(d / "timeline.json")
-    return RunFiles(summary, layers, config, trace, events, read_provenance(d / "provenance.json"))
+    timeline = read_timeline(d / "timeline.json")
+    png = d / "frames.png"
+    return RunFiles(
+        summary,
+        layers,
+        config,
+        trace,
+        len(timeline["traceEvents"]),
+        read_provenance(d / "provenance.json"),
+        timeline,
+        read_cores(d / "cores.csv", config["hardware"]["cores"]),
+        _read_text(d / "config.resolved.yaml"),
+        _read_bytes(png) if png.exists() else None,
+    )
 
 
 def read_provenance(path: Path) -> dict[str, Any] | None:

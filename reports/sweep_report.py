@@ -27,13 +27,20 @@ import plotly.graph_objects as go
 
 from cosim.config import WorkloadError, load_yaml
 from cosim.fmt import num
-from cosim.outdir import atomic_write_text
 from reports.inputs import ReportError
-from reports.run_report import PLOTLYJS_FILE, _esc, _plotlyjs, figure_html, write_plotlyjs
+from reports.run_report import (
+    DATA_DIR,
+    ERROR_CATCHER,
+    PLOTLYJS_FILE,
+    _esc,
+    _plotlyjs,
+    figure_block,
+    write_page_and_data,
+    write_plotlyjs,
+)
 
 __all__ = ["ReportError", "write_sweep_report"]
 
-DATA_DIR = "report_data"
 #: Figures of objective pairs (3 objectives give 3 pairs, 4 give 6); parameters shown against a lone objective.
 MAX_FIGURES = 6
 MAX_ROWS = 50  #: rows of the best-configurations and failed-points tables
@@ -64,18 +71,6 @@ UNITS = {
     "quality_forced_psnr_db": "dB",
 }
 COLOR_OK, COLOR_VIOLATES, COLOR_FRONT = "#4c78a8", "#c8c8c8", "#e45756"
-#: Marks a JavaScript error on the page itself, where a reader (and the browser test) sees it.
-ERROR_CATCHER = """<div id="js-errors" class="warn" hidden></div>
-<script>(function () {
-  function show(msg) {
-    var e = document.getElementById("js-errors");
-    e.hidden = false;
-    e.textContent += "A figure failed to draw: " + msg + "\\n";
-  }
-  window.addEventListener("error", function (ev) { show(ev.message); });
-  window.addEventListener("unhandledrejection", function (ev) { show(String(ev.reason)); });
-})();</script>
-"""
 
 
 @dataclass
@@ -472,24 +467,11 @@ def write_sweep_report(out: Path, shared_plotlyjs: bool = False) -> Path:
         figures.append((fig, caption, "parallel.csv", data))
     best = best_rows(d, out)
 
-    data_dir = out / DATA_DIR
-    data_dir.mkdir(exist_ok=True)
-    written = {"best.csv"}
-    atomic_write_text(data_dir / "best.csv", best.to_csv(index=False))
-    for _, _, name, data in figures:
-        atomic_write_text(data_dir / name, data.to_csv(index=False))
-        written.add(name)
-    for stale in data_dir.glob("*.csv"):  # a rebuilt report leaves no CSV of a figure it no longer has
-        if stale.name not in written:
-            stale.unlink()
-
-    parts = []
-    for i, (fig, caption, name, _) in enumerate(figures):
-        href = f"{DATA_DIR}/{quote(name)}"
-        parts.append(
-            f"<figure>{figure_html(fig, f'figure-{i}')}<figcaption>Figure {i + 1}. {caption} "
-            f'Data: <a href="{href}">{_esc(name)}</a></figcaption></figure>'
-        )
+    data = {"best.csv": best, **{name: frame for _, _, name, frame in figures}}
+    parts = [
+        figure_block(fig, f"figure-{i}", f"Figure {i + 1}. {caption}", name)
+        for i, (fig, caption, name, _) in enumerate(figures)
+    ]
 
     objectives = ", ".join(f"{_esc(v)} {_title(m)}" for m, v in d.objectives.items())
     constraints = ", ".join(_bound(m, b) for m, b in d.constraints.items()) or "none"
@@ -574,6 +556,4 @@ Parameters: {", ".join(_esc(p) for p in d.parameters)}; fixed: {fixed or "nothin
 """
     if figures and shared_plotlyjs:
         write_plotlyjs(out)  # before the page that needs it
-    path = out / "report.html"
-    atomic_write_text(path, page)  # a full disk or a crash leaves the old report whole, never a stub
-    return path
+    return write_page_and_data(out, page, data)

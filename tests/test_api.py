@@ -32,6 +32,11 @@ def test_api_result_equals_the_command_line_and_writes_nothing(tmp_path, monkeyp
     for key in ("latency_s", "dense_latency_s", "energy_j", "replay_ratio", "tokens_per_j"):
         assert result.summary[key] == pytest.approx(cli[key], rel=1e-12), key
     assert len(result.layers) == result.workload.model.layers
+    cores = result.cores
+    assert len(cores) == result.workload.video.steps and cores["end_s"].iloc[-1] == pytest.approx(
+        cli["latency_s"]
+    )
+    assert [cores[f"core{c}_busy_s"].sum() for c in range(4)] == pytest.approx(cli["core_busy_s"], rel=1e-12)
     assert result.trace.replay_cube().shape[0] == result.workload.video.batch
 
 

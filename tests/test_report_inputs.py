@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_report import FIGURES
 from tiny_workload import run_tiny_with_report
 
 from cosim.errors import InputError
@@ -135,6 +136,15 @@ CASES = [
         "resources_estimate: luts is 'many'",
     ),
     ("summary.json", edit_json("summary.json", lambda s: s.update(quality=[1])), "quality is [1]"),
+    (
+        "summary.json",
+        edit_json("summary.json", lambda s: s.update(drs_off_core_busy_s=[1.0])),
+        "core_busy_s has 2 cores and drs_off_core_busy_s 1",
+    ),
+    ("summary.json", edit_json("summary.json", lambda s: s.update(core_busy_s="x")), "core_busy_s is 'x'"),
+    # cores.csv (optional: runs written before it existed have none)
+    ("cores.csv", write("cores.csv", "step,frame\n0,0\n"), "missing column 'start_s'"),
+    ("cores.csv", write("cores.csv", ""), "empty file"),
 ]
 
 
@@ -180,20 +190,27 @@ def craft(d: Path) -> None:
     s["quality"] = {PAYLOAD: PAYLOAD, "psnr_db": 31.5}
     s["resources_estimate"]["label"] = PAYLOAD
     s["energy_breakdown_j"] = {PAYLOAD: 1.0, "cores": 2.0}
+    s["dense_energy_breakdown_j"] = {PAYLOAD: 3.0}
+    s["quality"]["psnr_db_mean"] = PAYLOAD  # a spread given a string
     (d / "summary.json").write_text(json.dumps(s))
+    edit_yaml(lambda c: c.update(name=PAYLOAD))(d)
+    edit_json("timeline.json", lambda t: t["traceEvents"][0]["args"].update(name="cores"))(d)
+    edit_json("timeline.json", lambda t: t["traceEvents"][1]["args"].update(name=PAYLOAD))(d)
 
 
 def test_crafted_strings_are_escaped(run_dir):
     craft(run_dir)
     page = write_run_report(run_dir).read_text()
     figures = page.count('class="plotly-graph-div"')
-    assert figures == 5
-    # the only script elements are plotly.js (2) and one per figure: none came from the data
-    assert page.count("<script") == page.count("</script") == 2 + figures
+    assert figures == FIGURES
+    # the only script elements are plotly.js (2), the error catcher and one per figure: none from the data
+    assert page.count("<script") == page.count("</script") == 3 + figures
     assert "<img" not in page and "<!--" not in page.split("<script>", 2)[0]
     assert PAYLOAD not in page
     assert html_escaped(PAYLOAD) in page  # shown as text
     assert "policy " + html_escaped(PAYLOAD) in page
+    config = page.split("<details>", 1)[1].split("</details>", 1)[0]  # the resolved configuration
+    assert "name: " in config and "&lt;/script&gt;" in config
 
 
 def html_escaped(text: str) -> str:
@@ -226,7 +243,7 @@ def test_crafted_report_runs_no_injected_code_in_chromium(run_dir):
     dom = rendered_dom(write_run_report(run_dir))
     assert "data-pwned=" not in dom  # no injected script or handler ran
     assert "<img" not in dom
-    assert dom.count('class="main-svg"') >= 5  # and every figure still drew
+    assert dom.count('class="main-svg"') >= FIGURES  # and every figure still drew
     assert "workload " in dom and "alert(1)" in dom  # the payload is there, as text
 
 
@@ -263,8 +280,11 @@ def test_full_disk_leaves_the_old_report_whole(run_dir):
 
 
 def test_failure_midway_leaves_the_old_report_whole(run_dir, monkeypatch):
-    """The write raising halfway through (here: the file object) keeps the old report intact."""
+    """The write raising halfway through (here: the file object) keeps the old report and its figures'
+    CSVs intact: they are replaced together or not at all."""
     before = (run_dir / "report.html").read_bytes()
+    (run_dir / "report_data" / "energy.csv").write_text("old\n")
+    data_before = {p.name: p.read_bytes() for p in (run_dir / "report_data").iterdir()}
     real_fdopen = os.fdopen
 
     class HalfWriter:
@@ -289,5 +309,7 @@ def test_failure_midway_leaves_the_old_report_whole(run_dir, monkeypatch):
         write_run_report(run_dir)
     monkeypatch.undo()
     assert (run_dir / "report.html").read_bytes() == before
-    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    assert {p.name: p.read_bytes() for p in (run_dir / "report_data").iterdir()} == data_before
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     write_run_report(run_dir)  # and a later rebuild works
+    assert (run_dir / "report_data" / "energy.csv").read_text().startswith("component,")

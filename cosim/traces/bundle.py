@@ -14,3 +14,5 @@ class TraceBundle:
     trace: Trace
     tau: float | None
     quality: dict = field(default_factory=dict)
+    #: a live capture's decoded frames of prompt 0 as a PNG strip, dense row above the replaying row
+    frames_png: bytes | None = field(default=None, repr=False)

@@ -118,7 +118,50 @@ def capture_bundle(w: Workload, progress: bool = False) -> TraceBundle:
         result = capture(capture_settings(w), progress=progress)
     except ValueError as exc:  # settings the model side rejects (e.g. class ids out of range)
         raise WorkloadError(f"trace: {exc}") from None
-    return TraceBundle(result.trace, result.trace.meta.threshold, dict(result.quality))
+    png = frames_png(result.videos["dense"][0], result.videos["replay"][0]) if result.videos else None
+    return TraceBundle(result.trace, result.trace.meta.threshold, dict(result.quality), png)
+
+
+#: Pixels per frame pixel in frames.png (the shipped models decode 32 x 32 frames) and between frames.
+FRAME_SCALE, FRAME_GAP = 3, 4
+
+
+def frames_png(dense, replay) -> bytes:
+    """One prompt's decoded frames as a PNG strip: the dense decode's frames left to right in the top row,
+    the replaying decode's below (``dense``, ``replay``: (T, H, W, 3) in [0, 1]), white gaps between."""
+    import numpy as np
+
+    rows = []
+    for video in (dense, replay):
+        px = np.clip(np.round(np.asarray(video) * 255), 0, 255).astype(np.uint8)
+        px = px.repeat(FRAME_SCALE, axis=1).repeat(FRAME_SCALE, axis=2)
+        t, h, _, _ = px.shape
+        gap = np.full((h, FRAME_GAP, 3), 255, np.uint8)
+        rows.append(np.concatenate([x for f in px for x in (f, gap)][:-1], axis=1))
+    band = np.full((FRAME_GAP, rows[0].shape[1], 3), 255, np.uint8)
+    return png_bytes(np.concatenate([rows[0], band, rows[1]], axis=0))
+
+
+def png_bytes(rgb) -> bytes:
+    """A (H, W, 3) uint8 image as PNG (8-bit RGB, no filter): deterministic bytes, no imaging library."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    h, w, _ = rgb.shape
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def fill_capture(bundle: TraceBundle, d: Path) -> None:
