@@ -665,8 +665,8 @@ HOST_BYTES_PER_LAYER_STEP_BY_MODE = {"analytic": 512, "event": 1600}
 #: ``timeline.json``: spans and counters per recorded layer-step and active core, as dicts and then as
 #: JSON (tracemalloc peak, whole window recorded minus none). Phase granularity: 13.1 and 17.4 KB (tiny
 #: model, 2 and 8 cores, batch 1 and 32, 16,384 recorded layer-steps), 11.8 KB (paper workload, 2,048).
-#: Instruction granularity grows with the weight blocks per layer: 27.3 and 39.9 KB (tiny model), 61.9 KB (paper
-#: workload). Rounded up.
+#: Instruction granularity grows with the weight blocks per layer: 27.3 and 39.9 KB (tiny model), 61.9 KB
+#: (paper workload). Rounded up.
 HOST_BYTES_PER_TIMELINE_CORE_STEP = {"phase": 18 * 1024, "instruction": 64 * 1024}
 #: Live capture (PyTorch decode): float32 K and V caches per row (8 x kv_dim bytes), MLP input and
 #: output caches per (sequence, layer, position in a frame) (8 x hidden bytes), plus decision logs and
