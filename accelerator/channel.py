@@ -23,10 +23,13 @@ _RESIDUE_BYTES = 1e-6
 
 
 class _Transfer:
-    __slots__ = ("remaining", "nbytes", "done", "label", "start", "queue")
+    __slots__ = ("remaining", "nbytes", "done", "label", "start", "queue", "args")
 
-    def __init__(self, nbytes: float, done: simpy.Event, label: str, start: float, queue: deque) -> None:
+    def __init__(
+        self, nbytes: float, done: simpy.Event, label: str, start: float, queue: deque, args: dict | None
+    ) -> None:
         self.queue = queue
+        self.args = args
         self.remaining = nbytes
         self.nbytes = nbytes
         self.done = done
@@ -52,9 +55,15 @@ class Channel:
         self.busy_s = 0.0
 
     def transfer(
-        self, requester, nbytes: float, done: simpy.Event | None = None, label: str = ""
+        self,
+        requester,
+        nbytes: float,
+        done: simpy.Event | None = None,
+        label: str = "",
+        args: dict | None = None,
     ) -> simpy.Event:
-        """Queue ``nbytes`` for ``requester``; ``done`` (created if not given) succeeds when the data is in."""
+        """Queue ``nbytes`` for ``requester``; ``done`` (created if not given) succeeds when the data is in.
+        ``args`` go to the transfer's timeline span."""
         env = self.env
         done = env.event() if done is None else done
         if nbytes <= 0:
@@ -68,7 +77,7 @@ class Channel:
             queue = self._queues.get(requester)
             if queue is None:
                 queue = self._queues[requester] = deque()
-        t = _Transfer(float(nbytes), done, label, env.now, queue)
+        t = _Transfer(float(nbytes), done, label, env.now, queue, args)
         if queue:
             queue.append(t)  # behind its requester's earlier transfers: the shares do not change
             return done
@@ -81,13 +90,15 @@ class Channel:
     # -- the fluid schedule ------------------------------------------------------------------------------
     def _advance(self) -> None:
         """Serve the bytes of the time since the last change, in equal shares to the waiting requesters."""
-        now = self.env.now
-        dt = now - self._last
+        now, last = self.env.now, self._last
+        dt = now - last
         self._last = now
         heads = self._heads
         if dt <= 0 or not heads:
             return
         self.busy_s += dt
+        if self.timeline.enabled:  # whenever a transfer waits the channel serves at its sustained rate
+            self.timeline.counter("memory", f"{self.name} bandwidth", "GB/s", last, now, self.rate / 1e9)
         share = dt * self.rate / len(heads)
         for t in heads:
             t.remaining -= share
@@ -122,8 +133,13 @@ class Channel:
 
     def _finish(self, t: _Transfer) -> None:
         env = self.env
-        if self.timeline.enabled:
-            self.timeline.span("memory", self.name, t.label or "transfer", t.start, env.now, bytes=t.nbytes)
+        timeline = self.timeline
+        if timeline.enabled:
+            args = t.args or {}
+            timeline.span(
+                "memory", self.name, t.label or "transfer", t.start, env.now, **args, bytes=t.nbytes
+            )
+            timeline.counter("memory", f"{self.name} transfers", "outstanding", t.start, env.now, 1)
         done = t.done
         # Succeeds ``latency_s`` from now: scheduled the way simpy.Timeout schedules itself, one event.
         done._ok = True  # noqa: SLF001

@@ -61,6 +61,7 @@ class Record:
         "bits",
         "taken_at",
         "not_before",
+        "queued_at",
     )
 
     def __init__(
@@ -92,6 +93,12 @@ class Record:
         self.bits = 0  # TAS: the index-register bits it writes when done
         self.taken_at = 0.0  # when its engine took it from the queue
         self.not_before = 0.0  # when the sequencer issues it (it may be handed over earlier)
+        self.queued_at = 0.0  # when it entered its engine's queue
+
+    def args(self) -> dict:
+        """The args of its timeline spans: where in the decode it is and the batch entries it serves."""
+        where = self.layer_run.where if self.layer_run is not None else {}  # None: a bare engine's test
+        return {**where, "entries": list(self.entries)}
 
 
 class InstructionQueue:
@@ -156,6 +163,7 @@ class Engine:
     def _entered(self, record: Record) -> None:
         """The record is in this engine's queue: it counts as queued work from now on."""
         self.pending_s += record.seconds
+        record.queued_at = self.env.now
 
     def backlog_s(self) -> float:
         return self.pending_s + max(self.busy_until - self.env.now, 0.0)
@@ -167,6 +175,10 @@ class Engine:
             if rec is None:
                 yield queue.ready
                 continue
+            if self.timeline.enabled:
+                self.timeline.counter(
+                    self.track, f"{self.name} queue", "instructions", rec.queued_at, env.now, 1
+                )
             if rec.not_before > env.now:  # handed over ahead of its issue cycle: it is not there yet
                 yield env.timeout(rec.not_before - env.now)
             arrived = rec.taken_at = env.now
@@ -183,18 +195,22 @@ class Engine:
             self.busy_s += rec.seconds
             self.macs += rec.macs
             if self.timeline.enabled:
-                self.timeline.span(self.track, self.name, rec.name, start, env.now, entries=rec.entries)
+                self.timeline.span(self.track, self.name, rec.name, start, env.now, **rec.args())
             self._finished(rec)
             self.done(rec)
 
     def _operands(self, rec: Record):
         return iter(())
 
+    def _args(self, rec: Record) -> dict | None:
+        """What the timeline says of a transfer for ``rec`` (None while it does not record)."""
+        return rec.args() if self.timeline.enabled else None
+
     def _execute(self, rec: Record):
         """Compute for ``rec.seconds`` while its transfer (if any) runs; end when both are done."""
         transfer = None
         if rec.channel is not None and rec.nbytes > 0:
-            transfer = rec.channel.transfer(self, rec.nbytes, label=rec.name)
+            transfer = rec.channel.transfer(self, rec.nbytes, label=rec.name, args=self._args(rec))
         for signal in rec.compute_waits:
             event = signal.wait(self.env)
             if event is not None:
@@ -236,10 +252,12 @@ class StreamEngine(Engine):
             wait = rec.not_before - env.now
             if wait > 0:
                 env.timeout(wait).callbacks.append(
-                    lambda _e, rec=rec: rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
+                    lambda _e, rec=rec: rec.channel.transfer(
+                        self, rec.nbytes, rec.loaded, rec.name, self._args(rec)
+                    )
                 )
             else:
-                rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name)
+                rec.channel.transfer(self, rec.nbytes, rec.loaded, rec.name, self._args(rec))
 
     def _operands(self, rec: Record):
         if rec.loaded is not None and not rec.loaded.processed:

@@ -76,8 +76,9 @@ def expected_counts(decoded, batch: int, cores: int) -> dict[str, list[int]]:
 class LayerRun:
     """What one layer of one step has produced so far: signals the waiting instructions read."""
 
-    def __init__(self, unit: int, counts: dict[str, list[int]]) -> None:
+    def __init__(self, unit: int, counts: dict[str, list[int]], where: dict | None = None) -> None:
         self.unit = unit  # row of the per-unit result arrays: step * (layers + 1) + layer
+        self.where = where or {}  # step, frame and layer (none for a step's extra work): timeline args
         self.outstanding = 0
         self.sync: simpy.Event | None = None
         self.qkv = Countdown(counts["qkv"])  # per core: its QKV instructions
@@ -179,10 +180,11 @@ class Machine:
         for e in rec.entries:
             lay.output.tick(e)
 
-    @staticmethod
-    def _replay_read_done(lay: LayerRun, rec: Record) -> None:
+    def _replay_read_done(self, lay: LayerRun, rec: Record) -> None:
         for e in rec.entries:
             lay.output.signals[e].fire()
+        now = self.env.now
+        self.timeline.counter("units", "replay_cache hits", "entries", now, None, len(rec.entries))
 
     def _tas_done(self, lay: LayerRun, rec: Record) -> None:
         lay.index |= rec.bits
@@ -203,8 +205,9 @@ class Machine:
             opts = self.options(s)
             stream, tail = program(cost, opts)
             decoded, counts = self._decoded(stream)
+            where = {"step": s, "frame": s // job.tokens_per_frame}
             for layer in range(layers):
-                lay = LayerRun(s * (layers + 1) + layer, counts)
+                lay = LayerRun(s * (layers + 1) + layer, counts, {**where, "layer": layer})
                 compute = compute_by_layer[s][layer]
                 if not opts.tas:  # decisions known in advance (frame 0, or a schedule-based policy)
                     lay.index = mask_of(e for e in range(batch) if compute[e])
@@ -212,7 +215,7 @@ class Machine:
                 previous = lay.output.signals
             if tail:
                 decoded, counts = self._decoded(tail)
-                lay = LayerRun(s * (layers + 1) + layers, counts)
+                lay = LayerRun(s * (layers + 1) + layers, counts, where)
                 yield from self._layer(decoded, lay, None, previous, ctx[s])
         if self._issue_at > self.env.now:  # the last instruction's issue cycle
             yield self.env.timeout(self._issue_at - self.env.now)
@@ -307,7 +310,16 @@ class Machine:
                 mapping = self._map(lay.index, len(ins_entries))
                 self._ends[lay.unit][DRS] = env.now
                 if self.timeline.enabled:
-                    self.timeline.span("units", "drs", "drs", start, env.now, index=f"{lay.index:#x}")
+                    self.timeline.span(
+                        "units",
+                        "drs",
+                        "drs",
+                        start,
+                        env.now,
+                        **lay.where,
+                        computing=lay.index.bit_count(),
+                        index=f"{lay.index:#x}",
+                    )
             elif op in (Op.REPLAY_RD, Op.REPLAY_WR):
                 yield from self._bits_known(lay, ins_entries)
                 read = op == Op.REPLAY_RD

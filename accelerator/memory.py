@@ -26,13 +26,18 @@ class MemoryServer:
 
     def reserve(self, nbytes: float, ready_s: float | None = None, label: str = "") -> float:
         """Queue a transfer that may start at ``ready_s`` (default now); return when it completes."""
+        ready = self.env.now if ready_s is None else ready_s
         if nbytes <= 0:
-            return self.env.now if ready_s is None else ready_s
-        start = max(self.env.now if ready_s is None else ready_s, self.free_at)
+            return ready
+        start = max(ready, self.free_at)
         duration = nbytes / self._Bps
         self.free_at = start + duration
         self.bytes_moved += nbytes
         self.busy_s += duration
-        if self.timeline.enabled:
-            self.timeline.span("memory", self.name, label or "transfer", start, self.free_at, bytes=nbytes)
+        timeline = self.timeline
+        if timeline.enabled:
+            timeline.span("memory", self.name, label or "transfer", start, self.free_at, bytes=nbytes)
+            # the group moves one transfer at a time at its sustained rate; the others wait for it
+            timeline.counter("memory", f"{self.name} bandwidth", "GB/s", start, self.free_at, self._Bps / 1e9)
+            timeline.counter("memory", f"{self.name} transfers", "outstanding", ready, self.free_at, 1)
         return self.free_at

@@ -56,4 +56,6 @@ class ReplayCacheController(Unit):
         self.reads += reads
         self.writes += writes
         task = self.planned((reads, writes), lambda: self.cost.replay(reads, writes))
-        return self.run(task, ready_s, "replay", compute_ready_s, reads=reads, writes=writes)
+        end = self.run(task, ready_s, "replay", compute_ready_s, reads=reads, writes=writes)
+        self.timeline.counter(self.track, f"{self.name} hits", "entries", end, None, reads)
+        return end

@@ -68,4 +68,6 @@ class Unit:
         self.free_at = end
         if self.timeline.enabled:
             self.timeline.span(self.track, self.name, label, start, end, **args)
+            # ready but behind the unit's earlier tasks (the unit takes them in arrival order)
+            self.timeline.counter(self.track, f"{self.name} queue", "tasks", ready_s, start, 1)
         return end

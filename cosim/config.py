@@ -668,9 +668,12 @@ HOST_BYTES_PER_ROW = 300
 #: critical-path arrays), at instruction granularity 660 and 1,204 B. Rounded up to cover all of them.
 HOST_BYTES_PER_CORE_STEP = {"analytic": 144, "event": 64}
 HOST_BYTES_PER_LAYER_STEP_BY_MODE = {"analytic": 512, "event": 1600}
-#: ``timeline.json``: events per recorded layer-step and active core, as dicts and then as JSON: measured
-#: 5.5 to 6.9 KB (2 and 8 cores, batch 1 and 32, 65,536 recorded layer-steps).
-HOST_BYTES_PER_TIMELINE_CORE_STEP = 7 * 1024
+#: ``timeline.json``: spans and counters per recorded layer-step and active core, as dicts and then as
+#: JSON (tracemalloc peak, whole window recorded minus none). Phase granularity: 13.1 and 17.4 KB (tiny
+#: model, 2 and 8 cores, batch 1 and 32, 16,384 recorded layer-steps), 11.8 KB (paper workload, 2,048).
+#: Instruction granularity grows with the weight blocks per layer: 27.3 and 39.9 KB (tiny model), 61.9 KB
+#: (paper workload). Rounded up.
+HOST_BYTES_PER_TIMELINE_CORE_STEP = {"phase": 18 * 1024, "instruction": 64 * 1024}
 #: Live capture (PyTorch decode): float32 K and V caches per row (8 x kv_dim bytes), MLP input and
 #: output caches per (sequence, layer, position in a frame) (8 x hidden bytes), plus decision logs and
 #: results. Measured on fastcar-tiny with 8 to 96 rows of batch: 750 to 870 B/row, of which the two caches
@@ -721,11 +724,12 @@ def host_memory_estimate(w: Workload) -> tuple[int, str]:
     recorded = len(timeline_window(w)) if mode == "event" else 0
     if recorded:
         active = min(cores, v.batch)
+        per_core_step = HOST_BYTES_PER_TIMELINE_CORE_STEP[w.simulation.granularity]
         parts.append(
             (
-                recorded * layers * active * HOST_BYTES_PER_TIMELINE_CORE_STEP,
+                recorded * layers * active * per_core_step,
                 f"timeline outputs.timeline_steps {recorded} x model.layers x {active} cores x "
-                f"{HOST_BYTES_PER_TIMELINE_CORE_STEP} B",
+                f"{per_core_step} B ({w.simulation.granularity} granularity)",
             )
         )
     base = HOST_BASE_BYTES

@@ -492,15 +492,31 @@ def capture(settings: CaptureSettings, progress: bool = True) -> CaptureResult:
     return result
 
 
-def tau_sweep(settings: CaptureSettings, taus: list[float] | np.ndarray) -> pd.DataFrame:
-    """tau -> replay ratio -> quality, one row per tau (policy forced to ``tas``; one dense reference)."""
+def tau_sweep(
+    settings: CaptureSettings, taus: list[float] | np.ndarray, progress: bool = False
+) -> pd.DataFrame:
+    """tau -> replay ratio -> quality, one row per tau (policy forced to ``tas``; one dense reference).
+    ``progress`` shows a bar on stderr, one step for the dense reference and one per tau: each is a
+    decode of seconds to minutes that prints nothing on its own."""
+    import sys
+
+    from tqdm import tqdm
+
     base = CaptureSettings(**{**asdict(settings), "policy": "tas", "target_replay_ratio": None})
+    taus = [float(tau) for tau in taus]
     rows = []
-    with _Session(base) as session:
-        for tau in taus:
-            s = CaptureSettings(**{**asdict(base), "threshold": float(tau)})
-            q = session.run(s, keep_videos=False).quality
-            rows.append({"tau": float(tau), **{k: q[k] for k in QUALITY_COLUMNS}})
+    with tqdm(
+        total=len(taus) + 1, desc="tau sweep", unit="decode", file=sys.stderr, disable=not progress
+    ) as bar:
+        bar.set_postfix_str("dense reference")
+        with _Session(base) as session:
+            bar.update()
+            for tau in taus:
+                bar.set_postfix_str(f"tau={tau:g}")
+                s = CaptureSettings(**{**asdict(base), "threshold": tau})
+                q = session.run(s, keep_videos=False).quality
+                rows.append({"tau": tau, **{k: q[k] for k in QUALITY_COLUMNS}})
+                bar.update()
     return pd.DataFrame(rows)
 
 

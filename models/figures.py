@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -202,14 +203,14 @@ def tas_motion(out: Path, numbers: dict, seed: int) -> None:
 SWEEP_RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.875)
 
 
-def sweep(out: Path, numbers: dict, seed: int, prompts: int) -> None:
+def sweep(out: Path, numbers: dict, seed: int, prompts: int, progress: bool = False) -> None:
     """tau grid = the dense run's TAS quantiles at evenly spread replay shares, so the curve covers the
     whole range whatever the model's TAS scale; tau decreases down the table."""
     base = CaptureSettings(prompts=prompts, seed=seed)
     with _Session(CaptureSettings(**{**asdict(base), "policy": "dense"})) as ses:
         dense_tas = ses.dense.tas
     taus = [round(threshold_for_ratio(dense_tas, r), 3) for r in SWEEP_RATIOS]
-    df = tau_sweep(base, taus)
+    df = tau_sweep(base, taus, progress=progress)
     df.insert(1, "dense_share_at_tau", SWEEP_RATIOS)
     df.to_csv(out / "tau_sweep.csv", index=False)
     numbers["tau_sweep"] = df.to_dict(orient="records")
@@ -304,7 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    progress = not a.quiet and sys.stderr.isatty()
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "numbers.json"
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         "heldout": lambda: heldout_accuracy(numbers, a.seed),
         "samples": lambda: samples(a.out, numbers, a.seed),
         "tas_motion": lambda: tas_motion(a.out, numbers, a.seed),
-        "sweep": lambda: sweep(a.out, numbers, a.seed, a.prompts),
+        "sweep": lambda: sweep(a.out, numbers, a.seed, a.prompts, progress),
         "replay_samples": lambda: replay_samples(a.out, numbers, a.seed),
         "policies": lambda: policies(a.out, numbers, a.seed, a.prompts),
     }

@@ -49,13 +49,21 @@ def test_dense_capture_is_identical_to_reference(ckpt):
     assert q["forced_psnr_db"] == PSNR_IDENTICAL_DB
 
 
-def test_tau_sweep_replay_rises_as_tau_falls(ckpt):
-    df = tau_sweep(CaptureSettings(checkpoint=ckpt, prompts=2), [50.0, 0.0, -50.0])
+def test_tau_sweep_replay_rises_as_tau_falls(ckpt, capsys):
+    df = tau_sweep(CaptureSettings(checkpoint=ckpt, prompts=2), [50.0, 0.0, -50.0], progress=True)
+    err = capsys.readouterr().err  # a bar: the dense reference, then each tau, to 4 of 4
+    assert "tau sweep" in err and "dense reference" in err and "tau=-50" in err and "4/4" in err, err
     assert list(df.columns[:2]) == ["tau", "replay_ratio"]
     assert df.replay_ratio.is_monotonic_increasing
     assert df.replay_ratio.iloc[0] == 0 and df.replay_ratio.iloc[-1] == pytest.approx(0.75)
     assert df.psnr_db.iloc[0] == PSNR_IDENTICAL_DB and df.psnr_db.iloc[-1] < PSNR_IDENTICAL_DB
     assert df.forced_psnr_db.iloc[-1] < PSNR_IDENTICAL_DB and df.forced_token_agreement.iloc[-1] < 1
+
+
+def test_tau_sweep_is_silent_without_progress(ckpt, capsys):
+    df = tau_sweep(CaptureSettings(checkpoint=ckpt, prompts=1), [0.0])
+    assert len(df) == 1
+    assert capsys.readouterr() == ("", "")
 
 
 def test_bad_settings_are_rejected(ckpt):

@@ -217,9 +217,9 @@ def test_a_held_back_instruction_is_not_prefetched():
     fetch_start: dict[str, float] = {}
     original = ch.transfer
 
-    def spy(requester, nbytes, done=None, label=""):
+    def spy(requester, nbytes, done=None, label="", args=None):
         fetch_start[label] = env.now
-        return original(requester, nbytes, done, label)
+        return original(requester, nbytes, done, label, args)
 
     ch.transfer = spy
 
