@@ -294,7 +294,7 @@ def test_a_front_run_report_draws_its_figures_from_the_shared_file(sweep_with_fr
     page = sorted((sweep_with_front / "runs").glob("*/report.html"))[0]
     dom = rendered_dom(page)
     figures = page.read_text().count('class="plotly-graph-div"')
-    assert figures == 5
+    assert figures >= 5  # breakdown, energy, per layer, TAS, replay map at least
     drawn = re.split(r'(?=<div id="figure-\d+")', dom)[1:]
     assert len(drawn) == figures
     for fig in drawn:
