@@ -520,16 +520,30 @@ def tau_sweep(
     return pd.DataFrame(rows)
 
 
-def policy_comparison(settings: CaptureSettings, policies: list[str], target_ratio: float) -> pd.DataFrame:
-    """Every policy at the same budget (tas calibrated to it), one shared dense reference."""
+def policy_comparison(
+    settings: CaptureSettings, policies: list[str], target_ratio: float, progress: bool = False
+) -> pd.DataFrame:
+    """Every policy at the same budget (tas calibrated to it), one shared dense reference; ``progress``
+    as for :func:`tau_sweep`, one step per policy after the reference."""
+    import sys
+
+    from tqdm import tqdm
+
     rows = []
     keys = QUALITY_COLUMNS
-    with _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"})) as session:
-        for name in policies:
-            target = None if name == "dense" else target_ratio
-            s = CaptureSettings(
-                **{**asdict(settings), "policy": name, "threshold": None, "target_replay_ratio": target}
-            )
-            q = session.run(s, keep_videos=False).quality
-            rows.append({"policy": name, **{k: q[k] for k in keys}})
+    with tqdm(
+        total=len(policies) + 1, desc="policies", unit="decode", file=sys.stderr, disable=not progress
+    ) as bar:
+        bar.set_postfix_str("dense reference")
+        with _Session(CaptureSettings(**{**asdict(settings), "policy": "dense"})) as session:
+            bar.update()
+            for name in policies:
+                bar.set_postfix_str(name)
+                target = None if name == "dense" else target_ratio
+                s = CaptureSettings(
+                    **{**asdict(settings), "policy": name, "threshold": None, "target_replay_ratio": target}
+                )
+                q = session.run(s, keep_videos=False).quality
+                rows.append({"policy": name, **{k: q[k] for k in keys}})
+                bar.update()
     return pd.DataFrame(rows)

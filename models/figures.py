@@ -285,12 +285,12 @@ def replay_samples(out: Path, numbers: dict, seed: int) -> None:
     }
 
 
-def policies(out: Path, numbers: dict, seed: int, prompts: int) -> None:
+def policies(out: Path, numbers: dict, seed: int, prompts: int, progress: bool = False) -> None:
     base = CaptureSettings(prompts=prompts, seed=seed)
     names = ["tas", "topk", "fixed_interval", "random", "input_similarity", "oracle"]
     frames = []
     for target in (0.5, 0.75):
-        df = policy_comparison(base, names, target)
+        df = policy_comparison(base, names, target, progress)
         df.insert(0, "target", target)
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
@@ -300,12 +300,25 @@ def policies(out: Path, numbers: dict, seed: int, prompts: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/figures"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/figures"),
+        help="figures and numbers.json (default docs/figures)",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed of every capture (default 0)")
+    ap.add_argument(
+        "--prompts", type=int, default=16, help="prompts of the sweep and policy steps (default 16)"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: deterministic kernels)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="run only these steps (training heldout samples tas_motion sweep replay_samples policies; "
+        "default all)",
+    )
+    ap.add_argument("--quiet", action="store_true", help="no progress bars (they show on a terminal only)")
     a = ap.parse_args(argv)
     progress = not a.quiet and sys.stderr.isatty()
     torch.set_num_threads(a.threads)
@@ -319,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         "tas_motion": lambda: tas_motion(a.out, numbers, a.seed),
         "sweep": lambda: sweep(a.out, numbers, a.seed, a.prompts, progress),
         "replay_samples": lambda: replay_samples(a.out, numbers, a.seed),
-        "policies": lambda: policies(a.out, numbers, a.seed, a.prompts),
+        "policies": lambda: policies(a.out, numbers, a.seed, a.prompts, progress),
     }
     for name, fn in steps.items():
         if a.only is None or name in a.only:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cosim.traces import read_trace, write_trace
-from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, tau_sweep
+from models.capture import PSNR_IDENTICAL_DB, CaptureSettings, capture, policy_comparison, tau_sweep
 from models.testing import tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -64,6 +64,15 @@ def test_tau_sweep_is_silent_without_progress(ckpt, capsys):
     df = tau_sweep(CaptureSettings(checkpoint=ckpt, prompts=1), [0.0])
     assert len(df) == 1
     assert capsys.readouterr() == ("", "")
+
+
+def test_policy_comparison_meets_the_budget_and_shows_progress(ckpt, capsys):
+    df = policy_comparison(CaptureSettings(checkpoint=ckpt, prompts=2), ["dense", "tas", "random"], 0.5, True)
+    err = capsys.readouterr().err  # a bar: the dense reference, then each policy, to 4 of 4
+    assert "policies" in err and "dense reference" in err and "random" in err and "4/4" in err, err
+    assert list(df.policy) == ["dense", "tas", "random"]
+    assert df.replay_ratio.iloc[0] == 0 and df.psnr_db.iloc[0] == PSNR_IDENTICAL_DB
+    assert df.replay_ratio.iloc[1:].between(0.3, 0.6).all()  # frame 0 never replays: at most 3/4 of 0.75
 
 
 def test_bad_settings_are_rejected(ckpt):
