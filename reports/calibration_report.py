@@ -32,7 +32,7 @@ from plotly.subplots import make_subplots
 from cosim.errors import is_finite_number, is_number, reason, shown
 from cosim.fmt import num
 from reports.inputs import ReportError
-from reports.run_report import DATA_DIR, ERROR_CATCHER, _esc, _plotlyjs, figure_html, write_page_and_data
+from reports.run_report import DATA_DIR, _esc, _plotlyjs, figure_html, page_head, write_page_and_data
 from reports.sweep_report import _cell
 
 __all__ = ["ReportError", "write_calibration_report"]
@@ -110,6 +110,12 @@ class CalibrationDir:
     spec_text: str | None
     preset_text: str | None
     notes: list[str] = field(default_factory=list)  #: files that could not be read, said on the page
+
+
+#: This page's rules beside :data:`PAGE_CSS`.
+CALIBRATION_CSS = """.note { background: #eef3fa; border: 1px solid #9db4d6; padding: 8px 12px; margin: 8px 0; }
+.omitted { color: #555; font-style: italic; }
+"""
 
 
 def _text(path: Path, required: bool) -> str | None:
@@ -883,21 +889,7 @@ def write_calibration_report(cal_dir: Path) -> Path:
         near_intro = "fit.json gives no tolerance for the parameter sets that fit about equally well."
     near_table = _near_table(c) if near_info.get("ranges") else ""
     notes = "".join(f"<p class=meta>{_esc(n)}</p>" for n in c.notes)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }}
-table {{ border-collapse: collapse; margin: 8px 0 20px; }} td {{ padding: 3px 12px; border-bottom: 1px solid #eee; }}
-td.v {{ font-weight: 600; text-align: right; }} td.d {{ color: #666; font-size: 0.9em; }}
-table.grid {{ font-size: 0.9em; }}
-table.grid td, table.grid th {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
-figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
-pre {{ background: #f6f6f6; border: 1px solid #ddd; padding: 8px 12px; overflow-x: auto; font-size: 0.85em; }}
-.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }}
-.note {{ background: #eef3fa; border: 1px solid #9db4d6; padding: 8px 12px; margin: 8px 0; }}
-.omitted {{ color: #555; font-style: italic; }} .meta {{ color: #555; }}
-</style></head><body>
-{ERROR_CATCHER}<h1>{title}</h1>
+    page = f"""{page_head(title, CALIBRATION_CSS)}<h1>{title}</h1>
 <p class=meta>Free workload parameters fitted to measured rows by <code>python -m cosim calibrate</code>.
 Built from this calibration directory alone: <a href="fit.json">fit.json</a>,
 <a href="residuals.csv">residuals.csv</a>, <a href="leave_one_out.csv">leave_one_out.csv</a>,

@@ -31,13 +31,13 @@ from cosim.provenance import provenance
 from reports.inputs import ReportError, RunFiles, read_run_dir
 from reports.run_report import (
     DATA_DIR,
-    ERROR_CATCHER,
     METRIC_ROWS,
     PHASE_COLORS,
     _esc,
     _fmt,
     _plotlyjs,
     figure_block,
+    page_head,
     write_page_and_data,
 )
 
@@ -63,6 +63,11 @@ class Run:
 # ---------------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------------
+
+
+#: This page's rules beside :data:`PAGE_CSS`.
+COMPARE_CSS = """table.grid { font-size: 0.92em; } td.dv { color: #555; text-align: right; } .meta { font-size: 0.9em; }
+"""
 
 
 def _labels(summaries: list[dict], paths: list[Path]) -> list[str]:
@@ -398,17 +403,7 @@ def write_comparison(runs: list[Run], out: Path) -> Path:
     else:
         banner = ""
     title = _esc(f"Comparison of {len(runs)} runs")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }}
-table.grid {{ border-collapse: collapse; margin: 8px 0 20px; font-size: 0.92em; }}
-table.grid td, table.grid th {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
-td.v {{ font-weight: 600; text-align: right; }} td.dv {{ color: #555; text-align: right; }}
-figure {{ margin: 0 0 16px; }} figcaption, .meta {{ color: #555; font-size: 0.9em; }}
-.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }}
-</style></head><body>
-{ERROR_CATCHER}<h1>{title}</h1>
+    page = f"""{page_head(title, COMPARE_CSS)}<h1>{title}</h1>
 {banner}
 <h2>Runs</h2>
 <p class=meta>The first run, <b>{_esc(runs[0].label)}</b>, is the reference the others are compared with.

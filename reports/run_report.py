@@ -106,6 +106,35 @@ ERROR_CATCHER = """<div id="js-errors" class="warn" hidden></div>
 """
 
 
+#: The style every report page shares (each adds its own few rules).
+PAGE_CSS = """body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; margin: 8px 0 20px; }
+td, th { padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }
+td.v { font-weight: 600; text-align: right; } td.d { color: #666; font-size: 0.9em; }
+table.grid { font-size: 0.9em; } table.grid td, table.grid th { padding: 3px 10px; }
+figure { margin: 0 0 16px; } figcaption { color: #555; font-size: 0.9em; } .meta { color: #555; }
+pre { background: #f6f6f6; border: 1px solid #ddd; padding: 8px 12px; overflow-x: auto; font-size: 0.85em; }
+.warn { background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }
+"""
+
+
+def page_head(title: str, css: str = "") -> str:
+    """A report page up to its first heading: ``title`` (HTML-escaped already), the shared style plus
+    ``css``, and :data:`ERROR_CATCHER`."""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+        f"<style>\n{PAGE_CSS}{css}</style></head><body>\n{ERROR_CATCHER}"
+    )
+
+
+#: This page's rules beside :data:`PAGE_CSS`.
+RUN_CSS = """body { max-width: 1200px; }
+.real { background: #e8f5e9; border: 1px solid #7cb87f; padding: 8px 12px; margin: 8px 0; }
+.absent { color: #555; font-style: italic; }
+img#frames { image-rendering: pixelated; max-width: 100%; }
+"""
+
+
 def _esc(value) -> str:
     """Any value from a file, as HTML text."""
     return html.escape(str(value), quote=True)
@@ -834,20 +863,7 @@ def write_run_report(run_dir: Path, files: RunFiles | None = None, plotlyjs_src:
         if files.config_text
         else ""
     )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }}
-table {{ border-collapse: collapse; margin: 8px 0 20px; }} td, th {{ padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }}
-td.v {{ font-weight: 600; text-align: right; }} td.d {{ color: #666; font-size: 0.9em; }}
-.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }}
-.real {{ background: #e8f5e9; border: 1px solid #7cb87f; padding: 8px 12px; margin: 8px 0; }}
-.meta {{ color: #555; }} .absent {{ color: #555; font-style: italic; }}
-figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
-pre {{ background: #f6f6f6; border: 1px solid #ddd; padding: 8px 12px; overflow-x: auto; font-size: 0.85em; }}
-img#frames {{ image-rendering: pixelated; max-width: 100%; }}
-</style></head><body>
-{ERROR_CATCHER}<h1>{title}</h1>
+    page = f"""{page_head(title, RUN_CSS)}<h1>{title}</h1>
 {banner}
 <p class=meta>policy <b>{_esc(summary["policy"])}</b>, DRS <b>{"on" if summary["drs"] else "off"}</b>,
 mode <b>{_esc(summary["mode"])}</b>, batch {_esc(summary["batch"])} x {_esc(summary["frames"])} frames x

@@ -30,11 +30,11 @@ from cosim.fmt import num
 from reports.inputs import ReportError
 from reports.run_report import (
     DATA_DIR,
-    ERROR_CATCHER,
     PLOTLYJS_FILE,
     _esc,
     _plotlyjs,
     figure_block,
+    page_head,
     write_page_and_data,
     write_plotlyjs,
 )
@@ -87,6 +87,12 @@ class SweepDir:
     results: pd.DataFrame
     confirm: pd.DataFrame
     front: list[str]  #: pareto.csv's keys, in its order
+
+
+#: This page's rules beside :data:`PAGE_CSS`.
+SWEEP_CSS = """.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
+.err { color: #a12; white-space: pre-wrap; }
+"""
 
 
 def _csv(path: Path) -> pd.DataFrame:
@@ -533,18 +539,7 @@ def write_sweep_report(out: Path, shared_plotlyjs: bool = False) -> Path:
         from cosim.quality_model import LABEL
 
         quality_note = f"Quality metrics (quality_*): {_esc(LABEL)}.<br>\n"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }}
-table.grid {{ border-collapse: collapse; margin: 8px 0 20px; font-size: 0.9em; }}
-table.grid td, table.grid th {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
-.figs {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }}
-figure {{ margin: 0 0 16px; }} figcaption {{ color: #555; font-size: 0.9em; }}
-.warn {{ background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; margin: 8px 0; white-space: pre-wrap; }}
-.err {{ color: #a12; white-space: pre-wrap; }} .meta {{ color: #555; }}
-</style></head><body>
-{ERROR_CATCHER}<h1>{title}</h1>
+    page = f"""{page_head(title, SWEEP_CSS)}<h1>{title}</h1>
 <p><b>{len(res)}</b> points: <b>{len(done)}</b> done, <b>{len(failed_screen)}</b> failed,
 <b>{len(meets)}</b> meet the constraints, <b>{len(d.front)}</b> on the Pareto front.{confirm}</p>
 <p class=meta>Objectives: {objectives}.<br>Constraints: {constraints}.<br>
