@@ -375,6 +375,13 @@ def utilisation_bins(cores: pd.DataFrame, max_bins: int = MAX_UTIL_BINS) -> pd.D
     return out
 
 
+def _vline(x: float, color: str) -> dict:
+    """A dotted vertical line over the whole plot height at ``x``."""
+    return dict(
+        type="line", x0=x, x1=x, yref="paper", y0=0, y1=1, line=dict(width=1, dash="dot", color=color)
+    )
+
+
 def cores_figure(cores: pd.DataFrame, tokens_per_frame: int) -> tuple[go.Figure, pd.DataFrame]:
     data = utilisation_bins(cores)
     cols = [c for c in data.columns if c.endswith("_busy_fraction")]
@@ -396,11 +403,8 @@ def cores_figure(cores: pd.DataFrame, tokens_per_frame: int) -> tuple[go.Figure,
         )
     )
     frames = int(cores["frame"].max()) + 1
-    if 1 < frames <= 64:
-        for f in range(1, frames):
-            fig.add_vline(
-                x=f * tokens_per_frame - size / 2, line_width=1, line_dash="dot", line_color="white"
-            )
+    if 1 < frames <= 64:  # one list of shapes: add_vline re-validates every earlier shape each call
+        fig.update_layout(shapes=[_vline(f * tokens_per_frame - size / 2, "white") for f in range(1, frames)])
     per = f"bins of {size} steps" if size > 1 else "per decode step"
     fig.update_layout(
         title=f"Core utilisation over the decode: compute-busy fraction per core, {per} (dotted: frames)",
