@@ -638,14 +638,12 @@ def quality_table(quality: dict) -> str:
     for k in dict.fromkeys(keys):
         unit, doc = quality_definition(k) or ("", "not defined in this version (docs/metrics.md)")
         v = quality.get(k)
-        value = (
-            _fmt("{:.4g}", v) if isinstance(v, int | float | list) and not isinstance(v, bool) else _esc(v)
-        )
+        value = _fmt("{}", v) if isinstance(v, int | float | list) and not isinstance(v, bool) else _esc(v)
         cell = ""
         if has_spread:
             mean, std = quality.get(f"{k}_mean"), quality.get(f"{k}_std")
             cell = (
-                f"<td class=v>{_fmt('{:.4g}', mean)} &plusmn; {_fmt('{:.2g}', std)}</td>"
+                f"<td class=v>{_fmt('{}', mean)} &plusmn; {_fmt('{:.2g}', std)}</td>"
                 if mean is not None
                 else "<td></td>"
             )

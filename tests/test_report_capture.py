@@ -81,3 +81,13 @@ def test_rebuilt_capture_report_is_the_same(run_dir, tmp_path):
     (copy / "report.html").unlink()
     write_run_report(copy)
     assert (copy / "report.html").read_bytes() == (run_dir / "report.html").read_bytes()
+
+
+def test_quality_table_prints_counts_as_counts_with_units():
+    from reports.run_report import quality_table
+
+    table = quality_table({"mlp_rows": 12290, "psnr_db": 19.391234, "policy": "tas"})
+    rows = {r.split("</td>", 1)[0]: r for r in table.split("<tr><td>")[1:]}
+    assert "<td class=v>12,290</td>" in rows["mlp_rows"]  # not 1.229e+04
+    assert "<td class=v>19.39</td><td>dB</td>" in rows["psnr_db"]
+    assert "<td class=v>tas</td>" in rows["policy"]
