@@ -183,8 +183,10 @@ class Machine:
     def _replay_read_done(self, lay: LayerRun, rec: Record) -> None:
         for e in rec.entries:
             lay.output.signals[e].fire()
-        now = self.env.now
-        self.timeline.counter("units", "replay_cache hits", "entries", now, None, len(rec.entries))
+        if self.timeline.enabled:
+            self.timeline.counter(
+                "units", "replay_cache hits", "entries", self.env.now, None, len(rec.entries)
+            )
 
     def _tas_done(self, lay: LayerRun, rec: Record) -> None:
         lay.index |= rec.bits

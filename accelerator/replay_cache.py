@@ -57,5 +57,6 @@ class ReplayCacheController(Unit):
         self.writes += writes
         task = self.planned((reads, writes), lambda: self.cost.replay(reads, writes))
         end = self.run(task, ready_s, "replay", compute_ready_s, reads=reads, writes=writes)
-        self.timeline.counter(self.track, f"{self.name} hits", "entries", end, None, reads)
+        if self.timeline.enabled:
+            self.timeline.counter(self.track, f"{self.name} hits", "entries", end, None, reads)
         return end

@@ -183,19 +183,14 @@ def run_analytic(job: DecodeJob) -> SimResult:
     for d in (both, tas, mlp, cache):
         _sum(d, bytes_by_group)
     layer_bytes = sum(_layer_bytes(d) for d in (both, tas, mlp, cache))
-    busy_cycles = (
-        _total(both.cycles, full, axis=(1, 2))
-        + mlp.cycles.sum(axis=(1, 2))
-        + steps * np.asarray(extra.cycles)
-    )
-    step_busy = (  # (cores, steps): the same terms, not summed over the steps
+    step_busy = (  # (cores, steps) cycles: integers, so their sum over the steps is exact in any order
         _total(both.cycles, full, axis=1) + mlp.cycles.sum(axis=1) + np.asarray(extra.cycles)[:, None]
     )
     return SimResult(
         latency_s=float(phase_s.sum()),
         layer_phase_s=phase_s,
         layer_bytes=layer_bytes,
-        core_busy_s=cost.seconds(busy_cycles).astype(float),
+        core_busy_s=cost.seconds(step_busy.sum(axis=1)).astype(float),
         bytes_by_group=bytes_by_group,
         pe_macs=float(_total(both.macs, full) + np.sum(mlp.macs) + steps * np.sum(extra.macs)),
         tas_macs=float(_total(tas.macs, shape)),
