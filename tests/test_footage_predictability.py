@@ -50,3 +50,23 @@ def test_dead_band_zero_is_the_plain_encoding_and_a_band_only_removes_changes():
     changes = lambda c: (c[:, 1:] != c[:, :-1]).mean()  # noqa: E731
     assert changes(banded) < changes(plain)
     assert (banded[:, 0] == plain[:, 0]).all()  # the first frame has nothing to hold on to
+
+
+def test_copy_nll_is_the_mean_surprise_of_copying_as_a_distribution():
+    prev = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    truth = np.array([0, 1, 2, 3, 0, 1, 3, 0])  # copy right on 6 of 8
+    p_copy, p_other = 0.75, 0.25 / 3  # 4 codes: the previous one at its accuracy, the others uniformly
+    surprise = -np.log(np.where(prev == truth, p_copy, p_other))
+    assert np.isclose(fp.copy_nll(0.75, 4), surprise.mean())
+    assert fp.copy_nll(1.0, 4) == 0.0
+
+
+def test_transition_nll_learns_a_deterministic_chain_and_is_surprised_by_its_breach():
+    codes = 5
+    train_prev = np.tile(np.arange(codes), 200)
+    train_next = (train_prev + 1) % codes  # each code is always followed by the next one
+    prev = np.arange(codes)
+    nll, lam = fp.transition_nll(train_prev, train_next, prev, (prev + 1) % codes, codes)
+    assert nll < 0.01 and lam == 0.005  # the least smoothing wins on a law that holds
+    breach, _ = fp.transition_nll(train_prev, train_next, prev, prev, codes)  # every code repeats instead
+    assert breach > -np.log(0.05)  # a repeat was never counted: only the smoothing gives it mass
