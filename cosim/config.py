@@ -175,6 +175,12 @@ class PolicySection(_Section):
     target_replay_ratio: float | None = Field(
         None, ge=0, lt=1, description="choose tau (or the budget) so that this share of all MLPs replays"
     )
+    tau_calibration: Literal["dense", "closed_loop"] = Field(
+        "dense",
+        description="capture, tas with target_replay_ratio: choose tau on the dense run's TAS (the replaying "
+        "run lands near the target) or closed_loop: re-choose it on the replaying run's own TAS until that "
+        "run replays the target within 0.005 (up to 8 decodes)",
+    )
     interval: int = Field(
         2,
         ge=2,

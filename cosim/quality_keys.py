@@ -30,7 +30,12 @@ QUALITY_KEYS: dict[str, tuple[str, str]] = {
     "replay_ratio": ("1", "replayed MLPs / (layers x decode steps x batch) of the replaying decode"),
     "tau": ("logit", "the TAS threshold used (policy tas)"),
     "threshold": ("-", "the policy's threshold or interval"),
-    "tau_source": ("", "whether tau was given or calibrated from the dense run's TAS for a replay target"),
+    "tau_source": (
+        "",
+        "how tau was set: given, calibrated (on the dense run's TAS, for a replay target) or closed_loop "
+        "(re-chosen on the replaying run's own TAS until it replays the target)",
+    ),
+    "tau_decodes": ("1", "replaying decodes tau's choice took (1 unless closed_loop)"),
     "policy": ("", "the replay policy that decoded"),
     "seed": ("1", "the sampling seed of the headline values and of the trace"),
     "mlp_rows": ("1", "MLP row evaluations the replaying decode performed"),

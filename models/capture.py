@@ -60,6 +60,12 @@ SEED_METRICS = (
 )
 
 
+TAU_CALIBRATIONS = ("dense", "closed_loop")
+#: closed-loop tau calibration: the largest |replay ratio - target| it accepts, and its most policy decodes
+CLOSED_LOOP_TOLERANCE = 0.005
+CLOSED_LOOP_DECODES = 8
+
+
 @dataclass
 class CaptureSettings:
     """What to capture. Policies: dense, tas, fixed_interval, random, input_similarity, topk, oracle.
@@ -68,7 +74,10 @@ class CaptureSettings:
     ``fixed_interval``, delta for ``input_similarity``. ``target_replay_ratio`` (over all layers x steps x
     batch, first frame included): the budget of ``random``/``topk``/``oracle``/``fixed_interval``/
     ``input_similarity``; for ``tas`` without a threshold, tau is calibrated so that the dense run's TAS
-    distribution would replay exactly that ratio.
+    distribution would replay exactly that ratio (``tau_calibration="dense"``; the replaying run then lands
+    near it, as replay changes later hidden states), or, with ``"closed_loop"``, re-chosen on the replaying
+    run's own TAS until that run replays the ratio within :data:`CLOSED_LOOP_TOLERANCE` (at most
+    :data:`CLOSED_LOOP_DECODES` decodes; the closest one is kept).
 
     ``checkpoint``: this project's safetensors file (default: the shipped model), or a Hugging Face
     Llama-family checkpoint (a directory with ``config.json``, or one ``.safetensors`` file with
@@ -89,6 +98,7 @@ class CaptureSettings:
     policy: str = "tas"
     threshold: float | list[float] | None = None
     target_replay_ratio: float | None = None
+    tau_calibration: str = "dense"  # tas with a target: "dense" or "closed_loop" (above)
     query_pre_rope: bool = False  # TAS variant of the reference code: query before RoPE
     strict: bool = False  # TAS variant of the reference code: TAS > tau
     staleness_cap: int | None = None
@@ -107,6 +117,10 @@ class CaptureSettings:
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+        if self.tau_calibration not in TAU_CALIBRATIONS:
+            raise ValueError(
+                f"unknown tau_calibration {self.tau_calibration!r}; choose one of {', '.join(TAU_CALIBRATIONS)}"
+            )
         if self.quality_seeds < 1:
             raise ValueError(f"quality_seeds must be >= 1, got {self.quality_seeds}")
 
@@ -330,22 +344,44 @@ class _Session:
             )
         return self._calib[key]
 
+    def _closed_loop(self, s: CaptureSettings, tau: float, policy) -> tuple[DecodeResult, float, int]:
+        """Replaying decodes until one replays the target: each next tau is the one the last decode's own
+        TAS would have replayed the target at, bisecting inside the bracket of taus already seen when that
+        step leaves it (replay falls as tau rises). Returns the closest decode, its tau, decodes made."""
+        target = s.target_replay_ratio
+        low, high = -np.inf, np.inf  # taus seen replaying more / less than the target
+        tried = []  # (|miss|, decode, tau)
+        while len(tried) < CLOSED_LOOP_DECODES:
+            res = decode(self.model, self.labels, self.frames, policy(tau), _options(s), _sampling(s))
+            miss = float(res.replay.mean()) - target
+            tried.append((abs(miss), res, tau))
+            if abs(miss) <= CLOSED_LOOP_TOLERANCE:
+                break
+            if miss > 0:
+                low = max(low, tau)
+            else:
+                high = min(high, tau)
+            step = threshold_for_ratio(res.tas, target)
+            tau = step if low < step < high else (low + high) / 2 if np.isfinite(low + high) else step
+        _, res, tau = min(tried, key=lambda t: t[0])  # the first of equally close ones
+        return res, tau, len(tried)
+
     def run(self, s: CaptureSettings, keep_videos: bool = True) -> CaptureResult:
         """The policy's decode (skipping the replayed MLPs) and, unless both are switched off, the
         teacher-forced pass that measures per-step damage and the reuse error at every entry."""
         if s.seed != self.seed:
             raise ValueError(f"seed {s.seed}: this session decoded its dense reference with seed {self.seed}")
-        threshold, tau_source = s.threshold, "given"
+        threshold, tau_source, decodes = s.threshold, "given", 1
         if s.policy == "tas" and threshold is None:
             if s.target_replay_ratio is None:
                 raise ValueError("policy 'tas' needs threshold or target_replay_ratio")
             threshold = threshold_for_ratio(self.calibration(s).tas, s.target_replay_ratio)
             tau_source = "calibrated"
 
-        def policy():
+        def policy(tau=None):
             return make_policy(
                 s.policy,
-                threshold=threshold,
+                threshold=threshold if tau is None else tau,
                 target_replay_ratio=None if s.policy == "tas" else s.target_replay_ratio,
                 strict=s.strict,
             )
@@ -353,6 +389,9 @@ class _Session:
         sparse = bool(s.sparse_sink_tokens) or s.sparse_window is not None
         if s.policy == "dense" and not sparse:
             res = self.dense
+        elif tau_source == "calibrated" and s.tau_calibration == "closed_loop":
+            res, threshold, decodes = self._closed_loop(s, threshold, policy)
+            tau_source = "closed_loop"
         else:
             res = decode(self.model, self.labels, self.frames, policy(), _options(s), _sampling(s))
         video = _decoded(self.vq, res.tokens, self.frames)
@@ -397,6 +436,7 @@ class _Session:
             "tau": float(threshold) if s.policy == "tas" and isinstance(threshold, (int, float)) else None,
             "threshold": float(threshold) if isinstance(threshold, (int, float)) else None,
             "tau_source": tau_source if s.policy == "tas" else None,
+            "tau_decodes": decodes if s.policy == "tas" else None,
             "policy": s.policy,
             "seed": s.seed,
             "mlp_rows": res.mlp_rows,

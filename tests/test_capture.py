@@ -82,6 +82,62 @@ def test_bad_settings_are_rejected(ckpt):
         capture(CaptureSettings(checkpoint=ckpt, prompts=[7]), progress=False)
     with pytest.raises(ValueError, match="threshold or target"):
         capture(CaptureSettings(checkpoint=ckpt, policy="tas"), progress=False)
+    with pytest.raises(
+        ValueError, match="unknown tau_calibration 'replay'; choose one of dense, closed_loop"
+    ):
+        CaptureSettings(tau_calibration="replay")
+
+
+def test_closed_loop_tau_lands_on_the_target_where_the_dense_calibration_misses():
+    """On the shipped model at the workloads' 50%: tau chosen on the dense run's TAS replays 42.3% once
+    replay changes the hidden states (measured); the closed loop re-chooses it until the replaying run
+    itself is on target, and the tau it reports reproduces that run when given back."""
+    from models.capture import CLOSED_LOOP_TOLERANCE, DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("shipped checkpoint missing")
+    base = dict(prompts=2, policy="tas", measure_mlp_error=False, teacher_forced_quality=False)
+    dense = capture(CaptureSettings(**base, target_replay_ratio=0.5), progress=False).quality
+    loop = capture(
+        CaptureSettings(**base, target_replay_ratio=0.5, tau_calibration="closed_loop"), progress=False
+    ).quality
+    assert abs(dense["replay_ratio"] - 0.5) > CLOSED_LOOP_TOLERANCE and dense["tau_decodes"] == 1
+    assert abs(loop["replay_ratio"] - 0.5) <= CLOSED_LOOP_TOLERANCE, loop
+    assert loop["tau_source"] == "closed_loop" and loop["tau_decodes"] > 1
+    given = capture(CaptureSettings(**base, threshold=loop["tau"]), progress=False).quality
+    assert given["replay_ratio"] == loop["replay_ratio"] and given["tau_source"] == "given"
+
+
+def test_closed_loop_bisects_when_the_tas_step_misleads_and_keeps_the_closest_decode(monkeypatch):
+    """A stand-in decode whose replay ratio falls as tau rises (the share of ``scores`` >= tau) but whose
+    reported TAS keeps pointing at one wrong tau (0.08 for a 30% target, where 0.40 is right): after that
+    step the loop must bisect its bracket, and keep the closest decode when it runs out of decodes."""
+    from types import SimpleNamespace
+
+    import models.capture as mc
+
+    scores = np.linspace(-1, 1, 2001)
+    taus = []
+
+    def fake_decode(model, labels, frames, policy, options, sampling):
+        taus.append(policy.threshold)
+        return SimpleNamespace(replay=scores >= policy.threshold, tas=scores * 0.2)
+
+    monkeypatch.setattr(mc, "decode", fake_decode)
+    session = object.__new__(mc._Session)
+    session.model, session.labels, session.frames = None, None, None
+    s = CaptureSettings(policy="tas", target_replay_ratio=0.3, tau_calibration="closed_loop")
+    policy = lambda tau: SimpleNamespace(threshold=tau)  # noqa: E731
+    res, tau, decodes = session._closed_loop(s, 0.6, policy)
+    assert abs(res.replay.mean() - 0.3) <= mc.CLOSED_LOOP_TOLERANCE and tau == taus[-1]
+    assert taus[:3] == pytest.approx([0.6, 0.08, 0.34], abs=1e-3)  # start, the step, then bisection
+    assert decodes == len(taus) <= mc.CLOSED_LOOP_DECODES
+    monkeypatch.setattr(mc, "CLOSED_LOOP_TOLERANCE", 0.0)  # unreachable: every decode is spent
+    taus.clear()
+    res, tau, decodes = session._closed_loop(s, 0.6, policy)
+    assert decodes == len(taus) == mc.CLOSED_LOOP_DECODES
+    misses = [abs((scores >= t).mean() - 0.3) for t in taus]
+    assert tau == taus[int(np.argmin(misses))] and abs(res.replay.mean() - 0.3) == min(misses)
 
 
 def test_trace_from_reference_style_step_logs():

@@ -114,5 +114,8 @@ def test_a_table_run_is_what_a_fresh_capture_measures():
         meta["prompts"], int(row["seed"]), "tas", 0.5, meta["capture_settings"]["threads"]
     )
     q = capture(settings, progress=False).quality
-    for col in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "forced_psnr_db", "forced_ssim", "tau"):
+    for col in ("replay_ratio", "psnr_db", "ssim", "token_agreement", "forced_psnr_db", "forced_ssim"):
         assert q[col] == pytest.approx(float(row[col]), rel=1e-8), col
+    # tau is a float32 TAS value, whose last bits depend on the CPU's matmul kernels (7.2373776 on an AMD
+    # EPYC against the stored 7.2373791): same decisions, so every number above is identical
+    assert q["tau"] == pytest.approx(float(row["tau"]), rel=1e-6)

@@ -35,6 +35,7 @@ def capture_settings(w: Workload):
         policy=p.kind,
         threshold=threshold,
         target_replay_ratio=p.target_replay_ratio,
+        tau_calibration=p.tau_calibration,
         query_pre_rope=p.query_pre_rope,
         strict=p.strict,
         staleness_cap=p.staleness_cap,
