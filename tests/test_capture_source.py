@@ -109,3 +109,5 @@ def test_readme_quickstart_workload_runs(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").is_file() and "trace captured" in r.stdout
+    quality = json.loads((out / "summary.json").read_text())["quality"]  # the README's 50% target, met
+    assert quality["tau_source"] == "closed_loop" and abs(quality["replay_ratio"] - 0.5) <= 0.005, quality
