@@ -40,7 +40,7 @@ import torch
 from models.checkpoint import CHECKPOINT_DIR, load_checkpoint
 from models.footage import make_footage
 from models.fsq import FSQTokenizer
-from models.train_footage import NAME
+from models.train_footage import NAME, copy_nll
 
 SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
@@ -57,12 +57,6 @@ def most_frequent_next(keys: np.ndarray, nxt: np.ndarray) -> dict:
         if key not in best or c > best[key][1]:
             best[key] = (val, c)
     return {key: val for key, (val, _) in best.items()}
-
-
-def copy_nll(accuracy: float, codes: int) -> float:
-    """Nats per token of "the previous token with probability a, the rest uniformly" at a = its accuracy."""
-    a = accuracy
-    return -(a * np.log(a) + (1 - a) * np.log((1 - a) / (codes - 1))) if 0 < a < 1 else 0.0
 
 
 def transition_nll(

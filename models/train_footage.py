@@ -152,6 +152,13 @@ def tokenize(tok, videos: np.ndarray) -> torch.Tensor:
     return codes.reshape(codes.shape[0], -1)
 
 
+def copy_nll(accuracy: float, codes: int) -> float:
+    """Nats per token of "the previous token with probability a, the other codes uniformly" at a = its
+    accuracy: ``H(a) + (1 - a) ln(codes - 1)``."""
+    a = accuracy
+    return -(a * math.log(a) + (1 - a) * math.log((1 - a) / (codes - 1))) if 0 < a < 1 else 0.0
+
+
 @torch.no_grad()
 def evaluate(model: ARVideoTransformer, tok, videos: np.ndarray, labels: np.ndarray, batch: int = 16) -> dict:
     """Teacher-forced next-frame prediction on frames 1..T-1 vs copying the previous frame.
@@ -161,7 +168,7 @@ def evaluate(model: ARVideoTransformer, tok, videos: np.ndarray, labels: np.ndar
     does not count), against decoding the previous frame's true tokens in its place. Likelihood (nats per
     token, lower is better): the model's softmax over the codes, against copying as a distribution -- the
     previous frame's token with probability ``a``, the other codes uniformly -- with ``a`` the copy accuracy
-    on these very videos, the best such ``a`` in hindsight: ``H(a) + (1 - a) ln(K - 1)``."""
+    on these very videos, the best such ``a`` in hindsight (:func:`copy_nll`)."""
     model.eval()
     cfg = model.config
     n, t = cfg.tokens_per_frame, cfg.frames
@@ -185,8 +192,6 @@ def evaluate(model: ARVideoTransformer, tok, videos: np.ndarray, labels: np.ndar
         se_copy += float(((prev - true) ** 2).sum())
         count += true.numel()
     total = codes[:, n:].numel()
-    a, k = copy_hits / total, cfg.codebook_size
-    copy_nll = -(a * math.log(a) + (1 - a) * math.log((1 - a) / (k - 1))) if 0 < a < 1 else 0.0
     return {
         "videos": len(codes),
         "next_frame_token_accuracy": hits / total,
@@ -194,7 +199,7 @@ def evaluate(model: ARVideoTransformer, tok, videos: np.ndarray, labels: np.ndar
         "next_frame_psnr_db": 10 * math.log10(count / se_model),
         "copy_previous_frame_psnr_db": 10 * math.log10(count / se_copy),
         "next_frame_nll_nats": nll / total,
-        "copy_previous_frame_nll_nats": copy_nll,
+        "copy_previous_frame_nll_nats": copy_nll(copy_hits / total, cfg.codebook_size),
     }
 
 

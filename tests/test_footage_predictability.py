@@ -53,12 +53,14 @@ def test_dead_band_zero_is_the_plain_encoding_and_a_band_only_removes_changes():
 
 
 def test_copy_nll_is_the_mean_surprise_of_copying_as_a_distribution():
+    from models.train_footage import copy_nll
+
     prev = np.array([0, 1, 2, 3, 0, 1, 2, 3])
     truth = np.array([0, 1, 2, 3, 0, 1, 3, 0])  # copy right on 6 of 8
     p_copy, p_other = 0.75, 0.25 / 3  # 4 codes: the previous one at its accuracy, the others uniformly
     surprise = -np.log(np.where(prev == truth, p_copy, p_other))
-    assert np.isclose(fp.copy_nll(0.75, 4), surprise.mean())
-    assert fp.copy_nll(1.0, 4) == 0.0
+    assert np.isclose(copy_nll(0.75, 4), surprise.mean())
+    assert copy_nll(1.0, 4) == 0.0
 
 
 def test_transition_nll_learns_a_deterministic_chain_and_is_surprised_by_its_breach():
